@@ -1,0 +1,8 @@
+//! Chemistry: the project's bridge to RDKit's C++ library and the molecular
+//! featurizer that turns a molecule into an atom/bond feature graph.
+pub mod featurize;
+pub mod mol;
+pub mod rdkit_ffi;
+
+pub use featurize::{Featurizer, MolGraph};
+pub use mol::{canonicalize, parse, rdkit_version, ChemError};

@@ -1,0 +1,51 @@
+//! The cxx bridge to RDKit's C++ library (Debian `librdkit-dev`). It exposes raw
+//! per-atom and per-bond facts with stable integer codes; `chem::mol` wraps it
+//! in a safe API and `chem::featurize` turns it into features.
+
+#[cxx::bridge(namespace = "zo")]
+pub mod ffi {
+    /// Raw facts about one atom. Codes: hybridization 0 unspecified, 1 S, 2 SP,
+    /// 3 SP2, 4 SP3, 5 SP3D, 6 SP3D2, 7 other; chirality 0 none, 1 CW, 2 CCW, 3 other.
+    #[derive(Debug, Clone, PartialEq)]
+    pub struct AtomRecord {
+        pub atomic_num: i32,
+        pub degree: i32,
+        pub implicit_hs: i32,
+        pub total_hs: i32,
+        pub formal_charge: i32,
+        pub radical_electrons: i32,
+        pub hybridization: i32,
+        pub aromatic: bool,
+        pub in_ring: bool,
+        pub chirality: i32,
+    }
+
+    /// Raw facts about one bond. Codes: bond_type 1 single, 2 double, 3 triple,
+    /// 4 aromatic, 0 other; stereo 0 none, 1 any, 2 Z, 3 E, 4 cis, 5 trans.
+    #[derive(Debug, Clone, PartialEq)]
+    pub struct BondRecord {
+        pub begin: i32,
+        pub end: i32,
+        pub bond_type: i32,
+        pub conjugated: bool,
+        pub in_ring: bool,
+        pub stereo: i32,
+    }
+
+    /// A parsed, sanitized molecule: its canonical SMILES and its atoms and bonds.
+    #[derive(Debug, Clone)]
+    pub struct MolRecord {
+        pub canonical: String,
+        pub atoms: Vec<AtomRecord>,
+        pub bonds: Vec<BondRecord>,
+    }
+
+    unsafe extern "C++" {
+        include!("zo-hpc/src/chem/rdkit_shim.h");
+
+        fn parse_molecule(smiles: &str) -> Result<MolRecord>;
+        fn canonical_smiles(smiles: &str) -> Result<String>;
+        fn rdkit_version() -> String;
+        fn quiet_rdkit_logs();
+    }
+}

@@ -1,0 +1,129 @@
+// RDKit → plain records. See rdkit_shim.h.
+#include "zo-hpc/src/chem/rdkit_shim.h"
+#include "zo-hpc/src/chem/rdkit_ffi.rs.h"
+
+#include <GraphMol/GraphMol.h>
+#include <GraphMol/RDKitBase.h>
+#include <GraphMol/SmilesParse/SmilesParse.h>
+#include <GraphMol/SmilesParse/SmilesWrite.h>
+#include <RDGeneral/RDLog.h>
+#include <RDGeneral/versions.h>
+
+#include <stdexcept>
+#include <string>
+
+namespace zo {
+namespace {
+
+// Stable codes that do not depend on RDKit's enum numbering (see rdkit_ffi.rs).
+int32_t hybridization_code(RDKit::Atom::HybridizationType h) {
+  switch (h) {
+    case RDKit::Atom::S: return 1;
+    case RDKit::Atom::SP: return 2;
+    case RDKit::Atom::SP2: return 3;
+    case RDKit::Atom::SP3: return 4;
+    case RDKit::Atom::SP3D: return 5;
+    case RDKit::Atom::SP3D2: return 6;
+    case RDKit::Atom::UNSPECIFIED: return 0;
+    default: return 7;
+  }
+}
+
+int32_t chiral_code(RDKit::Atom::ChiralType c) {
+  switch (c) {
+    case RDKit::Atom::CHI_TETRAHEDRAL_CW: return 1;
+    case RDKit::Atom::CHI_TETRAHEDRAL_CCW: return 2;
+    case RDKit::Atom::CHI_UNSPECIFIED: return 0;
+    default: return 3;
+  }
+}
+
+int32_t bond_type_code(RDKit::Bond::BondType t) {
+  switch (t) {
+    case RDKit::Bond::SINGLE: return 1;
+    case RDKit::Bond::DOUBLE: return 2;
+    case RDKit::Bond::TRIPLE: return 3;
+    case RDKit::Bond::AROMATIC: return 4;
+    default: return 0;
+  }
+}
+
+int32_t stereo_code(RDKit::Bond::BondStereo s) {
+  switch (s) {
+    case RDKit::Bond::STEREONONE: return 0;
+    case RDKit::Bond::STEREOANY: return 1;
+    case RDKit::Bond::STEREOZ: return 2;
+    case RDKit::Bond::STEREOE: return 3;
+    case RDKit::Bond::STEREOCIS: return 4;
+    case RDKit::Bond::STEREOTRANS: return 5;
+    default: return 0;
+  }
+}
+
+std::unique_ptr<RDKit::ROMol> parse_or_throw(rust::Str smiles) {
+  std::string s(smiles.data(), smiles.size());
+  std::unique_ptr<RDKit::ROMol> mol;
+  try {
+    mol.reset(RDKit::SmilesToMol(s));
+  } catch (const std::exception &e) {
+    throw std::runtime_error(std::string("RDKit rejected the SMILES: ") + e.what());
+  } catch (...) {
+    throw std::runtime_error("RDKit rejected the SMILES (unknown error)");
+  }
+  if (!mol) throw std::runtime_error("RDKit could not parse the SMILES");
+  if (mol->getNumAtoms() == 0) throw std::runtime_error("the SMILES has no atoms");
+  return mol;
+}
+
+}  // namespace
+
+MolRecord parse_molecule(rust::Str smiles) {
+  auto mol = parse_or_throw(smiles);
+  MolRecord rec;
+  try {
+    rec.canonical = rust::String(RDKit::MolToSmiles(*mol));
+    const RDKit::RingInfo *rings = mol->getRingInfo();
+    for (const RDKit::Atom *a : mol->atoms()) {
+      AtomRecord r;
+      r.atomic_num = a->getAtomicNum();
+      r.degree = static_cast<int32_t>(a->getDegree());
+      r.implicit_hs = static_cast<int32_t>(a->getNumImplicitHs());
+      r.total_hs = static_cast<int32_t>(a->getTotalNumHs());
+      r.formal_charge = a->getFormalCharge();
+      r.radical_electrons = static_cast<int32_t>(a->getNumRadicalElectrons());
+      r.hybridization = hybridization_code(a->getHybridization());
+      r.aromatic = a->getIsAromatic();
+      r.in_ring = rings->numAtomRings(a->getIdx()) > 0;
+      r.chirality = chiral_code(a->getChiralTag());
+      rec.atoms.push_back(r);
+    }
+    for (const RDKit::Bond *b : mol->bonds()) {
+      BondRecord r;
+      r.begin = static_cast<int32_t>(b->getBeginAtomIdx());
+      r.end = static_cast<int32_t>(b->getEndAtomIdx());
+      r.bond_type = bond_type_code(b->getBondType());
+      r.conjugated = b->getIsConjugated();
+      r.in_ring = rings->numBondRings(b->getIdx()) > 0;
+      r.stereo = stereo_code(b->getStereo());
+      rec.bonds.push_back(r);
+    }
+  } catch (const std::exception &e) {
+    throw std::runtime_error(std::string("RDKit failed on the molecule: ") + e.what());
+  }
+  return rec;
+}
+
+rust::String canonical_smiles(rust::Str smiles) {
+  auto mol = parse_or_throw(smiles);
+  try {
+    return rust::String(RDKit::MolToSmiles(*mol));
+  } catch (const std::exception &e) {
+    throw std::runtime_error(std::string("RDKit could not write SMILES: ") + e.what());
+  }
+}
+
+rust::String rdkit_version() { return rust::String(RDKit::rdkitVersion); }
+
+void quiet_rdkit_logs() { RDLog::InitLogs(); boost::logging::disable_logs("rdApp.*"); }
+
+}  // namespace zo

@@ -1,0 +1,160 @@
+//! `zo-hpc prepare`: CSV → canonical, unique molecules with targets → seeded
+//! train/test split → featurizer columns that vary on the training split → one
+//! dataset HDF5 file. Nothing is dropped silently: invalid SMILES, non-numeric
+//! targets and duplicates are counted and the first ones listed by line.
+use super::csv_table::{self, BadRow};
+use super::split::split;
+use crate::chem::{self, Featurizer};
+use crate::config::Config;
+use crate::io::dataset::{Dataset, DatasetMeta};
+use anyhow::{bail, Context};
+use std::collections::HashMap;
+
+/// How many problem rows of each kind are listed in the log.
+const LIST_FIRST: usize = 10;
+
+#[derive(Debug, Default)]
+pub struct PrepareReport {
+    pub n_rows: usize,
+    pub invalid_smiles: Vec<BadRow>,
+    pub bad_target: Vec<BadRow>,
+    /// (line, canonical SMILES, line of the first occurrence that was kept)
+    pub duplicates: Vec<(usize, String, usize)>,
+    pub n_unique: usize,
+}
+
+impl PrepareReport {
+    /// Logs the counts and the first offending lines of each kind.
+    pub fn log(&self, file: &str) {
+        log::info!(
+            "{file}: {} rows, {} unique valid molecules",
+            self.n_rows,
+            self.n_unique
+        );
+        let list = |what: &str, rows: &[BadRow]| {
+            if rows.is_empty() {
+                return;
+            }
+            log::warn!("{file}: {} rows skipped: {what}", rows.len());
+            for r in rows.iter().take(LIST_FIRST) {
+                log::warn!("  line {}: {:?}: {}", r.line, r.smiles, r.reason);
+            }
+            if rows.len() > LIST_FIRST {
+                log::warn!("  … and {} more", rows.len() - LIST_FIRST);
+            }
+        };
+        list("invalid SMILES", &self.invalid_smiles);
+        list("bad target", &self.bad_target);
+        if !self.duplicates.is_empty() {
+            log::warn!(
+                "{file}: {} duplicate molecules skipped (first occurrence kept)",
+                self.duplicates.len()
+            );
+            for (line, smi, first) in self.duplicates.iter().take(LIST_FIRST) {
+                log::warn!("  line {line}: {smi} (same as line {first})");
+            }
+        }
+    }
+}
+
+/// Builds the dataset described by `cfg` (does not write it).
+pub fn build(cfg: &Config) -> anyhow::Result<(Dataset, PrepareReport)> {
+    let d = &cfg.data;
+    let table = csv_table::read(&d.csv, &d.smiles_column, &d.target_column)?;
+    let mut report = PrepareReport {
+        n_rows: table.rows.len() + table.bad.len(),
+        bad_target: table.bad,
+        ..Default::default()
+    };
+    let mut first_line: HashMap<String, usize> = HashMap::new();
+    let mut records = Vec::new();
+    let mut smiles = Vec::new();
+    let mut target = Vec::new();
+    let mut source_line = Vec::new();
+    for row in table.rows {
+        match chem::parse(&row.smiles) {
+            Err(e) => report.invalid_smiles.push(BadRow {
+                line: row.line,
+                smiles: row.smiles,
+                reason: e.message,
+            }),
+            Ok(rec) => {
+                if let Some(&first) = first_line.get(&rec.canonical) {
+                    report
+                        .duplicates
+                        .push((row.line, rec.canonical.clone(), first));
+                    continue;
+                }
+                first_line.insert(rec.canonical.clone(), row.line);
+                smiles.push(rec.canonical.clone());
+                target.push(row.target);
+                source_line.push(row.line as u64);
+                records.push(rec);
+            }
+        }
+    }
+    report.n_unique = smiles.len();
+    let n = smiles.len();
+    if d.n_train + d.n_test > n {
+        bail!(
+            "{}: data.n_train ({}) + data.n_test ({}) = {} exceeds the {} unique valid molecules in {}",
+            cfg.path.display(),
+            d.n_train,
+            d.n_test,
+            d.n_train + d.n_test,
+            n,
+            d.csv.display()
+        );
+    }
+    let (train, test) = split(n, d.n_train, d.n_test, cfg.run.seed);
+    let train_records: Vec<_> = train.iter().map(|&i| records[i].clone()).collect();
+    let featurizer = Featurizer::non_constant(&train_records);
+    let mean = train.iter().map(|&i| target[i]).sum::<f64>() / train.len() as f64;
+    let var = train
+        .iter()
+        .map(|&i| (target[i] - mean).powi(2))
+        .sum::<f64>()
+        / train.len() as f64;
+    let std = if var > 0.0 { var.sqrt() } else { 1.0 };
+    let meta = DatasetMeta {
+        source_csv: d.csv.display().to_string(),
+        smiles_column: d.smiles_column.clone(),
+        target_column: d.target_column.clone(),
+        seed: cfg.run.seed,
+        rdkit_version: chem::rdkit_version(),
+        n_rows: report.n_rows as u64,
+        n_invalid_smiles: report.invalid_smiles.len() as u64,
+        n_bad_target: report.bad_target.len() as u64,
+        n_duplicates: report.duplicates.len() as u64,
+    };
+    let ds = Dataset {
+        smiles,
+        target,
+        source_line,
+        train: train.iter().map(|&i| i as u64).collect(),
+        test: test.iter().map(|&i| i as u64).collect(),
+        featurizer,
+        target_mean: mean,
+        target_std: std,
+        meta,
+    };
+    Ok((ds, report))
+}
+
+/// `zo-hpc prepare`: builds the dataset and writes it to `cfg.dataset_path()`.
+pub fn run(cfg: &Config) -> anyhow::Result<Dataset> {
+    let (ds, report) = build(cfg)?;
+    report.log(&cfg.data.csv.display().to_string());
+    let out = cfg.dataset_path();
+    ds.write(&out)
+        .with_context(|| format!("writing dataset {}", out.display()))?;
+    log::info!(
+        "wrote {} ({} train / {} test, {} atom and {} bond feature columns kept)",
+        out.display(),
+        ds.train.len(),
+        ds.test.len(),
+        ds.featurizer.atom_dim(),
+        ds.featurizer.bond_dim()
+    );
+    Ok(ds)
+}

@@ -1,0 +1,127 @@
+//! Checkpoints: parameters, Adam moments, step, epoch, seed, config text and the
+//! metrics so far, in one HDF5 file written atomically by rank 0. Parameter names
+//! become dataset paths (`mpnn.embed.gru.ih.weight` → `/params/mpnn/embed/gru/ih/weight`),
+//! so a checkpoint is self-describing in h5py.
+//!
+//! Layout: `/params/<path>` f32, `/adam/m/<path>`, `/adam/v/<path>` f32,
+//! attrs `format`, `step`, `epoch`, `seed`, `adam_t`, `config`; group `/metrics` (see `metrics`).
+use super::h5::{self, ctx};
+use super::metrics::Metrics;
+use hdf5::Group;
+use std::path::Path;
+
+pub const FORMAT: &str = "zo-hpc-checkpoint/1";
+
+/// A named array in plain memory (what `train` converts tensors to and from).
+#[derive(Debug, Clone, PartialEq)]
+pub struct NamedArray {
+    pub name: String,
+    pub shape: Vec<usize>,
+    pub data: Vec<f32>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Checkpoint {
+    pub step: u64,
+    pub epoch: u64,
+    pub seed: u64,
+    pub config_text: String,
+    pub params: Vec<NamedArray>,
+    pub adam_m: Vec<NamedArray>,
+    pub adam_v: Vec<NamedArray>,
+    pub adam_t: u64,
+    pub metrics: Metrics,
+}
+
+fn h5_path(name: &str) -> String {
+    name.replace('.', "/")
+}
+
+fn write_arrays(root: &Group, group: &str, arrays: &[NamedArray]) -> hdf5::Result<()> {
+    for a in arrays {
+        let full = format!("{group}/{}", h5_path(&a.name));
+        let (dir, leaf) = full.rsplit_once('/').unwrap_or(("", full.as_str()));
+        let g = h5::ensure_group(root, dir)?;
+        let view = ndarray::ArrayViewD::from_shape(a.shape.clone(), &a.data)
+            .map_err(|e| hdf5::Error::from(format!("{}: {e}", a.name)))?;
+        g.new_dataset_builder().with_data(view).create(leaf)?;
+    }
+    Ok(())
+}
+
+impl Checkpoint {
+    pub fn write(&self, path: &Path) -> anyhow::Result<()> {
+        h5::write_atomically(path, |f| {
+            h5::write_str_attr(f, "format", FORMAT)?;
+            h5::write_attr(f, "step", &self.step)?;
+            h5::write_attr(f, "epoch", &self.epoch)?;
+            h5::write_attr(f, "seed", &self.seed)?;
+            h5::write_attr(f, "adam_t", &self.adam_t)?;
+            h5::write_str_attr(f, "config", &self.config_text)?;
+            write_arrays(f, "params", &self.params)?;
+            write_arrays(f, "adam/m", &self.adam_m)?;
+            write_arrays(f, "adam/v", &self.adam_v)?;
+            let m = f.create_group("metrics")?;
+            self.metrics.write_into(&m)?;
+            Ok(())
+        })
+    }
+
+    /// Reads a checkpoint; `names` are the parameter names (and order) expected.
+    pub fn read(path: &Path, names: &[String]) -> anyhow::Result<Checkpoint> {
+        let f = h5::open(path)?;
+        let c = |w: String| move || w;
+        let fmt = h5::read_str_attr(&f, "format").unwrap_or_default();
+        if fmt != FORMAT {
+            anyhow::bail!(
+                "{}: not a zo-hpc checkpoint (format {fmt:?})",
+                path.display()
+            );
+        }
+        let read_group = |group: &str| -> anyhow::Result<Vec<NamedArray>> {
+            names
+                .iter()
+                .map(|name| {
+                    let p = format!("{group}/{}", h5_path(name));
+                    let ds = ctx(
+                        f.dataset(&p),
+                        path,
+                        c(format!("missing /{p} (parameter {name})")),
+                    )?;
+                    Ok(NamedArray {
+                        name: name.clone(),
+                        shape: ds.shape(),
+                        data: ctx(ds.read_raw::<f32>(), path, c(format!("reading /{p}")))?,
+                    })
+                })
+                .collect()
+        };
+        let u = |n: &str| {
+            ctx(
+                h5::read_attr::<u64>(&f, n),
+                path,
+                c(format!("attribute {n}")),
+            )
+        };
+        let metrics = ctx(
+            f.group("metrics").and_then(|g| Metrics::read_from(&g)),
+            path,
+            c("reading /metrics".into()),
+        )?;
+        Ok(Checkpoint {
+            step: u("step")?,
+            epoch: u("epoch")?,
+            seed: u("seed")?,
+            adam_t: u("adam_t")?,
+            config_text: ctx(
+                h5::read_str_attr(&f, "config"),
+                path,
+                c("attribute config".into()),
+            )?,
+            params: read_group("params")?,
+            adam_m: read_group("adam/m")?,
+            adam_v: read_group("adam/v")?,
+            metrics,
+        })
+    }
+}

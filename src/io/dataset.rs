@@ -1,0 +1,198 @@
+//! The dataset HDF5 file written by `zo-hpc prepare` and read by `zo-hpc train`.
+//!
+//! Layout (see README, "HDF5 layouts"):
+//! ```text
+//! /smiles               str[n]   canonical SMILES, unique
+//! /target               f64[n]   target values (original units)
+//! /source_line          u64[n]   line of each molecule in the source CSV
+//! /split/train          u64[k]   indices into /smiles
+//! /split/test           u64[m]
+//! /featurizer/atom_columns  str[78]  names of all atom feature columns
+//! /featurizer/atom_keep     u64[a]   kept (non-constant on the training split) columns
+//! /featurizer/bond_columns  str[12], /featurizer/bond_keep u64[b]
+//! attributes on /: format, source_csv, smiles_column, target_column, target_mean,
+//!   target_std (training split), seed, rdkit_version, n_rows, n_invalid_smiles,
+//!   n_bad_target, n_duplicates
+//! ```
+use super::h5::{self, ctx, H5Result};
+use crate::chem::featurize::{atom_columns, bond_columns};
+use crate::chem::Featurizer;
+use std::path::Path;
+
+pub const FORMAT: &str = "zo-hpc-dataset/1";
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Dataset {
+    pub smiles: Vec<String>,
+    pub target: Vec<f64>,
+    pub source_line: Vec<u64>,
+    pub train: Vec<u64>,
+    pub test: Vec<u64>,
+    pub featurizer: Featurizer,
+    pub target_mean: f64,
+    pub target_std: f64,
+    pub meta: DatasetMeta,
+}
+
+/// Provenance and the counts of what `prepare` could not use.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct DatasetMeta {
+    pub source_csv: String,
+    pub smiles_column: String,
+    pub target_column: String,
+    pub seed: u64,
+    pub rdkit_version: String,
+    pub n_rows: u64,
+    pub n_invalid_smiles: u64,
+    pub n_bad_target: u64,
+    pub n_duplicates: u64,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum DatasetError {
+    #[error(transparent)]
+    H5(#[from] h5::H5Error),
+    #[error("{file}: not a zo-hpc dataset file ({why}); create it with `zo-hpc prepare`")]
+    Layout { file: String, why: String },
+}
+
+impl Dataset {
+    pub fn write(&self, path: &Path) -> anyhow::Result<()> {
+        h5::write_atomically(path, |f| {
+            h5::write_strings(f, "smiles", &self.smiles)?;
+            h5::write_vec(f, "target", &self.target)?;
+            h5::write_vec(f, "source_line", &self.source_line)?;
+            let split = f.create_group("split")?;
+            h5::write_vec(&split, "train", &self.train)?;
+            h5::write_vec(&split, "test", &self.test)?;
+            let fz = f.create_group("featurizer")?;
+            h5::write_strings(&fz, "atom_columns", &atom_columns())?;
+            h5::write_strings(&fz, "bond_columns", &bond_columns())?;
+            let keep = |v: &[usize]| v.iter().map(|&c| c as u64).collect::<Vec<_>>();
+            h5::write_vec(&fz, "atom_keep", &keep(&self.featurizer.atom_keep))?;
+            h5::write_vec(&fz, "bond_keep", &keep(&self.featurizer.bond_keep))?;
+            let m = &self.meta;
+            h5::write_str_attr(f, "format", FORMAT)?;
+            h5::write_str_attr(f, "source_csv", &m.source_csv)?;
+            h5::write_str_attr(f, "smiles_column", &m.smiles_column)?;
+            h5::write_str_attr(f, "target_column", &m.target_column)?;
+            h5::write_str_attr(f, "rdkit_version", &m.rdkit_version)?;
+            h5::write_attr(f, "target_mean", &self.target_mean)?;
+            h5::write_attr(f, "target_std", &self.target_std)?;
+            h5::write_attr(f, "seed", &m.seed)?;
+            h5::write_attr(f, "n_rows", &m.n_rows)?;
+            h5::write_attr(f, "n_invalid_smiles", &m.n_invalid_smiles)?;
+            h5::write_attr(f, "n_bad_target", &m.n_bad_target)?;
+            h5::write_attr(f, "n_duplicates", &m.n_duplicates)?;
+            Ok(())
+        })
+    }
+
+    pub fn read(path: &Path) -> Result<Dataset, DatasetError> {
+        let f = h5::open(path)?;
+        let layout = |why: String| DatasetError::Layout {
+            file: path.display().to_string(),
+            why,
+        };
+        match h5::read_str_attr(&f, "format") {
+            Ok(fmt) if fmt == FORMAT => {}
+            Ok(fmt) => {
+                return Err(layout(format!(
+                    "format attribute is {fmt:?}, expected {FORMAT:?}"
+                )))
+            }
+            Err(_) => return Err(layout("no `format` attribute on /".into())),
+        }
+        let c = |what: &str| what.to_string();
+        let rd = |r: hdf5::Result<Vec<u64>>, what: &str| -> H5Result<Vec<u64>> {
+            ctx(r, path, || c(what))
+        };
+        let smiles = ctx(h5::read_strings(&f, "smiles"), path, || {
+            c("reading /smiles")
+        })?;
+        let target = ctx(h5::read_vec::<f64>(&f, "target"), path, || {
+            c("reading /target")
+        })?;
+        let source_line = rd(h5::read_vec(&f, "source_line"), "reading /source_line")?;
+        let split = ctx(f.group("split"), path, || c("opening /split"))?;
+        let train = rd(h5::read_vec(&split, "train"), "reading /split/train")?;
+        let test = rd(h5::read_vec(&split, "test"), "reading /split/test")?;
+        let fz = ctx(f.group("featurizer"), path, || c("opening /featurizer"))?;
+        let atom_keep = rd(
+            h5::read_vec(&fz, "atom_keep"),
+            "reading /featurizer/atom_keep",
+        )?;
+        let bond_keep = rd(
+            h5::read_vec(&fz, "bond_keep"),
+            "reading /featurizer/bond_keep",
+        )?;
+        let atom_cols = ctx(h5::read_strings(&fz, "atom_columns"), path, || {
+            c("reading /featurizer/atom_columns")
+        })?;
+        let bond_cols = ctx(h5::read_strings(&fz, "bond_columns"), path, || {
+            c("reading /featurizer/bond_columns")
+        })?;
+        if atom_cols != atom_columns() || bond_cols != bond_columns() {
+            return Err(layout(
+                "its featurizer columns differ from this build's featurizer; run `zo-hpc prepare` again".into(),
+            ));
+        }
+        let n = smiles.len();
+        if target.len() != n || source_line.len() != n {
+            return Err(layout(format!(
+                "/smiles has {n} entries but /target has {} and /source_line {}",
+                target.len(),
+                source_line.len()
+            )));
+        }
+        if let Some(bad) = train.iter().chain(&test).find(|&&i| i as usize >= n) {
+            return Err(layout(format!("split index {bad} out of range (n = {n})")));
+        }
+        let keep_ok =
+            |k: &[u64], dim: usize| !k.is_empty() && k.iter().all(|&c| (c as usize) < dim);
+        if !keep_ok(&atom_keep, atom_cols.len()) || !keep_ok(&bond_keep, bond_cols.len()) {
+            return Err(layout(
+                "featurizer keep lists are empty or out of range".into(),
+            ));
+        }
+        let a = |name: &str| {
+            ctx(h5::read_attr::<f64>(&f, name), path, || {
+                format!("reading attribute {name}")
+            })
+        };
+        let u = |name: &str| {
+            ctx(h5::read_attr::<u64>(&f, name), path, || {
+                format!("reading attribute {name}")
+            })
+        };
+        let s = |name: &str| {
+            ctx(h5::read_str_attr(&f, name), path, || {
+                format!("reading attribute {name}")
+            })
+        };
+        Ok(Dataset {
+            smiles,
+            target,
+            source_line,
+            train,
+            test,
+            featurizer: Featurizer {
+                atom_keep: atom_keep.iter().map(|&c| c as usize).collect(),
+                bond_keep: bond_keep.iter().map(|&c| c as usize).collect(),
+            },
+            target_mean: a("target_mean")?,
+            target_std: a("target_std")?,
+            meta: DatasetMeta {
+                source_csv: s("source_csv")?,
+                smiles_column: s("smiles_column")?,
+                target_column: s("target_column")?,
+                seed: u("seed")?,
+                rdkit_version: s("rdkit_version")?,
+                n_rows: u("n_rows")?,
+                n_invalid_smiles: u("n_invalid_smiles")?,
+                n_bad_target: u("n_bad_target")?,
+                n_duplicates: u("n_duplicates")?,
+            },
+        })
+    }
+}

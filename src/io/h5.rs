@@ -1,0 +1,120 @@
+//! Small HDF5 helpers on top of hdf5-metno: typed reads and writes that name the
+//! file and the object in their errors, variable-length UTF-8 strings (which h5py
+//! reads as `str`/`bytes`), nested groups, and atomic file replacement.
+use hdf5::types::VarLenUnicode;
+use hdf5::{File, Group, H5Type, Location};
+use std::path::{Path, PathBuf};
+
+#[derive(Debug, thiserror::Error)]
+#[error("HDF5 file {file}: {what}: {source}")]
+pub struct H5Error {
+    pub file: PathBuf,
+    pub what: String,
+    #[source]
+    pub source: hdf5::Error,
+}
+
+pub type H5Result<T> = Result<T, H5Error>;
+
+/// Attaches the file name and what was being done to an hdf5 error.
+pub fn ctx<T>(r: hdf5::Result<T>, file: &Path, what: impl FnOnce() -> String) -> H5Result<T> {
+    r.map_err(|source| H5Error {
+        file: file.to_path_buf(),
+        what: what(),
+        source,
+    })
+}
+
+fn varlen(s: &str) -> VarLenUnicode {
+    // A NUL byte is the only thing VarLenUnicode rejects; it cannot occur in our strings,
+    // but never panic on it.
+    s.replace('\0', "")
+        .parse::<VarLenUnicode>()
+        .unwrap_or_default()
+}
+
+pub fn write_attr<T: H5Type>(loc: &Location, name: &str, value: &T) -> hdf5::Result<()> {
+    loc.new_attr::<T>().create(name)?.write_scalar(value)
+}
+
+pub fn write_str_attr(loc: &Location, name: &str, value: &str) -> hdf5::Result<()> {
+    write_attr(loc, name, &varlen(value))
+}
+
+pub fn read_attr<T: H5Type>(loc: &Location, name: &str) -> hdf5::Result<T> {
+    loc.attr(name)?.read_scalar::<T>()
+}
+
+pub fn read_str_attr(loc: &Location, name: &str) -> hdf5::Result<String> {
+    Ok(read_attr::<VarLenUnicode>(loc, name)?.as_str().to_string())
+}
+
+pub fn write_vec<T: H5Type>(g: &Group, name: &str, data: &[T]) -> hdf5::Result<()> {
+    g.new_dataset_builder().with_data(data).create(name)?;
+    Ok(())
+}
+
+pub fn write_matrix<T: H5Type>(g: &Group, name: &str, data: &[T], cols: usize) -> hdf5::Result<()> {
+    let rows = if cols == 0 { 0 } else { data.len() / cols };
+    let view = ndarray::ArrayView2::from_shape((rows, cols), data)
+        .map_err(|e| hdf5::Error::from(e.to_string().as_str()))?;
+    g.new_dataset_builder().with_data(view).create(name)?;
+    Ok(())
+}
+
+pub fn read_vec<T: H5Type>(g: &Group, name: &str) -> hdf5::Result<Vec<T>> {
+    g.dataset(name)?.read_raw::<T>()
+}
+
+pub fn write_strings(g: &Group, name: &str, data: &[String]) -> hdf5::Result<()> {
+    let v: Vec<VarLenUnicode> = data.iter().map(|s| varlen(s)).collect();
+    write_vec(g, name, &v)
+}
+
+pub fn read_strings(g: &Group, name: &str) -> hdf5::Result<Vec<String>> {
+    Ok(read_vec::<VarLenUnicode>(g, name)?
+        .into_iter()
+        .map(|s| s.as_str().to_string())
+        .collect())
+}
+
+/// Opens or creates the group at a slash-separated path under `root`.
+pub fn ensure_group(root: &Group, path: &str) -> hdf5::Result<Group> {
+    let mut g = root.clone();
+    for part in path.split('/').filter(|p| !p.is_empty()) {
+        g = if g.link_exists(part) {
+            g.group(part)?
+        } else {
+            g.create_group(part)?
+        };
+    }
+    Ok(g)
+}
+
+/// Writes a whole HDF5 file under a temporary name, then renames it into place.
+pub fn write_atomically<F>(path: &Path, fill: F) -> anyhow::Result<()>
+where
+    F: FnOnce(&File) -> anyhow::Result<()>,
+{
+    use anyhow::Context;
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    }
+    let mut tmp = path.as_os_str().to_owned();
+    tmp.push(format!(".tmp{}", std::process::id()));
+    let tmp = PathBuf::from(tmp);
+    {
+        let file = File::create(&tmp).with_context(|| format!("creating {}", tmp.display()))?;
+        fill(&file).with_context(|| format!("writing {}", path.display()))?;
+        file.flush()
+            .with_context(|| format!("flushing {}", tmp.display()))?;
+    }
+    std::fs::rename(&tmp, path)
+        .with_context(|| format!("renaming {} to {}", tmp.display(), path.display()))?;
+    Ok(())
+}
+
+/// Opens an HDF5 file for reading, with an error that names it.
+pub fn open(path: &Path) -> H5Result<File> {
+    ctx(File::open(path), path, || "cannot open".into())
+}

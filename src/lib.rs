@@ -1,0 +1,14 @@
+//! zo-hpc: MPI-parallel training of deep models *through* scientific software that
+//! has no gradients (zeroth-order SciML, arXiv 2206.02785).
+//!
+//! Data flows through the modules in this order: `config` → `data` → `chem` /
+//! `blackbox` → `models` → `zo` → `train` → `dist` → `io`.
+pub mod blackbox;
+pub mod chem;
+pub mod config;
+pub mod data;
+pub mod dist;
+pub mod io;
+pub mod models;
+pub mod train;
+pub mod zo;

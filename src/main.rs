@@ -1,0 +1,138 @@
+//! The `zo-hpc` command line: `prepare` a dataset file from a CSV, `train` a model.
+//! Run it plainly, under `mpirun -n N`, or under Slurm's `srun`.
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use std::io::Write;
+use std::path::PathBuf;
+use zo_hpc::config::{Config, Stage};
+use zo_hpc::dist::Dist;
+use zo_hpc::train::RunOptions;
+
+/// Train deep models end to end through gradient-free scientific software
+/// (zeroth-order SciML). Every command takes a TOML config (see README.md,
+/// "Config reference"); outputs go to the config's `run.out_dir`.
+///
+/// Run under MPI with `mpirun -n 4 zo-hpc train CONFIG` or `srun zo-hpc train CONFIG`.
+/// Logging: RUST_LOG=debug|info|warn (default info).
+#[derive(Parser)]
+#[command(name = "zo-hpc", version, about, long_about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Build the dataset HDF5 file from the CSV named in the config: canonicalize
+    /// SMILES with RDKit, drop (and report) invalid rows and duplicates, split
+    /// train/test with the config's seed, choose the non-constant feature columns.
+    Prepare {
+        /// The run config (TOML).
+        config: PathBuf,
+    },
+    /// Train the stage named by `train.stage` (runs `prepare` first if the dataset
+    /// file does not exist). Writes metrics.h5 and checkpoint.h5 to `run.out_dir`.
+    Train {
+        /// The run config (TOML).
+        config: PathBuf,
+        /// Continue from `<out_dir>/checkpoint.h5` along the identical trajectory.
+        #[arg(long)]
+        resume: bool,
+        /// Exit abruptly after this global step (no final checkpoint): for testing
+        /// crash recovery with --resume.
+        #[arg(long, value_name = "STEP", hide = true)]
+        abort_after_step: Option<usize>,
+    },
+}
+
+fn init_logging(rank: usize, size: usize) {
+    let env = env_logger::Env::default().default_filter_or("info");
+    env_logger::Builder::from_env(env)
+        .format(move |buf, rec| {
+            let prefix = if size > 1 {
+                format!("[zo-hpc {rank}/{size}]")
+            } else {
+                "[zo-hpc]".into()
+            };
+            writeln!(
+                buf,
+                "{prefix} {}: {}",
+                rec.level().as_str().to_lowercase(),
+                rec.args()
+            )
+        })
+        .init();
+}
+
+fn load(path: &PathBuf) -> anyhow::Result<Config> {
+    Config::load(path).map_err(anyhow::Error::from)
+}
+
+fn prepare_if_missing(cfg: &Config, dist: &Dist) -> anyhow::Result<()> {
+    let path = cfg.dataset_path();
+    let mut failed = 0;
+    if dist.is_root() && !path.is_file() {
+        log::info!("{} does not exist yet: preparing it", path.display());
+        if let Err(e) = zo_hpc::data::prepare::run(cfg) {
+            log::error!("{e:#}");
+            failed = 1;
+        }
+    }
+    if dist.broadcast_u64(failed) != 0 {
+        anyhow::bail!("preparing {} failed", path.display());
+    }
+    Ok(())
+}
+
+fn run(cli: Cli, dist: &Dist) -> anyhow::Result<()> {
+    match cli.command {
+        Command::Prepare { config } => {
+            let cfg = load(&config)?;
+            if dist.is_root() {
+                zo_hpc::data::prepare::run(&cfg)?;
+            }
+            Ok(())
+        }
+        Command::Train {
+            config,
+            resume,
+            abort_after_step,
+        } => {
+            let cfg = load(&config)?;
+            let threads = cfg.train.threads.unwrap_or_else(|| {
+                let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+                (cores / dist.local_size).max(1)
+            });
+            tch::set_num_threads(threads as i32);
+            prepare_if_missing(&cfg, dist)?;
+            let opts = RunOptions {
+                resume,
+                abort_after_step,
+            };
+            match cfg.train.stage {
+                Stage::Mpnn => zo_hpc::train::mpnn_stage::run(&cfg, dist, &opts)
+                    .with_context(|| format!("training with {}", config.display())),
+            }
+        }
+    }
+}
+
+fn main() {
+    let cli = Cli::parse();
+    let dist = match Dist::init() {
+        Ok(d) => d,
+        Err(e) => {
+            eprintln!("zo-hpc: error: {e:#}");
+            std::process::exit(1);
+        }
+    };
+    init_logging(dist.rank, dist.size);
+    if let Err(e) = run(cli, &dist) {
+        log::error!("{e:#}");
+        if dist.size > 1 {
+            dist.abort(1);
+        }
+        drop(dist);
+        std::process::exit(1);
+    }
+}

@@ -1,0 +1,28 @@
+//! Which device a rank computes on: CUDA device (node-local rank mod GPUs per
+//! node) when CUDA is available and allowed, else CPU.
+use crate::config::DevicePref;
+use tch::Device;
+
+pub fn choose(pref: DevicePref, local_rank: usize) -> anyhow::Result<Device> {
+    let gpus = if tch::Cuda::is_available() {
+        tch::Cuda::device_count() as usize
+    } else {
+        0
+    };
+    match pref {
+        DevicePref::Cpu => Ok(Device::Cpu),
+        DevicePref::Auto if gpus == 0 => Ok(Device::Cpu),
+        DevicePref::Cuda if gpus == 0 => {
+            anyhow::bail!("config key train.device = \"cuda\" but no CUDA device is available")
+        }
+        DevicePref::Auto | DevicePref::Cuda => Ok(Device::Cuda(local_rank % gpus)),
+    }
+}
+
+pub fn describe(d: Device) -> String {
+    match d {
+        Device::Cpu => "cpu".into(),
+        Device::Cuda(i) => format!("cuda:{i}"),
+        other => format!("{other:?}"),
+    }
+}

@@ -1,0 +1,107 @@
+//! The trainable parameters of a VarStore in a fixed (name-sorted) order, and the
+//! flat gradient buffer that one allreduce per step sums over ranks.
+use crate::io::checkpoint::NamedArray;
+use tch::{nn::VarStore, Device, Kind, Tensor};
+
+pub struct Params {
+    pub names: Vec<String>,
+    pub tensors: Vec<Tensor>,
+    numels: Vec<usize>,
+}
+
+impl Params {
+    pub fn of(vs: &VarStore) -> Params {
+        let mut vars: Vec<(String, Tensor)> = vs.variables().into_iter().collect();
+        vars.sort_by(|a, b| a.0.cmp(&b.0));
+        let numels = vars.iter().map(|(_, t)| t.numel()).collect();
+        let (names, tensors) = vars.into_iter().unzip();
+        Params {
+            names,
+            tensors,
+            numels,
+        }
+    }
+
+    pub fn numel(&self) -> usize {
+        self.numels.iter().sum()
+    }
+
+    pub fn zero_grad(&self) {
+        for t in &self.tensors {
+            let mut g = t.grad();
+            if g.defined() {
+                let _ = g.detach_().zero_();
+            }
+        }
+    }
+
+    /// All gradients as one flat f32 vector on the CPU (zeros for unused parameters).
+    pub fn flat_grad(&self) -> Vec<f32> {
+        let parts: Vec<Tensor> = self
+            .tensors
+            .iter()
+            .map(|t| {
+                let g = t.grad();
+                if g.defined() {
+                    g.flatten(0, -1)
+                } else {
+                    t.zeros_like().flatten(0, -1)
+                }
+            })
+            .collect();
+        let flat = Tensor::cat(&parts, 0)
+            .to_kind(Kind::Float)
+            .to_device(Device::Cpu);
+        Vec::<f32>::try_from(&flat).unwrap_or_default()
+    }
+
+    /// Splits a flat vector into per-parameter tensors shaped like the parameters.
+    pub fn unflatten(&self, flat: &[f32]) -> Vec<Tensor> {
+        let mut out = Vec::with_capacity(self.tensors.len());
+        let mut off = 0;
+        for (t, &n) in self.tensors.iter().zip(&self.numels) {
+            let part = Tensor::from_slice(&flat[off..off + n])
+                .view(t.size().as_slice())
+                .to_device(t.device());
+            out.push(part);
+            off += n;
+        }
+        out
+    }
+
+    pub fn to_arrays(&self, tensors: &[Tensor]) -> Vec<NamedArray> {
+        self.names
+            .iter()
+            .zip(tensors)
+            .map(|(name, t)| NamedArray {
+                name: name.clone(),
+                shape: t.size().iter().map(|&s| s as usize).collect(),
+                data: Vec::<f32>::try_from(
+                    &t.to_device(Device::Cpu).to_kind(Kind::Float).flatten(0, -1),
+                )
+                .unwrap_or_default(),
+            })
+            .collect()
+    }
+
+    /// Copies arrays (same names and shapes) into `dst` tensors.
+    pub fn load_arrays(&self, arrays: &[NamedArray], dst: &[Tensor]) -> anyhow::Result<()> {
+        for ((a, t), name) in arrays.iter().zip(dst).zip(&self.names) {
+            let shape: Vec<usize> = t.size().iter().map(|&s| s as usize).collect();
+            if &a.name != name || a.shape != shape {
+                anyhow::bail!(
+                    "checkpoint parameter {} has shape {:?}, the model's {} has {:?}",
+                    a.name,
+                    a.shape,
+                    name,
+                    shape
+                );
+            }
+            let src = Tensor::from_slice(&a.data)
+                .view(t.size().as_slice())
+                .to_device(t.device());
+            tch::no_grad(|| t.shallow_clone().copy_(&src));
+        }
+        Ok(())
+    }
+}
