@@ -297,7 +297,7 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("learning_rate"), "{err}");
-        assert!(err.contains("line 13"), "{err}");
+        assert!(err.contains("line 12"), "{err}");
         assert!(err.contains("c.toml"), "{err}");
     }
 

@@ -29,6 +29,9 @@ enum Command {
     Prepare {
         /// The run config (TOML).
         config: PathBuf,
+        /// Write outputs here instead of the config's `run.out_dir`.
+        #[arg(long, value_name = "DIR")]
+        out_dir: Option<PathBuf>,
     },
     /// Train the stage named by `train.stage` (runs `prepare` first if the dataset
     /// file does not exist). Writes metrics.h5 and checkpoint.h5 to `run.out_dir`.
@@ -38,6 +41,9 @@ enum Command {
         /// Continue from `<out_dir>/checkpoint.h5` along the identical trajectory.
         #[arg(long)]
         resume: bool,
+        /// Write outputs here instead of the config's `run.out_dir`.
+        #[arg(long, value_name = "DIR")]
+        out_dir: Option<PathBuf>,
         /// Exit abruptly after this global step (no final checkpoint): for testing
         /// crash recovery with --resume.
         #[arg(long, value_name = "STEP", hide = true)]
@@ -64,8 +70,12 @@ fn init_logging(rank: usize, size: usize) {
         .init();
 }
 
-fn load(path: &PathBuf) -> anyhow::Result<Config> {
-    Config::load(path).map_err(anyhow::Error::from)
+fn load(path: &PathBuf, out_dir: Option<PathBuf>) -> anyhow::Result<Config> {
+    let mut cfg = Config::load(path)?;
+    if let Some(dir) = out_dir {
+        cfg.run.out_dir = dir;
+    }
+    Ok(cfg)
 }
 
 fn prepare_if_missing(cfg: &Config, dist: &Dist) -> anyhow::Result<()> {
@@ -86,19 +96,15 @@ fn prepare_if_missing(cfg: &Config, dist: &Dist) -> anyhow::Result<()> {
 
 fn run(cli: Cli, dist: &Dist) -> anyhow::Result<()> {
     match cli.command {
-        Command::Prepare { config } => {
-            let cfg = load(&config)?;
+        Command::Prepare { config, out_dir } => {
+            let cfg = load(&config, out_dir)?;
             if dist.is_root() {
                 zo_hpc::data::prepare::run(&cfg)?;
             }
             Ok(())
         }
-        Command::Train {
-            config,
-            resume,
-            abort_after_step,
-        } => {
-            let cfg = load(&config)?;
+        Command::Train { config, resume, out_dir, abort_after_step } => {
+            let cfg = load(&config, out_dir)?;
             let threads = cfg.train.threads.unwrap_or_else(|| {
                 let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
                 (cores / dist.local_size).max(1)

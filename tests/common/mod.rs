@@ -1,0 +1,103 @@
+//! Helpers shared by the integration tests: run the real `zo-hpc` binary (alone,
+//! under `mpirun`), read checkpoints and metrics back, compare parameters.
+#![allow(dead_code)]
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+pub fn bin() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_zo-hpc"))
+}
+
+pub fn repo() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+pub fn is_root() -> bool {
+    Command::new("id")
+        .arg("-u")
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim() == "0")
+        .unwrap_or(false)
+}
+
+/// `zo-hpc ARGS` on one rank (no mpirun).
+pub fn zo(args: &[&str]) -> Output {
+    Command::new(bin())
+        .args(args)
+        .current_dir(repo())
+        .output()
+        .expect("cannot start zo-hpc")
+}
+
+/// `mpirun --oversubscribe -n N zo-hpc ARGS`.
+pub fn mpirun(n: usize, args: &[&str]) -> Output {
+    let mut c = Command::new("mpirun");
+    c.arg("--oversubscribe");
+    if is_root() {
+        c.arg("--allow-run-as-root");
+    }
+    c.args(["-n", &n.to_string()]).arg(bin()).args(args).current_dir(repo());
+    c.output().expect("cannot start mpirun (is openmpi-bin installed?)")
+}
+
+pub fn text(o: &Output) -> String {
+    format!(
+        "status {:?}\n--- stdout\n{}\n--- stderr\n{}",
+        o.status,
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    )
+}
+
+pub fn assert_ok(o: &Output) {
+    assert!(o.status.success(), "zo-hpc failed:\n{}", text(o));
+}
+
+/// All datasets under /params of a checkpoint, by path.
+pub fn read_params(checkpoint: &Path) -> BTreeMap<String, Vec<f32>> {
+    fn walk(g: &hdf5::Group, prefix: &str, out: &mut BTreeMap<String, Vec<f32>>) {
+        for name in g.member_names().unwrap() {
+            let path = format!("{prefix}/{name}");
+            if let Ok(ds) = g.dataset(&name) {
+                out.insert(path, ds.read_raw::<f32>().unwrap());
+            } else {
+                walk(&g.group(&name).unwrap(), &path, out);
+            }
+        }
+    }
+    let f = hdf5::File::open(checkpoint).unwrap_or_else(|e| panic!("{}: {e}", checkpoint.display()));
+    let mut out = BTreeMap::new();
+    walk(&f.group("params").unwrap(), "", &mut out);
+    out
+}
+
+/// Largest relative difference between two parameter sets (same names required),
+/// measured per tensor as ‖a − b‖∞ / max(‖a‖∞, 1e-12).
+pub fn max_rel_diff(a: &BTreeMap<String, Vec<f32>>, b: &BTreeMap<String, Vec<f32>>) -> f64 {
+    assert_eq!(a.keys().collect::<Vec<_>>(), b.keys().collect::<Vec<_>>());
+    let mut worst = 0f64;
+    for (k, va) in a {
+        let vb = &b[k];
+        assert_eq!(va.len(), vb.len(), "{k}");
+        let scale = va.iter().fold(0f64, |m, &x| m.max(f64::from(x).abs())).max(1e-12);
+        let diff = va.iter().zip(vb).fold(0f64, |m, (&x, &y)| m.max((f64::from(x) - f64::from(y)).abs()));
+        worst = worst.max(diff / scale);
+    }
+    worst
+}
+
+pub fn read_metrics(path: &Path) -> zo_hpc::io::metrics::Metrics {
+    let f = hdf5::File::open(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    zo_hpc::io::metrics::Metrics::read_from(&f).unwrap()
+}
+
+/// The Python of the repo's venv (h5py lives there), for tests that use h5py as a client.
+pub fn python() -> PathBuf {
+    let venv = repo().join(".venv/bin/python");
+    if venv.exists() {
+        venv
+    } else {
+        PathBuf::from("python3")
+    }
+}
