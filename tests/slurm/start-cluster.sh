@@ -44,7 +44,7 @@ chmod 0400 /etc/munge/munge.key
 if ! munge -n </dev/null 2>/dev/null | unmunge >/dev/null 2>&1; then
   log "starting munged"
   rm -f /run/munge/munge.socket.2 /run/munge/munged.pid
-  runuser -u munge -- /usr/sbin/munged
+  runuser -u munge -- /usr/sbin/munged </dev/null >>/var/log/munge/munged.log 2>&1
   for _ in $(seq 50); do
     munge -n </dev/null 2>/dev/null | unmunge >/dev/null 2>&1 && break
     sleep 0.2
@@ -97,6 +97,8 @@ install -d -o slurm -g slurm -m 0755 /var/lib/slurm /var/lib/slurm/slurmctld /va
 install -d -o root -g root -m 0755 /var/lib/slurm/slurmd
 
 # --- daemons --------------------------------------------------------------------
+# They are started with their output going to their log files, so that they do not
+# hold on to the caller's pipes (a test that waits for this script's output).
 # running NAME: the daemon whose pid file /run/slurm/NAME.pid names is alive.
 running() {
   local pid
@@ -119,11 +121,11 @@ fi
 if ! running slurmctld; then
   log "starting slurmctld"
   # The daemon switches to SlurmUser itself; -i ignores unreadable old state.
-  /usr/sbin/slurmctld -i </dev/null
+  /usr/sbin/slurmctld -i </dev/null >>/var/log/slurm/slurmctld.log 2>&1
 fi
 if ! running slurmd; then
   log "starting slurmd"
-  /usr/sbin/slurmd </dev/null
+  /usr/sbin/slurmd </dev/null >>/var/log/slurm/slurmd.log 2>&1
 fi
 
 # --- wait for the node ----------------------------------------------------------
