@@ -36,7 +36,16 @@ if [[ ! -x .venv/bin/python ]]; then
   echo "[setup] creating .venv"
   "$PY" -m venv .venv
 fi
-if ! .venv/bin/python -c "import torch,sys; sys.exit(torch.__version__.split('+')[0] != '$TORCH_VERSION')" 2>/dev/null; then
+# Checked through package metadata: a slim install cannot `import torch` in Python
+# (that needs the CUDA stack), but libtorch itself is complete.
+torch_ok() {
+  .venv/bin/python - "$TORCH_VERSION" <<'PY' 2>/dev/null
+import sys
+from importlib.metadata import version
+sys.exit(version("torch").split("+")[0] != sys.argv[1])
+PY
+}
+if ! torch_ok || ! ls .venv/lib/python3*/site-packages/torch/lib/libtorch_cpu.so >/dev/null 2>&1; then
   echo "[setup] installing torch==$TORCH_VERSION into .venv"
   .venv/bin/pip install -q --upgrade pip
   if [[ "${ZO_TORCH_FULL:-0}" == 1 ]]; then

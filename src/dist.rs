@@ -81,6 +81,22 @@ impl Dist {
         self.world.barrier();
     }
 
+    /// CPU cores this rank should use for intra-op threads. When the launcher has
+    /// already bound the rank to a CPU set smaller than the node (srun
+    /// --cpus-per-task, mpirun --bind-to), that set is the rank's own; otherwise
+    /// the node's cores are shared among its ranks.
+    pub fn cpus_per_rank(&self) -> usize {
+        let usable = std::thread::available_parallelism().map_or(1, |n| n.get());
+        // SAFETY: sysconf has no preconditions.
+        let online = unsafe { libc::sysconf(libc::_SC_NPROCESSORS_ONLN) };
+        let online = usize::try_from(online).unwrap_or(usable).max(1);
+        if usable < online {
+            usable
+        } else {
+            (online / self.local_size).max(1)
+        }
+    }
+
     /// Ends every rank of the job (after an error on this one, so no rank hangs in a collective).
     pub fn abort(&self, code: i32) -> ! {
         self.world.abort(code)

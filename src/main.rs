@@ -3,7 +3,7 @@
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 use std::io::Write;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use zo_hpc::config::{Config, Stage};
 use zo_hpc::dist::Dist;
 use zo_hpc::train::RunOptions;
@@ -70,7 +70,7 @@ fn init_logging(rank: usize, size: usize) {
         .init();
 }
 
-fn load(path: &PathBuf, out_dir: Option<PathBuf>) -> anyhow::Result<Config> {
+fn load(path: &Path, out_dir: Option<PathBuf>) -> anyhow::Result<Config> {
     let mut cfg = Config::load(path)?;
     if let Some(dir) = out_dir {
         cfg.run.out_dir = dir;
@@ -103,13 +103,16 @@ fn run(cli: Cli, dist: &Dist) -> anyhow::Result<()> {
             }
             Ok(())
         }
-        Command::Train { config, resume, out_dir, abort_after_step } => {
+        Command::Train {
+            config,
+            resume,
+            out_dir,
+            abort_after_step,
+        } => {
             let cfg = load(&config, out_dir)?;
-            let threads = cfg.train.threads.unwrap_or_else(|| {
-                let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
-                (cores / dist.local_size).max(1)
-            });
+            let threads = cfg.train.threads.unwrap_or_else(|| dist.cpus_per_rank());
             tch::set_num_threads(threads as i32);
+            log::debug!("rank {}: {threads} intra-op threads", dist.rank);
             prepare_if_missing(&cfg, dist)?;
             let opts = RunOptions {
                 resume,

@@ -19,12 +19,33 @@ struct A {
     chir: Option<&'static str>,
 }
 
-fn a(el: &'static str, deg: u8, imp_h: u8, tot_h: u8, hyb: &'static str, arom: bool, ring: bool) -> A {
-    A { el, deg, imp_h, tot_h, charge: 0, hyb, arom, ring, chir: None }
+fn a(
+    el: &'static str,
+    deg: u8,
+    imp_h: u8,
+    tot_h: u8,
+    hyb: &'static str,
+    arom: bool,
+    ring: bool,
+) -> A {
+    A {
+        el,
+        deg,
+        imp_h,
+        tot_h,
+        charge: 0,
+        hyb,
+        arom,
+        ring,
+        chir: None,
+    }
 }
 
 fn set(row: &mut [f32], names: &[String], name: &str, v: f32) {
-    let i = names.iter().position(|n| n == name).unwrap_or_else(|| panic!("no column {name}"));
+    let i = names
+        .iter()
+        .position(|n| n == name)
+        .unwrap_or_else(|| panic!("no column {name}"));
     row[i] = v;
 }
 
@@ -59,14 +80,25 @@ fn bond_expected(b: &B) -> Vec<f32> {
 }
 
 fn check(smiles: &str, atoms: &[A], bonds: &[B]) -> MolGraph {
-    let g = Featurizer::full().featurize(smiles).unwrap_or_else(|e| panic!("{smiles}: {e}"));
+    let g = Featurizer::full()
+        .featurize(smiles)
+        .unwrap_or_else(|e| panic!("{smiles}: {e}"));
     assert_eq!(g.n_atoms, atoms.len(), "{smiles}: atom count");
     assert_eq!(g.atom_dim, ATOM_DIM);
     for (i, x) in atoms.iter().enumerate() {
         let got = &g.atom_x[i * ATOM_DIM..(i + 1) * ATOM_DIM];
-        assert_eq!(got, atom_expected(x).as_slice(), "{smiles}: atom {i} ({})", x.el);
+        assert_eq!(
+            got,
+            atom_expected(x).as_slice(),
+            "{smiles}: atom {i} ({})",
+            x.el
+        );
     }
-    assert_eq!(g.n_edges(), 2 * bonds.len(), "{smiles}: each bond gives two directed edges");
+    assert_eq!(
+        g.n_edges(),
+        2 * bonds.len(),
+        "{smiles}: each bond gives two directed edges"
+    );
     for (k, b) in bonds.iter().enumerate() {
         for (e, (s, d)) in [(2 * k, (b.0, b.1)), (2 * k + 1, (b.1, b.0))] {
             assert_eq!((g.src[e], g.dst[e]), (s, d), "{smiles}: edge {e}");
@@ -81,14 +113,19 @@ fn check(smiles: &str, atoms: &[A], bonds: &[B]) -> MolGraph {
 fn benzene() {
     let c = || a("C", 2, 1, 1, "SP2", true, true);
     let atoms: Vec<A> = (0..6).map(|_| c()).collect();
-    let bonds: Vec<B> = (0..6).map(|i| (i, (i + 1) % 6, "aromatic", true, true, "none")).collect();
+    let bonds: Vec<B> = (0..6)
+        .map(|i| (i, (i + 1) % 6, "aromatic", true, true, "none"))
+        .collect();
     let g = check("c1ccccc1", &atoms, &bonds);
     assert_eq!(g.canonical, "c1ccccc1");
 }
 
 #[test]
 fn phenol() {
-    let mut atoms = vec![a("O", 1, 1, 1, "SP2", false, false), a("C", 3, 0, 0, "SP2", true, true)];
+    let mut atoms = vec![
+        a("O", 1, 1, 1, "SP2", false, false),
+        a("C", 3, 0, 0, "SP2", true, true),
+    ];
     atoms.extend((0..5).map(|_| a("C", 2, 1, 1, "SP2", true, true)));
     let mut bonds: Vec<B> = vec![(0, 1, "single", true, false, "none")];
     bonds.extend((1..6).map(|i| (i, i + 1, "aromatic", true, true, "none")));
@@ -141,7 +178,12 @@ fn charged_molecules() {
 
     let mut o = a("O", 1, 0, 0, "SP2", false, false);
     o.charge = -1;
-    let atoms = [o, a("C", 3, 0, 0, "SP2", false, false), a("O", 1, 0, 0, "SP2", false, false), me()];
+    let atoms = [
+        o,
+        a("C", 3, 0, 0, "SP2", false, false),
+        a("O", 1, 0, 0, "SP2", false, false),
+        me(),
+    ];
     let bonds: Vec<B> = vec![
         (0, 1, "single", true, false, "none"),
         (1, 2, "double", true, false, "none"),
@@ -201,10 +243,17 @@ fn element_outside_the_list_goes_to_other() {
 #[test]
 fn invalid_smiles_is_an_error_value_for_that_molecule_only() {
     let source = RdkitSource::new(Featurizer::full());
-    let batch: Vec<String> = ["c1ccccc1", "C1CC", "not a smiles", "C(C)(C)(C)(C)C", "", "O"]
-        .iter()
-        .map(|s| s.to_string())
-        .collect();
+    let batch: Vec<String> = [
+        "c1ccccc1",
+        "C1CC",
+        "not a smiles",
+        "C(C)(C)(C)(C)C",
+        "",
+        "O",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
     let out = source.query(&batch);
     assert_eq!(out.len(), batch.len());
     let ok: Vec<bool> = out.iter().map(Result::is_ok).collect();
@@ -215,12 +264,26 @@ fn invalid_smiles_is_an_error_value_for_that_molecule_only() {
 
 #[test]
 fn dropping_constant_columns_keeps_what_varies() {
-    let mols: Vec<_> = ["CCO", "CCN", "c1ccccc1"].iter().map(|s| zo_hpc::chem::parse(s).unwrap()).collect();
+    let mols: Vec<_> = ["CCO", "CCN", "c1ccccc1"]
+        .iter()
+        .map(|s| zo_hpc::chem::parse(s).unwrap())
+        .collect();
     let f = Featurizer::non_constant(&mols);
     let names = atom_columns();
     let kept: Vec<&str> = f.atom_keep.iter().map(|&i| names[i].as_str()).collect();
-    for must in ["element=C", "element=N", "element=O", "aromatic", "in_ring", "degree=1", "degree=2"] {
-        assert!(kept.contains(&must), "{must} varies but was dropped: {kept:?}");
+    for must in [
+        "element=C",
+        "element=N",
+        "element=O",
+        "aromatic",
+        "in_ring",
+        "degree=1",
+        "degree=2",
+    ] {
+        assert!(
+            kept.contains(&must),
+            "{must} varies but was dropped: {kept:?}"
+        );
     }
     for never in ["element=S", "formal_charge", "chirality=CW", "degree=4"] {
         assert!(!kept.contains(&never), "{never} is constant but kept");

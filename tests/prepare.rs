@@ -38,7 +38,12 @@ fn prepare_reports_bad_rows_by_line_and_h5py_reads_the_file() {
     std::fs::write(dir.path().join("data.csv"), CSV).unwrap();
     let cfg = config(dir.path(), "", "");
     let out = dir.path().join("out");
-    let o = zo(&["prepare", cfg.to_str().unwrap(), "--out-dir", out.to_str().unwrap()]);
+    let o = zo(&[
+        "prepare",
+        cfg.to_str().unwrap(),
+        "--out-dir",
+        out.to_str().unwrap(),
+    ]);
     assert_ok(&o);
     let log = stderr(&o);
     // line numbers count the header as line 1
@@ -55,12 +60,26 @@ fn prepare_reports_bad_rows_by_line_and_h5py_reads_the_file() {
         .arg(out.join("dataset.h5"))
         .output()
         .expect("python");
-    assert!(py.status.success(), "h5py could not read the dataset:\n{}", text(&py));
+    assert!(
+        py.status.success(),
+        "h5py could not read the dataset:\n{}",
+        text(&py)
+    );
     let v: serde_json::Value = serde_json::from_slice(&py.stdout).expect("JSON from h5py script");
     let strings = |k: &str| -> Vec<String> {
-        v[k].as_array().unwrap().iter().map(|s| s.as_str().unwrap().to_string()).collect()
+        v[k].as_array()
+            .unwrap()
+            .iter()
+            .map(|s| s.as_str().unwrap().to_string())
+            .collect()
     };
-    let numbers = |k: &str| -> Vec<f64> { v[k].as_array().unwrap().iter().map(|x| x.as_f64().unwrap()).collect() };
+    let numbers = |k: &str| -> Vec<f64> {
+        v[k].as_array()
+            .unwrap()
+            .iter()
+            .map(|x| x.as_f64().unwrap())
+            .collect()
+    };
     assert_eq!(strings("smiles"), ["CCO", "c1ccccc1", "CC(=O)O", "CCCC"]);
     assert_eq!(numbers("target"), [1.5, 3.25, 5.5, -1.0]);
     assert_eq!(numbers("source_line"), [2.0, 4.0, 7.0, 8.0]);
@@ -68,7 +87,11 @@ fn prepare_reports_bad_rows_by_line_and_h5py_reads_the_file() {
     assert_eq!(split.len(), 3);
     split.extend(numbers("test"));
     split.sort_by(f64::total_cmp);
-    assert_eq!(split, [0.0, 1.0, 2.0, 3.0], "train and test are disjoint and cover the data");
+    assert_eq!(
+        split,
+        [0.0, 1.0, 2.0, 3.0],
+        "train and test are disjoint and cover the data"
+    );
     assert_eq!(strings("atom_columns").len(), 78);
     let attrs = &v["attrs"];
     assert_eq!(attrs["target_column"], "y");
@@ -80,7 +103,11 @@ fn prepare_reports_bad_rows_by_line_and_h5py_reads_the_file() {
     assert_eq!(attrs["n_rows"], 8.0);
     // mean is over the training split only
     let targets = numbers("target");
-    let mean = numbers("train").iter().map(|&i| targets[i as usize]).sum::<f64>() / 3.0;
+    let mean = numbers("train")
+        .iter()
+        .map(|&i| targets[i as usize])
+        .sum::<f64>()
+        / 3.0;
     assert!((attrs["target_mean"].as_f64().unwrap() - mean).abs() < 1e-12);
 }
 
@@ -91,7 +118,12 @@ fn the_same_seed_gives_the_same_split() {
     let cfg = config(dir.path(), "", "");
     let read = |name: &str| {
         let out = dir.path().join(name);
-        assert_ok(&zo(&["prepare", cfg.to_str().unwrap(), "--out-dir", out.to_str().unwrap()]));
+        assert_ok(&zo(&[
+            "prepare",
+            cfg.to_str().unwrap(),
+            "--out-dir",
+            out.to_str().unwrap(),
+        ]));
         zo_hpc::io::dataset::Dataset::read(&out.join("dataset.h5")).unwrap()
     };
     let a = read("a");
@@ -105,7 +137,10 @@ fn fails_naming(o: &std::process::Output, needles: &[&str]) {
     for n in needles {
         assert!(err.contains(n), "error should name {n:?}:\n{err}");
     }
-    assert!(!err.contains("panicked"), "a user error must not panic:\n{err}");
+    assert!(
+        !err.contains("panicked"),
+        "a user error must not panic:\n{err}"
+    );
 }
 
 #[test]
@@ -113,18 +148,47 @@ fn bad_configs_name_the_key_and_file() {
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(dir.path().join("data.csv"), CSV).unwrap();
     let cfg = config(dir.path(), "", "learning_rate = 0.1");
-    fails_naming(&zo(&["train", cfg.to_str().unwrap()]), &["learning_rate", "cfg.toml", "line 14"]);
+    fails_naming(
+        &zo(&["train", cfg.to_str().unwrap()]),
+        &["learning_rate", "cfg.toml", "line 14"],
+    );
     let cfg = config(dir.path(), "", "threads = \"four\"");
-    fails_naming(&zo(&["train", cfg.to_str().unwrap()]), &["threads", "cfg.toml"]);
+    fails_naming(
+        &zo(&["train", cfg.to_str().unwrap()]),
+        &["threads", "cfg.toml"],
+    );
     let cfg = config(dir.path(), "", "");
-    std::fs::write(&cfg, std::fs::read_to_string(&cfg).unwrap().replace("data.csv", "nowhere.csv")).unwrap();
-    fails_naming(&zo(&["prepare", cfg.to_str().unwrap()]), &["data.csv", "nowhere.csv"]);
-    fails_naming(&zo(&["train", dir.path().join("absent.toml").to_str().unwrap()]), &["absent.toml"]);
+    std::fs::write(
+        &cfg,
+        std::fs::read_to_string(&cfg)
+            .unwrap()
+            .replace("data.csv", "nowhere.csv"),
+    )
+    .unwrap();
+    fails_naming(
+        &zo(&["prepare", cfg.to_str().unwrap()]),
+        &["data.csv", "nowhere.csv"],
+    );
+    fails_naming(
+        &zo(&["train", dir.path().join("absent.toml").to_str().unwrap()]),
+        &["absent.toml"],
+    );
     let cfg = config(dir.path(), "", "");
-    std::fs::write(&cfg, std::fs::read_to_string(&cfg).unwrap().replace("n_train = 3", "n_train = 30")).unwrap();
+    std::fs::write(
+        &cfg,
+        std::fs::read_to_string(&cfg)
+            .unwrap()
+            .replace("n_train = 3", "n_train = 30"),
+    )
+    .unwrap();
     let out = dir.path().join("o");
     fails_naming(
-        &zo(&["prepare", cfg.to_str().unwrap(), "--out-dir", out.to_str().unwrap()]),
+        &zo(&[
+            "prepare",
+            cfg.to_str().unwrap(),
+            "--out-dir",
+            out.to_str().unwrap(),
+        ]),
         &["data.n_train", "data.n_test", "unique valid molecules"],
     );
 }
@@ -132,13 +196,41 @@ fn bad_configs_name_the_key_and_file() {
 #[test]
 fn a_missing_csv_column_is_named() {
     let dir = tempfile::tempdir().unwrap();
-    std::fs::write(dir.path().join("data.csv"), CSV.replace("smiles,y,other", "smi,y,other")).unwrap();
+    std::fs::write(
+        dir.path().join("data.csv"),
+        CSV.replace("smiles,y,other", "smi,y,other"),
+    )
+    .unwrap();
     let cfg = config(dir.path(), "", "");
-    let o = zo(&["prepare", cfg.to_str().unwrap(), "--out-dir", dir.path().join("o").to_str().unwrap()]);
-    fails_naming(&o, &["data.csv", "`smiles`", "data.smiles_column", "smi, y, other"]);
+    let o = zo(&[
+        "prepare",
+        cfg.to_str().unwrap(),
+        "--out-dir",
+        dir.path().join("o").to_str().unwrap(),
+    ]);
+    fails_naming(
+        &o,
+        &[
+            "data.csv",
+            "`smiles`",
+            "data.smiles_column",
+            "smi, y, other",
+        ],
+    );
     let cfg = config(dir.path(), "smiles_column = \"smi\"", "");
-    std::fs::write(&cfg, std::fs::read_to_string(&cfg).unwrap().replace("target_column = \"y\"", "target_column = \"logp\"")).unwrap();
-    let o = zo(&["prepare", cfg.to_str().unwrap(), "--out-dir", dir.path().join("o").to_str().unwrap()]);
+    std::fs::write(
+        &cfg,
+        std::fs::read_to_string(&cfg)
+            .unwrap()
+            .replace("target_column = \"y\"", "target_column = \"logp\""),
+    )
+    .unwrap();
+    let o = zo(&[
+        "prepare",
+        cfg.to_str().unwrap(),
+        "--out-dir",
+        dir.path().join("o").to_str().unwrap(),
+    ]);
     fails_naming(&o, &["`logp`", "data.target_column"]);
 }
 
@@ -149,13 +241,19 @@ fn an_hdf5_file_of_the_wrong_layout_is_named() {
     // An HDF5 file that is not a dataset file (written by h5py), and a file that is not HDF5.
     let wrong = dir.path().join("wrong.h5");
     let py = Command::new(python())
-        .args(["-c", "import h5py,sys; f=h5py.File(sys.argv[1],'w'); f['smiles']=[1,2,3]; f.close()"])
+        .args([
+            "-c",
+            "import h5py,sys; f=h5py.File(sys.argv[1],'w'); f['smiles']=[1,2,3]; f.close()",
+        ])
         .arg(&wrong)
         .output()
         .unwrap();
     assert!(py.status.success(), "{}", text(&py));
     let cfg = config(dir.path(), "dataset = \"wrong.h5\"", "");
-    fails_naming(&zo(&["train", cfg.to_str().unwrap()]), &["wrong.h5", "not a zo-hpc dataset"]);
+    fails_naming(
+        &zo(&["train", cfg.to_str().unwrap()]),
+        &["wrong.h5", "not a zo-hpc dataset"],
+    );
     std::fs::write(dir.path().join("text.h5"), "hello").unwrap();
     let cfg = config(dir.path(), "dataset = \"text.h5\"", "");
     fails_naming(&zo(&["train", cfg.to_str().unwrap()]), &["text.h5"]);

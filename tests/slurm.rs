@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 /// The options that shrink the job script's GPU-cluster defaults (4 ranks with
 /// 1 GPU and 4 CPUs each, 4 hours) to a CPU-only job that fits the test node.
-const SMALL_JOB: &[&str] = &["-N", "1", "--ntasks-per-node=2", "-c", "1", "--gpus-per-task=0", "-t", "5"];
+const SMALL_JOB: &str = "-N 1 --ntasks-per-node=2 -c 1 --gpus-per-task=0 -t 5";
 
 /// How long the job may take from submission to its end before the test gives up.
 const JOB_TIMEOUT: Duration = Duration::from_secs(300);
@@ -22,7 +22,11 @@ fn start_cluster() {
         .stdin(Stdio::null())
         .output()
         .expect("cannot run tests/slurm/start-cluster.sh");
-    assert!(out.status.success(), "tests/slurm/start-cluster.sh failed:\n{}", text(&out));
+    assert!(
+        out.status.success(),
+        "tests/slurm/start-cluster.sh failed:\n{}",
+        text(&out)
+    );
     eprint!("{}", String::from_utf8_lossy(&out.stdout));
 }
 
@@ -31,7 +35,7 @@ fn start_cluster() {
 fn sbatch_wait(job_out: &Path, env: &[(&str, &str)]) -> Output {
     let mut c = Command::new("sbatch");
     c.args(["--wait", "--parsable", "--job-name=zo-hpc-test"])
-        .args(SMALL_JOB)
+        .args(SMALL_JOB.split_whitespace())
         .arg(format!("--output={}", job_out.display()))
         .arg("jobs/hof.slurm")
         .current_dir(repo())
@@ -46,12 +50,20 @@ fn sbatch_wait(job_out: &Path, env: &[(&str, &str)]) -> Output {
         }
     }
     c.envs(env.iter().copied());
-    let mut child = c.spawn().expect("cannot start sbatch (is slurm-client installed?)");
+    let mut child = c
+        .spawn()
+        .expect("cannot start sbatch (is slurm-client installed?)");
     let start = Instant::now();
     while child.try_wait().unwrap().is_none() {
         if start.elapsed() > JOB_TIMEOUT {
-            let queue = Command::new("squeue").arg("-l").output().map(|o| text(&o)).unwrap_or_default();
-            let _ = Command::new("scancel").args(["--name=zo-hpc-test"]).status();
+            let queue = Command::new("squeue")
+                .arg("-l")
+                .output()
+                .map(|o| text(&o))
+                .unwrap_or_default();
+            let _ = Command::new("scancel")
+                .args(["--name=zo-hpc-test"])
+                .status();
             let _ = child.kill();
             panic!("the Slurm job did not end within {JOB_TIMEOUT:?}\n--- squeue -l\n{queue}");
         }
@@ -74,20 +86,43 @@ fn slurm_job_equals_mpirun() {
     let slurm_dir = tmp.path().join("slurm");
     let job_out = tmp.path().join("job.out");
 
-    let o = mpirun(2, &["train", "tests/configs/tiny.toml", "--out-dir", mpirun_dir.to_str().unwrap()]);
+    let o = mpirun(
+        2,
+        &[
+            "train",
+            "tests/configs/tiny.toml",
+            "--out-dir",
+            mpirun_dir.to_str().unwrap(),
+        ],
+    );
     assert_ok(&o);
 
     let zo_args = format!("--out-dir {}", slurm_dir.display());
     let zo_hpc = bin();
     let o = sbatch_wait(
         &job_out,
-        &[("CONFIG", "tests/configs/tiny.toml"), ("ZO_HPC", zo_hpc.to_str().unwrap()), ("ZO_ARGS", &zo_args)],
+        &[
+            ("CONFIG", "tests/configs/tiny.toml"),
+            ("ZO_HPC", zo_hpc.to_str().unwrap()),
+            ("ZO_ARGS", &zo_args),
+        ],
     );
     let log = std::fs::read_to_string(&job_out).unwrap_or_else(|e| format!("(no job output: {e})"));
-    assert!(o.status.success(), "the Slurm job failed:\n{}\n--- job output {}\n{log}", text(&o), job_out.display());
-    eprintln!("--- job {} output\n{log}", String::from_utf8_lossy(&o.stdout).trim());
+    assert!(
+        o.status.success(),
+        "the Slurm job failed:\n{}\n--- job output {}\n{log}",
+        text(&o),
+        job_out.display()
+    );
+    eprintln!(
+        "--- job {} output\n{log}",
+        String::from_utf8_lossy(&o.stdout).trim()
+    );
 
-    assert!(log.contains(", 2 ranks, config tests/configs/tiny.toml"), "job header missing:\n{log}");
+    assert!(
+        log.contains(", 2 ranks, config tests/configs/tiny.toml"),
+        "job header missing:\n{log}"
+    );
     for r in 0..2 {
         let line = format!("[zo-hpc {r}/2] info: rank {r}/2 on ");
         assert!(log.contains(&line), "no `{line}` in the job output:\n{log}");
@@ -96,5 +131,8 @@ fn slurm_job_equals_mpirun() {
     let a = read_params(&mpirun_dir.join("checkpoint.h5"));
     let b = read_params(&slurm_dir.join("checkpoint.h5"));
     let diff = max_rel_diff(&a, &b);
-    assert!(diff < 1e-6, "mpirun and Slurm runs differ: max relative difference {diff:e}");
+    assert!(
+        diff < 1e-6,
+        "mpirun and Slurm runs differ: max relative difference {diff:e}"
+    );
 }

@@ -11,7 +11,12 @@ fn tiny() -> String {
 }
 
 fn train(out: &Path, extra: &[&str]) -> std::process::Output {
-    let mut args = vec!["train".to_string(), tiny(), "--out-dir".into(), out.display().to_string()];
+    let mut args = vec![
+        "train".to_string(),
+        tiny(),
+        "--out-dir".into(),
+        out.display().to_string(),
+    ];
     args.extend(extra.iter().map(|s| s.to_string()));
     zo(&args.iter().map(String::as_str).collect::<Vec<_>>())
 }
@@ -20,11 +25,20 @@ fn train(out: &Path, extra: &[&str]) -> std::process::Output {
 fn the_demo_runs_to_completion_and_beats_the_mean_baseline_clearly() {
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("demo");
-    let o = zo(&["train", "inputs/demo.toml", "--out-dir", out.to_str().unwrap()]);
+    let o = zo(&[
+        "train",
+        "inputs/demo.toml",
+        "--out-dir",
+        out.to_str().unwrap(),
+    ]);
     assert_ok(&o);
     let m = read_metrics(&out.join("metrics.h5"));
     let cfg = zo_hpc::config::Config::load(&repo().join("inputs/demo.toml")).unwrap();
-    assert_eq!(m.test_rmse.len(), cfg.train.epochs, "one test RMSE per epoch");
+    assert_eq!(
+        m.test_rmse.len(),
+        cfg.train.epochs,
+        "one test RMSE per epoch"
+    );
     let last = *m.test_rmse.last().unwrap();
     let base = m.baseline_test_rmse;
     assert!(base > 0.0);
@@ -50,7 +64,10 @@ fn two_ranks_give_the_parameters_of_one_rank() {
     let log = String::from_utf8_lossy(&o.stderr);
     for r in 0..2 {
         let needle = format!("[zo-hpc {r}/2] info: rank {r}/2 on");
-        let line = log.lines().find(|l| l.contains(&needle)).unwrap_or_else(|| panic!("no device line for rank {r}:\n{log}"));
+        let line = log
+            .lines()
+            .find(|l| l.contains(&needle))
+            .unwrap_or_else(|| panic!("no device line for rank {r}:\n{log}"));
         assert!(line.contains("device cpu"), "{line}");
     }
     let a = read_params(&one.join("checkpoint.h5"));
@@ -60,16 +77,27 @@ fn two_ranks_give_the_parameters_of_one_rank() {
     // numpy.allclose with rtol 1e-5; the absolute floor matters only for parameters
     // that started at zero and are still tiny.
     let bad = not_close(&a, &b, 1e-5, 1e-6);
-    assert!(bad.is_empty(), "1 rank vs 2 ranks: {} elements differ, e.g. {:?}", bad.len(), &bad[..bad.len().min(5)]);
+    assert!(
+        bad.is_empty(),
+        "1 rank vs 2 ranks: {} elements differ, e.g. {:?}",
+        bad.len(),
+        &bad[..bad.len().min(5)]
+    );
     let d = max_rel_diff(&a, &b);
-    assert!(d < 1e-4, "1 rank vs 2 ranks differ by {d:e} (relative to each tensor's largest entry)");
+    assert!(
+        d < 1e-4,
+        "1 rank vs 2 ranks differ by {d:e} (relative to each tensor's largest entry)"
+    );
     // …and training did move the parameters (the comparison is not vacuous).
     let f = hdf5::File::open(one.join("checkpoint.h5")).unwrap();
     assert_eq!(zo_hpc::io::h5::read_attr::<u64>(&f, "step").unwrap(), 18);
     let m1 = read_metrics(&one.join("metrics.h5"));
     let m2 = read_metrics(&two.join("metrics.h5"));
     for (x, y) in m1.step_loss.iter().zip(&m2.step_loss) {
-        assert!((x - y).abs() <= 1e-5 * x.abs().max(1e-3), "step losses {x} vs {y}");
+        assert!(
+            (x - y).abs() <= 1e-5 * x.abs().max(1e-3),
+            "step losses {x} vs {y}"
+        );
     }
     let f2 = hdf5::File::open(two.join("metrics.h5")).unwrap();
     assert_eq!(zo_hpc::io::h5::read_attr::<u64>(&f2, "ranks").unwrap(), 2);
@@ -92,10 +120,17 @@ fn a_killed_run_resumes_along_the_identical_trajectory() {
         .map(|e| e.unwrap().file_name().to_string_lossy().to_string())
         .filter(|n| n.contains(".tmp"))
         .collect();
-    assert!(leftovers.is_empty(), "temporary files left behind: {leftovers:?}");
+    assert!(
+        leftovers.is_empty(),
+        "temporary files left behind: {leftovers:?}"
+    );
     let o = train(&cut, &["--resume"]);
     assert_ok(&o);
-    assert!(String::from_utf8_lossy(&o.stderr).contains("resumed from"), "{}", text(&o));
+    assert!(
+        String::from_utf8_lossy(&o.stderr).contains("resumed from"),
+        "{}",
+        text(&o)
+    );
 
     let a = read_metrics(&full.join("metrics.h5"));
     let b = read_metrics(&cut.join("metrics.h5"));
@@ -104,7 +139,10 @@ fn a_killed_run_resumes_along_the_identical_trajectory() {
     assert_eq!(a.train_rmse, b.train_rmse);
     assert_eq!(a.test_rmse, b.test_rmse);
     assert_eq!(a.epoch_step, b.epoch_step);
-    let d = max_rel_diff(&read_params(&full.join("checkpoint.h5")), &read_params(&cut.join("checkpoint.h5")));
+    let d = max_rel_diff(
+        &read_params(&full.join("checkpoint.h5")),
+        &read_params(&cut.join("checkpoint.h5")),
+    );
     assert_eq!(d, 0.0, "final parameters differ");
 }
 
@@ -114,5 +152,8 @@ fn resume_without_a_checkpoint_is_a_clear_error() {
     let o = train(&dir.path().join("none"), &["--resume"]);
     assert!(!o.status.success());
     let err = String::from_utf8_lossy(&o.stderr);
-    assert!(err.contains("no checkpoint at") && err.contains("checkpoint.h5"), "{err}");
+    assert!(
+        err.contains("no checkpoint at") && err.contains("checkpoint.h5"),
+        "{err}"
+    );
 }

@@ -55,7 +55,7 @@ pub fn write_vec<T: H5Type>(g: &Group, name: &str, data: &[T]) -> hdf5::Result<(
 }
 
 pub fn write_matrix<T: H5Type>(g: &Group, name: &str, data: &[T], cols: usize) -> hdf5::Result<()> {
-    let rows = if cols == 0 { 0 } else { data.len() / cols };
+    let rows = data.len().checked_div(cols).unwrap_or(0);
     let view = ndarray::ArrayView2::from_shape((rows, cols), data)
         .map_err(|e| hdf5::Error::from(e.to_string().as_str()))?;
     g.new_dataset_builder().with_data(view).create(name)?;

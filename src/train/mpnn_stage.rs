@@ -388,7 +388,7 @@ impl<'a> Trainer<'a> {
             if let Some(pb) = &bar {
                 pb.set_position(self.step as u64);
                 pb.set_message(format!("epoch {} loss {batch_loss:.4}", epoch + 1));
-            } else if root && self.step % tc.log_every == 0 {
+            } else if root && self.step.is_multiple_of(tc.log_every) {
                 let (t0, s0) = rate_start;
                 let rate = (self.step - s0) as f64 / t0.elapsed().as_secs_f64().max(1e-9);
                 log::info!(
@@ -399,7 +399,7 @@ impl<'a> Trainer<'a> {
                 rate_start = (Instant::now(), self.step);
             }
 
-            let epoch_done = self.step % spe == 0;
+            let epoch_done = self.step.is_multiple_of(spe);
             if epoch_done {
                 let (tr, te) =
                     timer.time("eval", || (self.rmse(&self.train), self.rmse(&self.test)));
@@ -419,7 +419,7 @@ impl<'a> Trainer<'a> {
                 }
                 epoch_start = Instant::now();
             }
-            if self.step % tc.checkpoint_every == 0 || self.step == total {
+            if self.step.is_multiple_of(tc.checkpoint_every) || self.step == total {
                 if root {
                     timer.time("checkpoint", || self.write_checkpoint())?;
                     if epoch_done {

@@ -37,8 +37,12 @@ pub fn mpirun(n: usize, args: &[&str]) -> Output {
     if is_root() {
         c.arg("--allow-run-as-root");
     }
-    c.args(["-n", &n.to_string()]).arg(bin()).args(args).current_dir(repo());
-    c.output().expect("cannot start mpirun (is openmpi-bin installed?)")
+    c.args(["-n", &n.to_string()])
+        .arg(bin())
+        .args(args)
+        .current_dir(repo());
+    c.output()
+        .expect("cannot start mpirun (is openmpi-bin installed?)")
 }
 
 pub fn text(o: &Output) -> String {
@@ -66,7 +70,8 @@ pub fn read_params(checkpoint: &Path) -> BTreeMap<String, Vec<f32>> {
             }
         }
     }
-    let f = hdf5::File::open(checkpoint).unwrap_or_else(|e| panic!("{}: {e}", checkpoint.display()));
+    let f =
+        hdf5::File::open(checkpoint).unwrap_or_else(|e| panic!("{}: {e}", checkpoint.display()));
     let mut out = BTreeMap::new();
     walk(&f.group("params").unwrap(), "", &mut out);
     out
@@ -80,8 +85,13 @@ pub fn max_rel_diff(a: &BTreeMap<String, Vec<f32>>, b: &BTreeMap<String, Vec<f32
     for (k, va) in a {
         let vb = &b[k];
         assert_eq!(va.len(), vb.len(), "{k}");
-        let scale = va.iter().fold(0f64, |m, &x| m.max(f64::from(x).abs())).max(1e-12);
-        let diff = va.iter().zip(vb).fold(0f64, |m, (&x, &y)| m.max((f64::from(x) - f64::from(y)).abs()));
+        let scale = va
+            .iter()
+            .fold(0f64, |m, &x| m.max(f64::from(x).abs()))
+            .max(1e-12);
+        let diff = va.iter().zip(vb).fold(0f64, |m, (&x, &y)| {
+            m.max((f64::from(x) - f64::from(y)).abs())
+        });
         worst = worst.max(diff / scale);
     }
     worst

@@ -44,7 +44,12 @@ chmod 0400 /etc/munge/munge.key
 if ! munge -n </dev/null 2>/dev/null | unmunge >/dev/null 2>&1; then
   log "starting munged"
   rm -f /run/munge/munge.socket.2 /run/munge/munged.pid
-  runuser -u munge -- /usr/sbin/munged </dev/null >>/var/log/munge/munged.log 2>&1
+  # munged refuses a log file that is not its own.
+  touch /var/log/munge/munged.log
+  chown munge:munge /var/log/munge/munged.log
+  chmod 0640 /var/log/munge/munged.log
+  runuser -u munge -- /usr/sbin/munged </dev/null >>/var/log/munge/munged.log 2>&1 ||
+    die "munged does not start: $(tail -n 3 /var/log/munge/munged.log)"
   for _ in $(seq 50); do
     munge -n </dev/null 2>/dev/null | unmunge >/dev/null 2>&1 && break
     sleep 0.2
@@ -94,16 +99,21 @@ if ! cmp -s "$new" "$conf"; then
   changed=1
 fi
 install -d -o slurm -g slurm -m 0755 /var/lib/slurm /var/lib/slurm/slurmctld /var/log/slurm /run/slurm
+# slurmctld writes its log as SlurmUser; slurmd (root) writes its own.
+touch /var/log/slurm/slurmctld.log /var/log/slurm/slurmd.log
+chown slurm:slurm /var/log/slurm/slurmctld.log
 install -d -o root -g root -m 0755 /var/lib/slurm/slurmd
 
 # --- daemons --------------------------------------------------------------------
 # They are started with their output going to their log files, so that they do not
 # hold on to the caller's pipes (a test that waits for this script's output).
-# running NAME: the daemon whose pid file /run/slurm/NAME.pid names is alive.
+# running NAME: the daemon whose pid file /run/slurm/NAME.pid names is alive
+# (a process of that name that is not a zombie).
 running() {
-  local pid
+  local pid stat
   pid=$(cat "/run/slurm/$1.pid" 2>/dev/null) || return 1
-  [[ -n "$pid" ]] && kill -0 "$pid" 2>/dev/null && [[ $(cat "/proc/$pid/comm" 2>/dev/null) == "$1" ]]
+  stat=$(cat "/proc/$pid/stat" 2>/dev/null) || return 1
+  [[ $stat == "$pid ($1) "[^Z]* ]]
 }
 stop() {
   local pid
@@ -121,11 +131,13 @@ fi
 if ! running slurmctld; then
   log "starting slurmctld"
   # The daemon switches to SlurmUser itself; -i ignores unreadable old state.
-  /usr/sbin/slurmctld -i </dev/null >>/var/log/slurm/slurmctld.log 2>&1
+  /usr/sbin/slurmctld -i </dev/null >>/var/log/slurm/slurmctld.log 2>&1 ||
+    die "slurmctld does not start: $(tail -n 3 /var/log/slurm/slurmctld.log)"
 fi
 if ! running slurmd; then
   log "starting slurmd"
-  /usr/sbin/slurmd </dev/null >>/var/log/slurm/slurmd.log 2>&1
+  /usr/sbin/slurmd </dev/null >>/var/log/slurm/slurmd.log 2>&1 ||
+    die "slurmd does not start: $(tail -n 3 /var/log/slurm/slurmd.log)"
 fi
 
 # --- wait for the node ----------------------------------------------------------
