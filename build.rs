@@ -38,10 +38,27 @@ fn main() {
     // torch-sys exports the libtorch folder it linked against as DEP_TCH_LIBTORCH_LIB.
     if let Ok(lib) = std::env::var("DEP_TCH_LIBTORCH_LIB") {
         println!("cargo:rustc-link-arg=-Wl,-rpath,{lib}");
-        for dir in cuda_lib_dirs(Path::new(&lib)) {
+        let cuda_dirs = cuda_lib_dirs(Path::new(&lib));
+        for dir in &cuda_dirs {
             println!("cargo:rustc-link-arg=-Wl,-rpath,{}", dir.display());
         }
+        // libtorch_cuda registers the CUDA backend when loaded, but nothing refers to
+        // it by symbol, so --as-needed would drop it. Keep it when CUDA is wanted:
+        // ZO_CUDA=1, or a full torch wheel (its cuDNN present) without ZO_CUDA=0.
+        let has_torch_cuda = Path::new(&lib).join("libtorch_cuda.so").exists();
+        let full_wheel = cuda_dirs
+            .iter()
+            .any(|d| d.to_string_lossy().contains("cudnn"));
+        let want = match std::env::var("ZO_CUDA").as_deref() {
+            Ok("1") => true,
+            Ok("0") => false,
+            _ => full_wheel,
+        };
+        if has_torch_cuda && want {
+            println!("cargo:rustc-link-arg=-Wl,--no-as-needed,-ltorch_cuda,--as-needed");
+        }
     }
+    println!("cargo:rerun-if-env-changed=ZO_CUDA");
 }
 
 /// The CUDA runtime folders that a PyTorch wheel's libtorch_cpu needs (site-packages/nvidia/*/lib).

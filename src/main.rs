@@ -44,6 +44,9 @@ enum Command {
         /// Write outputs here instead of the config's `run.out_dir`.
         #[arg(long, value_name = "DIR")]
         out_dir: Option<PathBuf>,
+        /// Stop after this many steps in total (overrides `train.max_steps`).
+        #[arg(long, value_name = "N")]
+        max_steps: Option<usize>,
         /// Exit abruptly after this global step (no final checkpoint): for testing
         /// crash recovery with --resume.
         #[arg(long, value_name = "STEP", hide = true)]
@@ -107,9 +110,13 @@ fn run(cli: Cli, dist: &Dist) -> anyhow::Result<()> {
             config,
             resume,
             out_dir,
+            max_steps,
             abort_after_step,
         } => {
-            let cfg = load(&config, out_dir)?;
+            let mut cfg = load(&config, out_dir)?;
+            if max_steps.is_some() {
+                cfg.train.max_steps = max_steps;
+            }
             let threads = cfg.train.threads.unwrap_or_else(|| dist.cpus_per_rank());
             tch::set_num_threads(threads as i32);
             log::debug!("rank {}: {threads} intra-op threads", dist.rank);

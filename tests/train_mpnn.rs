@@ -53,13 +53,30 @@ fn the_demo_runs_to_completion_and_beats_the_mean_baseline_clearly() {
     }
 }
 
+/// One epoch (6 steps of 16 molecules). Summation order differs between one
+/// shard and two shards + allreduce, and Adam amplifies that float32 noise as
+/// training goes on (max relative difference ~6e-7 after 2 steps, ~2e-6 after 6,
+/// ~1e-5 after 12), so the comparison is made after one epoch.
+const K: usize = 6;
+
 #[test]
 fn two_ranks_give_the_parameters_of_one_rank() {
     let dir = tempfile::tempdir().unwrap();
     let one = dir.path().join("one");
     let two = dir.path().join("two");
-    assert_ok(&train(&one, &[]));
-    let o = mpirun(2, &["train", &tiny(), "--out-dir", two.to_str().unwrap()]);
+    let k = K.to_string();
+    assert_ok(&train(&one, &["--max-steps", &k]));
+    let o = mpirun(
+        2,
+        &[
+            "train",
+            &tiny(),
+            "--out-dir",
+            two.to_str().unwrap(),
+            "--max-steps",
+            &k,
+        ],
+    );
     assert_ok(&o);
     let log = String::from_utf8_lossy(&o.stderr);
     for r in 0..2 {
@@ -70,37 +87,36 @@ fn two_ranks_give_the_parameters_of_one_rank() {
             .unwrap_or_else(|| panic!("no device line for rank {r}:\n{log}"));
         assert!(line.contains("device cpu"), "{line}");
     }
+    let f = hdf5::File::open(one.join("checkpoint.h5")).unwrap();
+    assert_eq!(
+        zo_hpc::io::h5::read_attr::<u64>(&f, "step").unwrap(),
+        K as u64
+    );
     let a = read_params(&one.join("checkpoint.h5"));
     let b = read_params(&two.join("checkpoint.h5"));
     assert!(a.len() > 10, "parameters found: {}", a.len());
-    // Summation order differs (two shard sums + allreduce vs one sum), so compare as
-    // numpy.allclose with rtol 1e-5; the absolute floor matters only for parameters
-    // that started at zero and are still tiny.
-    let bad = not_close(&a, &b, 1e-5, 1e-6);
-    assert!(
-        bad.is_empty(),
-        "1 rank vs 2 ranks: {} elements differ, e.g. {:?}",
-        bad.len(),
-        &bad[..bad.len().min(5)]
-    );
     let d = max_rel_diff(&a, &b);
     assert!(
-        d < 1e-4,
+        d < 1e-5,
         "1 rank vs 2 ranks differ by {d:e} (relative to each tensor's largest entry)"
     );
-    // …and training did move the parameters (the comparison is not vacuous).
-    let f = hdf5::File::open(one.join("checkpoint.h5")).unwrap();
-    assert_eq!(zo_hpc::io::h5::read_attr::<u64>(&f, "step").unwrap(), 18);
     let m1 = read_metrics(&one.join("metrics.h5"));
     let m2 = read_metrics(&two.join("metrics.h5"));
+    assert_eq!(m1.step_loss.len(), K);
     for (x, y) in m1.step_loss.iter().zip(&m2.step_loss) {
-        assert!(
-            (x - y).abs() <= 1e-5 * x.abs().max(1e-3),
-            "step losses {x} vs {y}"
-        );
+        assert!((x - y).abs() <= 1e-5 * x.abs(), "step losses {x} vs {y}");
     }
+    assert!((m1.test_rmse[0] - m2.test_rmse[0]).abs() <= 1e-5 * m1.test_rmse[0]);
     let f2 = hdf5::File::open(two.join("metrics.h5")).unwrap();
     assert_eq!(zo_hpc::io::h5::read_attr::<u64>(&f2, "ranks").unwrap(), 2);
+    // The comparison is not vacuous: training moved the parameters far more than 1e-5.
+    let init = dir.path().join("init");
+    assert_ok(&train(&init, &["--max-steps", "1"]));
+    let moved = max_rel_diff(&a, &read_params(&init.join("checkpoint.h5")));
+    assert!(
+        moved > 1e-3,
+        "parameters barely moved between step 1 and {K}: {moved:e}"
+    );
 }
 
 #[test]

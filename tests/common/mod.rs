@@ -97,27 +97,6 @@ pub fn max_rel_diff(a: &BTreeMap<String, Vec<f32>>, b: &BTreeMap<String, Vec<f32
     worst
 }
 
-/// Elements where `|a − b| > atol + rtol·|b|` (numpy.allclose semantics), as
-/// "name[index]: a vs b" strings; empty when the two parameter sets agree.
-pub fn not_close(
-    a: &BTreeMap<String, Vec<f32>>,
-    b: &BTreeMap<String, Vec<f32>>,
-    rtol: f64,
-    atol: f64,
-) -> Vec<String> {
-    assert_eq!(a.keys().collect::<Vec<_>>(), b.keys().collect::<Vec<_>>());
-    let mut bad = Vec::new();
-    for (k, va) in a {
-        for (i, (&x, &y)) in va.iter().zip(&b[k]).enumerate() {
-            let (x, y) = (f64::from(x), f64::from(y));
-            if (x - y).abs() > atol + rtol * y.abs() {
-                bad.push(format!("{k}[{i}]: {x} vs {y}"));
-            }
-        }
-    }
-    bad
-}
-
 pub fn read_metrics(path: &Path) -> zo_hpc::io::metrics::Metrics {
     let f = hdf5::File::open(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
     zo_hpc::io::metrics::Metrics::read_from(&f).unwrap()
