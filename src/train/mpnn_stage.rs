@@ -4,7 +4,7 @@
 //! and one allreduce of the flat gradient buffer (plus the loss) keeps all ranks'
 //! parameters identical. Rank 0 writes checkpoints and metrics.
 use super::adam::{clip_global_norm, Adam};
-use super::params::Params;
+use super::params::{to_vec_f32, Params};
 use super::{device, RunOptions};
 use crate::blackbox::{KnowledgeSource, RdkitSource};
 use crate::chem::MolGraph;
@@ -268,8 +268,7 @@ impl<'a> Trainer<'a> {
                     self.ds.featurizer.bond_dim(),
                     self.device,
                 );
-                let pred = Vec::<f32>::try_from(&self.model.forward(&b).to_device(Device::Cpu))
-                    .unwrap_or_default();
+                let pred = to_vec_f32(&self.model.forward(&b));
                 for (p, &i) in pred.iter().zip(chunk) {
                     sse += (f64::from(*p) - f64::from(split.y[i])).powi(2);
                 }
@@ -329,18 +328,17 @@ impl<'a> Trainer<'a> {
         let mut timer = Timer::default();
         let mut epoch_start = Instant::now();
         let mut rate_start = (Instant::now(), self.step);
-        let mut perm: Option<(usize, Vec<usize>)> = None;
+        // This epoch's batch order, the same on every rank: (epoch, permutation).
+        let mut perm: (usize, Vec<usize>) = (usize::MAX, Vec::new());
         while self.step < total {
             let epoch = self.step / spe;
             let bi = self.step % spe;
-            if perm.as_ref().is_none_or(|(e, _)| *e != epoch) {
-                perm = Some((
-                    epoch,
-                    Stream::new(self.cfg.run.seed, "shuffle", &[epoch as u64]).permutation(n_train),
-                ));
+            if perm.0 != epoch {
+                let order =
+                    Stream::new(self.cfg.run.seed, "shuffle", &[epoch as u64]).permutation(n_train);
+                perm = (epoch, order);
             }
-            let order = &perm.as_ref().map(|(_, p)| p.as_slice()).unwrap_or_default();
-            let global = &order[bi * tc.batch_size..((bi + 1) * tc.batch_size).min(n_train)];
+            let global = &perm.1[bi * tc.batch_size..((bi + 1) * tc.batch_size).min(n_train)];
             let mine = &global[self.dist.shard(global.len())];
 
             self.params.zero_grad();
@@ -419,12 +417,12 @@ impl<'a> Trainer<'a> {
                 }
                 epoch_start = Instant::now();
             }
+            if root && epoch_done {
+                self.write_metrics(&devices)?;
+            }
             if self.step.is_multiple_of(tc.checkpoint_every) || self.step == total {
                 if root {
                     timer.time("checkpoint", || self.write_checkpoint())?;
-                    if epoch_done {
-                        self.write_metrics(&devices)?;
-                    }
                 }
                 self.dist.barrier();
             }

@@ -3,6 +3,17 @@
 use crate::io::checkpoint::NamedArray;
 use tch::{nn::VarStore, Device, Kind, Tensor};
 
+/// A tensor's values as a flat f32 vector on the CPU.
+pub fn to_vec_f32(t: &Tensor) -> Vec<f32> {
+    let flat = t
+        .detach()
+        .to_device(Device::Cpu)
+        .to_kind(Kind::Float)
+        .flatten(0, -1)
+        .contiguous();
+    Vec::<f32>::try_from(&flat).expect("a contiguous CPU f32 tensor converts to Vec<f32>")
+}
+
 pub struct Params {
     pub names: Vec<String>,
     pub tensors: Vec<Tensor>,
@@ -49,10 +60,7 @@ impl Params {
                 }
             })
             .collect();
-        let flat = Tensor::cat(&parts, 0)
-            .to_kind(Kind::Float)
-            .to_device(Device::Cpu);
-        Vec::<f32>::try_from(&flat).unwrap_or_default()
+        to_vec_f32(&Tensor::cat(&parts, 0))
     }
 
     /// Splits a flat vector into per-parameter tensors shaped like the parameters.
@@ -76,10 +84,7 @@ impl Params {
             .map(|(name, t)| NamedArray {
                 name: name.clone(),
                 shape: t.size().iter().map(|&s| s as usize).collect(),
-                data: Vec::<f32>::try_from(
-                    &t.to_device(Device::Cpu).to_kind(Kind::Float).flatten(0, -1),
-                )
-                .unwrap_or_default(),
+                data: to_vec_f32(t),
             })
             .collect()
     }
