@@ -51,6 +51,47 @@ fn the_demo_runs_to_completion_and_beats_the_mean_baseline_clearly() {
     for phase in ["forward_backward", "allreduce", "optimizer", "eval"] {
         assert_eq!(m.timing_max[phase].len(), cfg.train.epochs, "{phase}");
     }
+    // h5py, the users' analysis tool, reads metrics and checkpoint.
+    let py = std::process::Command::new(python())
+        .arg(repo().join("tests/py/read_run.py"))
+        .arg(&out)
+        .output()
+        .unwrap();
+    assert!(
+        py.status.success(),
+        "h5py could not read the run:\n{}",
+        text(&py)
+    );
+    let v: serde_json::Value = serde_json::from_slice(&py.stdout).unwrap();
+    assert_eq!(v["test_rmse"].as_array().unwrap().len(), cfg.train.epochs);
+    assert_eq!(
+        v["test_rmse"]
+            .as_array()
+            .unwrap()
+            .last()
+            .unwrap()
+            .as_f64()
+            .unwrap(),
+        last
+    );
+    assert_eq!(v["n_steps"], m.step_loss.len());
+    assert_eq!(v["ranks"], 1);
+    assert_eq!(v["config_has_seed"], true);
+    assert_eq!(v["ckpt_step"], m.step_loss.len());
+    assert_eq!(v["adam_m"], true);
+    let params: Vec<&str> = v["params"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p.as_str().unwrap())
+        .collect();
+    assert!(params.contains(&"mpnn/embed/gru/ih/weight"), "{params:?}");
+    assert!(params.contains(&"mpnn/head/l2/bias"), "{params:?}");
+    assert!(v["timing"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|t| t == "allreduce_mean"));
 }
 
 /// One epoch (6 steps of 16 molecules). Summation order differs between one
