@@ -9,6 +9,7 @@ pub mod config;
 pub mod data;
 pub mod dist;
 pub mod io;
+pub mod jtvae;
 pub mod models;
 pub mod train;
 pub mod zo;

@@ -1,7 +1,7 @@
 //! Safe Rust face of the RDKit bridge: parse a SMILES into atom and bond records,
 //! canonicalize. RDKit failures come back as `ChemError`, never as a panic.
 use super::rdkit_ffi::ffi;
-pub use super::rdkit_ffi::ffi::{AtomRecord, BondRecord, MolRecord};
+pub use super::rdkit_ffi::ffi::{AtomRecord, BondRecord, KAtom, KBond, KekuleMol, MolRecord, Ring};
 use std::sync::Once;
 
 #[derive(Debug, Clone, thiserror::Error, PartialEq)]
@@ -32,6 +32,27 @@ pub fn canonicalize(smiles: &str) -> Result<String, ChemError> {
     quiet();
     ffi::canonical_smiles(smiles).map_err(|e| ChemError {
         smiles: smiles.to_string(),
+        message: e.what().to_string(),
+    })
+}
+
+/// Parses a SMILES and kekulizes it (bond orders 1/2/3, no aromatic flags), with
+/// RDKit's smallest set of smallest rings.
+pub fn parse_kekule(smiles: &str) -> Result<KekuleMol, ChemError> {
+    quiet();
+    ffi::parse_kekule(smiles).map_err(|e| ChemError {
+        smiles: smiles.to_string(),
+        message: e.what().to_string(),
+    })
+}
+
+/// Builds a molecule from atoms and Kekulé bonds, sanitizes it, and writes its
+/// canonical non-isomeric SMILES (Kekulé form if `kekule`). An invalid graph
+/// (valence, kekulization) is an error.
+pub fn graph_smiles(atoms: &[KAtom], bonds: &[KBond], kekule: bool) -> Result<String, ChemError> {
+    quiet();
+    ffi::graph_smiles(atoms, bonds, kekule).map_err(|e| ChemError {
+        smiles: format!("<graph of {} atoms>", atoms.len()),
         message: e.what().to_string(),
     })
 }

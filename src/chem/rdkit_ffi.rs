@@ -40,12 +40,46 @@ pub mod ffi {
         pub bonds: Vec<BondRecord>,
     }
 
+    /// An atom of a kekulized molecule, or of a graph to write as SMILES.
+    #[derive(Debug, Clone, PartialEq, Eq, Hash)]
+    pub struct KAtom {
+        pub atomic_num: i32,
+        pub formal_charge: i32,
+        /// Explicit H count (bracket H); 0 lets RDKit derive H from the valence model.
+        pub explicit_hs: i32,
+    }
+
+    /// A bond of a kekulized molecule: order 1, 2 or 3.
+    #[derive(Debug, Clone, PartialEq, Eq, Hash)]
+    pub struct KBond {
+        pub begin: i32,
+        pub end: i32,
+        pub order: i32,
+        pub in_ring: bool,
+    }
+
+    /// The atoms of one ring of RDKit's smallest set of smallest rings.
+    #[derive(Debug, Clone, PartialEq, Eq)]
+    pub struct Ring {
+        pub atoms: Vec<i32>,
+    }
+
+    /// A molecule in Kekulé form (no aromatic flags) with its SSSR rings.
+    #[derive(Debug, Clone, PartialEq, Eq)]
+    pub struct KekuleMol {
+        pub atoms: Vec<KAtom>,
+        pub bonds: Vec<KBond>,
+        pub rings: Vec<Ring>,
+    }
+
     unsafe extern "C++" {
         include!("zo-hpc/src/chem/rdkit_shim.h");
 
         fn parse_molecule(smiles: &str) -> Result<MolRecord>;
         fn canonical_smiles(smiles: &str) -> Result<String>;
         fn rdkit_version() -> String;
+        fn parse_kekule(smiles: &str) -> Result<KekuleMol>;
+        fn graph_smiles(atoms: &[KAtom], bonds: &[KBond], kekule: bool) -> Result<String>;
         fn quiet_rdkit_logs();
     }
 }

@@ -3,6 +3,7 @@
 #include "zo-hpc/src/chem/rdkit_ffi.rs.h"
 
 #include <GraphMol/GraphMol.h>
+#include <GraphMol/MolOps.h>
 #include <GraphMol/RDKitBase.h>
 #include <GraphMol/SmilesParse/SmilesParse.h>
 #include <GraphMol/SmilesParse/SmilesWrite.h>
@@ -119,6 +120,72 @@ rust::String canonical_smiles(rust::Str smiles) {
     return rust::String(RDKit::MolToSmiles(*mol));
   } catch (const std::exception &e) {
     throw std::runtime_error(std::string("RDKit could not write SMILES: ") + e.what());
+  }
+}
+
+KekuleMol parse_kekule(rust::Str smiles) {
+  auto parsed = parse_or_throw(smiles);
+  KekuleMol rec;
+  try {
+    RDKit::RWMol mol(*parsed);
+    RDKit::MolOps::Kekulize(mol, true);
+    const RDKit::RingInfo *rings = mol.getRingInfo();
+    for (const RDKit::Atom *a : mol.atoms()) {
+      KAtom k;
+      k.atomic_num = a->getAtomicNum();
+      k.formal_charge = a->getFormalCharge();
+      k.explicit_hs = static_cast<int32_t>(a->getNumExplicitHs());
+      rec.atoms.push_back(k);
+    }
+    for (const RDKit::Bond *b : mol.bonds()) {
+      KBond k;
+      k.begin = static_cast<int32_t>(b->getBeginAtomIdx());
+      k.end = static_cast<int32_t>(b->getEndAtomIdx());
+      switch (b->getBondType()) {
+        case RDKit::Bond::SINGLE: k.order = 1; break;
+        case RDKit::Bond::DOUBLE: k.order = 2; break;
+        case RDKit::Bond::TRIPLE: k.order = 3; break;
+        default: throw std::runtime_error("bond type other than single/double/triple after kekulization");
+      }
+      k.in_ring = rings->numBondRings(b->getIdx()) > 0;
+      rec.bonds.push_back(k);
+    }
+    for (const auto &ring : rings->atomRings()) {
+      Ring r;
+      for (int i : ring) r.atoms.push_back(i);
+      rec.rings.push_back(std::move(r));
+    }
+  } catch (const std::exception &e) {
+    throw std::runtime_error(std::string("RDKit could not kekulize the molecule: ") + e.what());
+  }
+  return rec;
+}
+
+rust::String graph_smiles(rust::Slice<const KAtom> atoms, rust::Slice<const KBond> bonds, bool kekule) {
+  RDKit::RWMol mol;
+  try {
+    for (const KAtom &k : atoms) {
+      auto *a = new RDKit::Atom(k.atomic_num);
+      a->setFormalCharge(k.formal_charge);
+      a->setNumExplicitHs(static_cast<unsigned int>(k.explicit_hs));
+      mol.addAtom(a, false, true);
+    }
+    for (const KBond &k : bonds) {
+      RDKit::Bond::BondType t = k.order == 2   ? RDKit::Bond::DOUBLE
+                                : k.order == 3 ? RDKit::Bond::TRIPLE
+                                               : RDKit::Bond::SINGLE;
+      if (k.begin < 0 || k.end < 0 || k.begin >= static_cast<int32_t>(atoms.size()) ||
+          k.end >= static_cast<int32_t>(atoms.size()) || k.begin == k.end ||
+          mol.getBondBetweenAtoms(k.begin, k.end) != nullptr)
+        throw std::runtime_error("invalid or repeated bond");
+      mol.addBond(static_cast<unsigned int>(k.begin), static_cast<unsigned int>(k.end), t);
+    }
+    RDKit::MolOps::sanitizeMol(mol);
+    return rust::String(RDKit::MolToSmiles(mol, false, kekule));
+  } catch (const std::exception &e) {
+    throw std::runtime_error(std::string("not a valid molecule: ") + e.what());
+  } catch (...) {
+    throw std::runtime_error("not a valid molecule (unknown RDKit error)");
   }
 }
 

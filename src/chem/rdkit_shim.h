@@ -8,8 +8,13 @@
 
 namespace zo {
 struct MolRecord;
+struct KekuleMol;
+struct KAtom;
+struct KBond;
 MolRecord parse_molecule(rust::Str smiles);
 rust::String canonical_smiles(rust::Str smiles);
 rust::String rdkit_version();
+KekuleMol parse_kekule(rust::Str smiles);
+rust::String graph_smiles(rust::Slice<const KAtom> atoms, rust::Slice<const KBond> bonds, bool kekule);
 void quiet_rdkit_logs();
 }  // namespace zo

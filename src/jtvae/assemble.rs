@@ -1,0 +1,262 @@
+//! Graph assembly: clusters of a junction tree are attached one at a time, in
+//! depth-first order from the root, to a growing molecule. For each child the
+//! possible attachments onto its parent's atoms are enumerated (one shared atom,
+//! or a shared bond for two rings, in both orientations); a candidate is valid when
+//! RDKit can sanitize the result. The decoder scores candidates with a network;
+//! `gold_path` instead picks the one that reproduces the known molecule, which
+//! checks that labels, enumeration and assembly can rebuild real molecules.
+use super::graph::{map_onto, map_with, MolGraph};
+use super::tree::JunctionTree;
+use crate::chem::{
+    self,
+    mol::{KAtom, KBond},
+};
+
+/// A child attachment: (child label atom, partial-molecule atom) pairs that coincide.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Attachment {
+    pub pairs: Vec<(usize, usize)>,
+}
+
+#[derive(Debug, Clone, thiserror::Error, PartialEq)]
+pub enum AssemblyError {
+    #[error("label {label:?} of node {node} does not map onto its cluster")]
+    Unmapped { node: usize, label: String },
+    #[error(
+        "node {node} ({label}): none of {candidates} candidate attachments reproduces the molecule"
+    )]
+    NoGoldCandidate {
+        node: usize,
+        label: String,
+        candidates: usize,
+    },
+    #[error("assembled {got}, expected {expected}")]
+    Different { got: String, expected: String },
+    #[error(transparent)]
+    Chem(#[from] chem::ChemError),
+}
+
+/// Enumerates structurally possible attachments of `child` onto `parent_atoms` of
+/// `partial` (validity is checked separately with `attach` + `is_valid`).
+pub fn candidates(partial: &MolGraph, parent_atoms: &[usize], child: &MolGraph) -> Vec<Attachment> {
+    let mut out = Vec::new();
+    let is_ring = |g: &MolGraph, n: usize| n >= 3 && g.bonds.len() >= n;
+    let child_ring = is_ring(child, child.n_atoms());
+    let parent_ring = parent_atoms.len() >= 3;
+    // One shared atom.
+    for ci in 0..child.n_atoms() {
+        for &pa in parent_atoms {
+            if MolGraph::same_kind(&child.atoms[ci], &partial.atoms[pa]) {
+                out.push(Attachment {
+                    pairs: vec![(ci, pa)],
+                });
+            }
+        }
+    }
+    // A shared bond (ring fusion), both orientations, same bond order.
+    if child_ring && parent_ring {
+        for cb in &child.bonds {
+            for (x, &pa) in parent_atoms.iter().enumerate() {
+                for &pb in &parent_atoms[x + 1..] {
+                    let Some(k) = partial.bond_between(pa, pb) else {
+                        continue;
+                    };
+                    if partial.bonds[k].order != cb.order {
+                        continue;
+                    }
+                    let (ci, cj) = (cb.begin as usize, cb.end as usize);
+                    for (a, b) in [(pa, pb), (pb, pa)] {
+                        if MolGraph::same_kind(&child.atoms[ci], &partial.atoms[a])
+                            && MolGraph::same_kind(&child.atoms[cj], &partial.atoms[b])
+                        {
+                            out.push(Attachment {
+                                pairs: vec![(ci, a), (cj, b)],
+                            });
+                        }
+                    }
+                }
+            }
+        }
+    }
+    out
+}
+
+/// Applies an attachment: the child's other atoms are appended, its bonds added
+/// (a bond already present between two shared atoms is kept as it is). Returns the
+/// new graph and the partial-molecule index of every child atom.
+pub fn attach(partial: &MolGraph, child: &MolGraph, att: &Attachment) -> (MolGraph, Vec<usize>) {
+    let mut atoms = partial.atoms.clone();
+    let mut bonds = partial.bonds.clone();
+    let mut index = vec![usize::MAX; child.n_atoms()];
+    for &(ci, pa) in &att.pairs {
+        index[ci] = pa;
+    }
+    for (ci, a) in child.atoms.iter().enumerate() {
+        if index[ci] == usize::MAX {
+            index[ci] = atoms.len();
+            atoms.push(KAtom {
+                explicit_hs: 0,
+                ..a.clone()
+            });
+        }
+    }
+    for b in &child.bonds {
+        let (x, y) = (index[b.begin as usize], index[b.end as usize]);
+        let both_old = x < partial.n_atoms() && y < partial.n_atoms();
+        if both_old && partial.bond_between(x, y).is_some() {
+            continue;
+        }
+        bonds.push(KBond {
+            begin: x as i32,
+            end: y as i32,
+            ..b.clone()
+        });
+    }
+    (MolGraph::new(atoms, bonds), index)
+}
+
+/// Whether RDKit accepts the graph as a molecule (valences, kekulization).
+pub fn is_valid(g: &MolGraph) -> bool {
+    chem::graph_smiles(&g.atoms, &g.bonds, false).is_ok()
+}
+
+/// The molecule's canonical non-isomeric SMILES (stereo is not modelled).
+pub fn flat_smiles(g: &MolGraph) -> Result<String, chem::ChemError> {
+    chem::graph_smiles(&g.atoms, &g.bonds, false)
+}
+
+/// Rebuilds `mol` along its own junction tree, choosing at every step the valid
+/// candidate attachment that matches the molecule; returns the rebuilt SMILES.
+pub fn gold_path(
+    mol: &MolGraph,
+    tree: &JunctionTree,
+    labels: &[MolGraph],
+) -> Result<String, AssemblyError> {
+    let unmapped = |node: usize| AssemblyError::Unmapped {
+        node,
+        label: tree.labels[node].clone(),
+    };
+    let root_map = map_onto(&labels[0], mol, &tree.clusters[0], &[]).ok_or_else(|| unmapped(0))?;
+    let mut partial = MolGraph::new(
+        labels[0]
+            .atoms
+            .iter()
+            .map(|a| KAtom {
+                explicit_hs: 0,
+                ..a.clone()
+            })
+            .collect(),
+        labels[0].bonds.clone(),
+    );
+    // Original atom of each partial-molecule atom, and partial atoms of each placed node.
+    let mut orig: Vec<usize> = root_map;
+    let mut node_atoms: Vec<Vec<usize>> = vec![Vec::new(); tree.clusters.len()];
+    node_atoms[0] = (0..partial.n_atoms()).collect();
+    let nb = tree.neighbours();
+    let mut stack = vec![(0usize, usize::MAX)];
+    while let Some((node, parent)) = stack.pop() {
+        for &child in nb[node].iter().rev() {
+            if child != parent {
+                stack.push((child, node));
+            }
+        }
+        if parent == usize::MAX {
+            continue;
+        }
+        let shared: Vec<usize> = tree.clusters[node]
+            .iter()
+            .copied()
+            .filter(|a| tree.clusters[parent].contains(a))
+            .collect();
+        let label = &labels[node];
+        let cands = candidates(&partial, &node_atoms[parent], label);
+        // First a candidate whose ring keeps the molecule's Kekulé pattern in place,
+        // then any that reproduces the connectivity.
+        let mut placed = false;
+        'passes: for orders in [true, false] {
+            for cand in &cands {
+                let mut got: Vec<usize> = cand.pairs.iter().map(|&(_, pa)| orig[pa]).collect();
+                got.sort_unstable();
+                if got != shared {
+                    continue;
+                }
+                let fixed: Vec<(usize, usize)> =
+                    cand.pairs.iter().map(|&(ci, pa)| (ci, orig[pa])).collect();
+                let Some(psi) = map_with(label, mol, &tree.clusters[node], &fixed, orders) else {
+                    continue;
+                };
+                let (next, index) = attach(&partial, label, cand);
+                if !is_valid(&next) {
+                    continue;
+                }
+                for (ci, &pi) in index.iter().enumerate() {
+                    if pi >= orig.len() {
+                        orig.push(psi[ci]);
+                    }
+                }
+                node_atoms[node] = index;
+                partial = next;
+                placed = true;
+                break 'passes;
+            }
+        }
+        if !placed {
+            return Err(AssemblyError::NoGoldCandidate {
+                node,
+                label: tree.labels[node].clone(),
+                candidates: cands.len(),
+            });
+        }
+    }
+    let got = flat_smiles(&partial)?;
+    let expected = flat_smiles(mol)?;
+    if got != expected {
+        return Err(AssemblyError::Different { got, expected });
+    }
+    Ok(got)
+}
+
+/// Gold-path statistics over a list of SMILES.
+#[derive(Debug, Default, Clone)]
+pub struct GoldStats {
+    pub molecules: usize,
+    pub rebuilt: usize,
+    /// (SMILES, why) of the failures.
+    pub failures: Vec<(String, String)>,
+}
+
+impl GoldStats {
+    pub fn rate(&self) -> f64 {
+        self.rebuilt as f64 / self.molecules.max(1) as f64
+    }
+}
+
+/// Decomposes each molecule and rebuilds it along its gold path.
+pub fn gold_stats(smiles: &[String]) -> GoldStats {
+    let mut cache = super::tree::LabelCache::default();
+    let mut labels: std::collections::HashMap<String, MolGraph> = std::collections::HashMap::new();
+    let mut st = GoldStats::default();
+    for s in smiles {
+        st.molecules += 1;
+        let result = (|| -> Result<(), String> {
+            let (mol, tree) =
+                super::tree::decompose_smiles(s, &mut cache).map_err(|e| e.to_string())?;
+            let mut graphs = Vec::with_capacity(tree.labels.len());
+            for l in &tree.labels {
+                if !labels.contains_key(l) {
+                    let k = chem::parse_kekule(l).map_err(|e| e.to_string())?;
+                    labels.insert(l.clone(), MolGraph::from_kekule(&k));
+                }
+                graphs.push(labels[l].clone());
+            }
+            gold_path(&mol, &tree, &graphs)
+                .map(|_| ())
+                .map_err(|e| e.to_string())
+        })();
+        match result {
+            Ok(()) => st.rebuilt += 1,
+            Err(why) => st.failures.push((s.clone(), why)),
+        }
+    }
+    st
+}
