@@ -29,6 +29,10 @@ pub struct Config {
     pub data: DataConfig,
     #[serde(default)]
     pub mpnn: MpnnConfig,
+    /// JT-VAE settings; when present, `prepare` also builds the cluster vocabulary
+    /// and the junction trees of the training molecules.
+    #[serde(default)]
+    pub jtvae: Option<JtvaeConfig>,
     pub train: TrainConfig,
     /// The config file's text, kept for the outputs (set by `load`).
     #[serde(skip)]
@@ -91,6 +95,15 @@ impl Default for MpnnConfig {
             head_hidden: 128,
         }
     }
+}
+
+#[derive(Debug, Clone, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct JtvaeConfig {
+    /// CSV (plain or .gz) whose SMILES the vocabulary is built over (all rows, not only
+    /// the labeled split); default: `data.csv`.
+    #[serde(default)]
+    pub vocab_csv: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
@@ -204,6 +217,11 @@ impl Config {
                 cfg.data.dataset = Some(base.join(ds));
             }
         }
+        if let Some(v) = cfg.jtvae.as_mut().and_then(|j| j.vocab_csv.as_mut()) {
+            if v.is_relative() {
+                *v = base.join(&*v);
+            }
+        }
         cfg.check()?;
         Ok(cfg)
     }
@@ -222,6 +240,14 @@ impl Config {
                 "data.csv",
                 format!("file not found: {}", self.data.csv.display()),
             ));
+        }
+        if let Some(v) = self.jtvae.as_ref().and_then(|j| j.vocab_csv.as_ref()) {
+            if !v.is_file() {
+                return Err(self.value_err(
+                    "jtvae.vocab_csv",
+                    format!("file not found: {}", v.display()),
+                ));
+            }
         }
         let positive = [
             ("data.n_train", self.data.n_train),

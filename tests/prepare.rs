@@ -286,3 +286,84 @@ fn the_shipped_zinc_and_hof_configs_prepare_from_gzip() {
         );
     }
 }
+
+/// With a `[jtvae]` section, `prepare` builds the cluster vocabulary over the whole
+/// vocabulary file and stores the junction trees of the training molecules; a
+/// training molecule with a cluster outside the vocabulary is reported by name.
+#[test]
+fn prepare_builds_the_jtvae_vocabulary_and_trees() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("data.csv"),
+        "smiles,y\nCCO,1\nOc1ccccc1,2\nCc1ccsc1,3\nCCN,4\nCC(C)C,5\n",
+    )
+    .unwrap();
+    std::fs::write(
+        dir.path().join("vocab.csv"),
+        "smiles\nCCO\nc1ccccc1\nCCN\nCC(C)C\nOc1ccccc1\nnot-a-smiles\n",
+    )
+    .unwrap();
+    let cfg = dir.path().join("cfg.toml");
+    std::fs::write(
+        &cfg,
+        "[run]\nout_dir = \"out\"\n[data]\ncsv = \"data.csv\"\ntarget_column = \"y\"\nn_train = 5\nn_test = 0\n[jtvae]\nvocab_csv = \"vocab.csv\"\n[train]\nepochs = 1\nbatch_size = 2\nlr = 0.001\n",
+    )
+    .unwrap();
+    let out = dir.path().join("out");
+    let o = zo(&[
+        "prepare",
+        cfg.to_str().unwrap(),
+        "--out-dir",
+        out.to_str().unwrap(),
+    ]);
+    assert_ok(&o);
+    let log = stderr(&o);
+    assert!(
+        log.contains("training molecule Cc1ccsc1: cluster C1=CSC=C1 is outside the vocabulary"),
+        "{log}"
+    );
+    assert!(
+        log.contains("line 7: \"not-a-smiles\": no junction tree"),
+        "{log}"
+    );
+    let ds = zo_hpc::io::dataset::Dataset::read(&out.join("dataset.h5")).unwrap();
+    let j = ds.jtvae.expect("jtvae data");
+    assert_eq!(j.vocab, ["C", "C1=CC=CC=C1", "CC", "CN", "CO"]);
+    assert_eq!(
+        (j.n_vocab_molecules, j.n_vocab_failed, j.n_uncovered),
+        (6, 1, 1)
+    );
+    assert_eq!(j.train_trees.len(), 5);
+    for (k, &i) in ds.train.iter().enumerate() {
+        let smi = &ds.smiles[i as usize];
+        let tree = &j.train_trees[k];
+        match smi.as_str() {
+            "Cc1ccsc1" => assert!(tree.is_none()),
+            "Oc1ccccc1" => {
+                let t = tree.as_ref().unwrap();
+                let names: Vec<&str> = t
+                    .labels
+                    .iter()
+                    .map(|&l| j.vocab[l as usize].as_str())
+                    .collect();
+                assert_eq!(names, ["CO", "C1=CC=CC=C1"]);
+                assert_eq!(t.clusters, vec![vec![0, 1], vec![1, 2, 3, 4, 5, 6]]);
+                assert_eq!(t.edges, vec![(0, 1)]);
+            }
+            "CC(C)C" => assert_eq!(
+                tree.as_ref().unwrap().labels.len(),
+                4,
+                "three bonds and a singleton"
+            ),
+            _ => assert!(tree.is_some(), "{smi}"),
+        }
+    }
+    // h5py reads the vocabulary.
+    let py = Command::new(python())
+        .args(["-c", "import h5py,sys; f=h5py.File(sys.argv[1]); print(len(f['jtvae/vocab']), f['jtvae/trees/edges'].shape[1])"])
+        .arg(out.join("dataset.h5"))
+        .output()
+        .unwrap();
+    assert!(py.status.success(), "{}", text(&py));
+    assert_eq!(String::from_utf8_lossy(&py.stdout).trim(), "5 2");
+}

@@ -4,13 +4,20 @@
 //! 2. MPNN training throughput (molecules/s) of `zo-hpc train inputs/bench.toml`
 //!    on 1 and 2 MPI ranks, measured side by side in one invocation.
 //!
-//! Usage: `zo-bench [--repeat N] [--ranks 1,2]` from the repository root (or `make bench`).
+//!
+//! `zo-bench --jtvae` instead measures the JT-VAE chemistry on the full shipped data
+//! sets: decomposition throughput, vocabulary sizes, vocabulary coverage of test
+//! molecules, and the gold-path rebuild rate.
+//!
+//! Usage: `zo-bench [--repeat N] [--ranks 1,2] [--jtvae [--gold N]]` from the
+//! repository root (or `make bench`).
 use anyhow::{bail, Context};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Instant;
 use zo_hpc::blackbox::{KnowledgeSource, RdkitSource};
 use zo_hpc::chem::Featurizer;
+use zo_hpc::jtvae::{assemble::gold_stats, tree, vocab::Vocab};
 
 fn read_smiles(path: &Path) -> anyhow::Result<Vec<String>> {
     let mut r =
@@ -101,6 +108,13 @@ fn main() -> anyhow::Result<()> {
         .split(',')
         .map(|s| s.parse())
         .collect::<Result<_, _>>()?;
+    if args.iter().any(|a| a == "--jtvae") {
+        let gold: usize = flag("--gold")
+            .map(|s| s.parse())
+            .transpose()?
+            .unwrap_or(2000);
+        return jtvae(gold);
+    }
     let zo: PathBuf = std::env::current_exe()?.with_file_name("zo-hpc");
     if !zo.exists() {
         bail!(
@@ -132,5 +146,117 @@ fn main() -> anyhow::Result<()> {
         println!("  {r} rank(s)  {rate:8.1} molecules/s  (x{speedup:.2} vs first row; whole run {wall:.1} s)");
     }
     let _ = std::fs::remove_dir_all(&tmp);
+    Ok(())
+}
+
+/// Reads (smiles, value of `column`) from a shipped gzip CSV.
+fn read_gz(path: &str, column: &str) -> anyhow::Result<Vec<(String, String)>> {
+    let f = std::fs::File::open(path).with_context(|| format!("opening {path}"))?;
+    let mut r = csv::Reader::from_reader(flate2::read::MultiGzDecoder::new(f));
+    let h = r.headers()?.clone();
+    let si = h
+        .iter()
+        .position(|x| x == "smiles")
+        .context("no smiles column")?;
+    let ci = h
+        .iter()
+        .position(|x| x == column)
+        .with_context(|| format!("no {column} column"))?;
+    let mut out = Vec::new();
+    for rec in r.records() {
+        let rec = rec?;
+        out.push((rec[si].to_string(), rec[ci].to_string()));
+    }
+    Ok(out)
+}
+
+/// Labels of every molecule (None where decomposition failed), and molecules/s.
+fn decompose_all(smiles: &[String]) -> (Vec<Option<Vec<String>>>, f64) {
+    let mut cache = tree::LabelCache::default();
+    let t0 = Instant::now();
+    let out: Vec<_> = smiles
+        .iter()
+        .map(|s| {
+            tree::decompose_smiles(s, &mut cache)
+                .ok()
+                .map(|(_, t)| t.labels)
+        })
+        .collect();
+    (out, smiles.len() as f64 / t0.elapsed().as_secs_f64())
+}
+
+fn coverage(train: &[&Option<Vec<String>>], test: &[&Option<Vec<String>>]) -> (usize, f64) {
+    let vocab = Vocab::new(train.iter().filter_map(|l| l.as_ref()).flatten().cloned());
+    let covered = test
+        .iter()
+        .filter(|l| {
+            l.as_ref()
+                .is_some_and(|l| l.iter().all(|x| vocab.get(x).is_some()))
+        })
+        .count();
+    (vocab.len(), covered as f64 / test.len().max(1) as f64)
+}
+
+fn jtvae(gold: usize) -> anyhow::Result<()> {
+    println!("zo-bench --jtvae: RDKit {}", zo_hpc::chem::rdkit_version());
+    // ZINC: the JT-VAE authors' split (valid = training material, test = held out).
+    let zinc = read_gz("inputs/data/zinc_jtvae_29k.csv.gz", "jtvae_split")?;
+    let qm9 = read_gz("inputs/data/qm9_hof298.csv.gz", "qm9_index")?;
+    for (name, rows) in [("ZINC", &zinc), ("QM9", &qm9)] {
+        let smiles: Vec<String> = rows.iter().map(|(s, _)| s.clone()).collect();
+        let (labels, rate) = decompose_all(&smiles);
+        let failed = labels.iter().filter(|l| l.is_none()).count();
+        let all = Vocab::new(labels.iter().filter_map(|l| l.as_ref()).flatten().cloned());
+        println!(
+            "\n{name}: {} molecules, decomposed at {rate:.0} molecules/s, {failed} failed",
+            smiles.len()
+        );
+        println!("  vocabulary over all molecules: {} clusters", all.len());
+        // Coverage of a held-out split by a vocabulary of the training split.
+        let splits: Vec<(&str, Vec<usize>, Vec<usize>)> = if name == "ZINC" {
+            let tr = (0..rows.len()).filter(|&i| rows[i].1 == "valid").collect();
+            let te = (0..rows.len()).filter(|&i| rows[i].1 == "test").collect();
+            let perm = zo_hpc::zo::rng::Stream::new(42, "split", &[]).permutation(rows.len());
+            vec![
+                ("JT-VAE valid / test files", tr, te),
+                (
+                    "paper split 5500 / 5000 (seed 42)",
+                    perm[..5500].to_vec(),
+                    perm[5500..10500].to_vec(),
+                ),
+            ]
+        } else {
+            let perm = zo_hpc::zo::rng::Stream::new(42, "split", &[]).permutation(rows.len());
+            vec![(
+                "paper split 5600 / 7000 (seed 42)",
+                perm[..5600].to_vec(),
+                perm[5600..12600].to_vec(),
+            )]
+        };
+        for (what, tr, te) in splits {
+            let trl: Vec<_> = tr.iter().map(|&i| &labels[i]).collect();
+            let tel: Vec<_> = te.iter().map(|&i| &labels[i]).collect();
+            let (v, cov) = coverage(&trl, &tel);
+            println!(
+                "  {what}: training vocabulary {v}, test molecules fully covered {:.2}%",
+                100.0 * cov
+            );
+        }
+        let n = gold.min(smiles.len());
+        let step = (smiles.len() / n).max(1);
+        let sample: Vec<String> = smiles.iter().step_by(step).take(n).cloned().collect();
+        let t0 = Instant::now();
+        let st = gold_stats(&sample);
+        println!(
+            "  gold path: {} / {} rebuilt ({:.2}%), {:.0} molecules/s",
+            st.rebuilt,
+            st.molecules,
+            100.0 * st.rate(),
+            st.molecules as f64 / t0.elapsed().as_secs_f64()
+        );
+        for (s, why) in st.failures.iter().take(5) {
+            println!("    failed: {s}: {why}");
+        }
+    }
     Ok(())
 }

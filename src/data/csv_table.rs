@@ -102,3 +102,29 @@ pub fn read(path: &Path, smiles_column: &str, target_column: &str) -> Result<Tab
     }
     Ok(Table { rows, bad })
 }
+
+/// Reads only the SMILES column: (line, SMILES) of every row.
+pub fn read_smiles(path: &Path, smiles_column: &str) -> Result<Vec<(usize, String)>, CsvError> {
+    let fmt = |message: String| CsvError::Format {
+        path: path.to_path_buf(),
+        message,
+    };
+    let mut reader = csv::ReaderBuilder::new().from_reader(open(path)?);
+    let header = reader.headers().map_err(|e| fmt(e.to_string()))?.clone();
+    let si = header
+        .iter()
+        .position(|h| h.trim() == smiles_column)
+        .ok_or_else(|| CsvError::MissingColumn {
+            path: path.to_path_buf(),
+            column: smiles_column.to_string(),
+            key: "data.smiles_column".into(),
+            header: header.iter().collect::<Vec<_>>().join(", "),
+        })?;
+    let mut out = Vec::new();
+    for rec in reader.records() {
+        let rec = rec.map_err(|e| fmt(e.to_string()))?;
+        let line = rec.position().map_or(0, |p| p.line() as usize);
+        out.push((line, rec.get(si).unwrap_or("").trim().to_string()));
+    }
+    Ok(out)
+}

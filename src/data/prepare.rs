@@ -6,7 +6,9 @@ use super::csv_table::{self, BadRow};
 use super::split::split;
 use crate::chem::{self, Featurizer};
 use crate::config::Config;
-use crate::io::dataset::{Dataset, DatasetMeta};
+use crate::io::dataset::{Dataset, DatasetMeta, JtvaeData, TreeRecord};
+use crate::jtvae::tree::{decompose_smiles, LabelCache};
+use crate::jtvae::vocab::Vocab;
 use anyhow::{bail, Context};
 use std::collections::HashMap;
 
@@ -137,6 +139,18 @@ pub fn build(cfg: &Config) -> anyhow::Result<(Dataset, PrepareReport)> {
         target_mean: mean,
         target_std: std,
         meta,
+        jtvae: None,
+    };
+    let ds = match &cfg.jtvae {
+        Some(j) => {
+            let source = j.vocab_csv.clone().unwrap_or_else(|| d.csv.clone());
+            let data = jtvae_data(&ds, &source, &d.smiles_column)?;
+            Dataset {
+                jtvae: Some(data),
+                ..ds
+            }
+        }
+        None => ds,
     };
     Ok((ds, report))
 }
@@ -157,4 +171,99 @@ pub fn run(cfg: &Config) -> anyhow::Result<Dataset> {
         ds.featurizer.bond_dim()
     );
     Ok(ds)
+}
+
+/// The JT-VAE vocabulary over every molecule of `source`, and the junction trees of
+/// the training molecules. Molecules that cannot be decomposed, and training
+/// molecules with a cluster outside the vocabulary, are counted and the first listed.
+fn jtvae_data(
+    ds: &Dataset,
+    source: &std::path::Path,
+    smiles_column: &str,
+) -> anyhow::Result<JtvaeData> {
+    let rows = csv_table::read_smiles(source, smiles_column)?;
+    let mut cache = LabelCache::default();
+    let mut labels = Vec::new();
+    let mut failed = 0u64;
+    for (line, smi) in &rows {
+        match decompose_smiles(smi, &mut cache) {
+            Ok((_, t)) => labels.extend(t.labels),
+            Err(e) => {
+                failed += 1;
+                if failed as usize <= LIST_FIRST {
+                    log::warn!(
+                        "{}: line {line}: {smi:?}: no junction tree: {e}",
+                        source.display()
+                    );
+                }
+            }
+        }
+    }
+    if failed > 0 {
+        log::warn!(
+            "{}: {failed} molecules could not be decomposed and add nothing to the vocabulary",
+            source.display()
+        );
+    }
+    let vocab = Vocab::new(labels);
+    let mut trees = Vec::with_capacity(ds.train.len());
+    let mut uncovered = 0u64;
+    for &i in &ds.train {
+        let smi = &ds.smiles[i as usize];
+        let tree = match decompose_smiles(smi, &mut cache) {
+            Err(e) => {
+                log::warn!("training molecule {smi}: no junction tree: {e}");
+                None
+            }
+            Ok((_, t)) => {
+                let idx: Vec<Option<usize>> = t.labels.iter().map(|l| vocab.get(l)).collect();
+                match idx.iter().position(Option::is_none) {
+                    Some(k) => {
+                        uncovered += 1;
+                        if uncovered as usize <= LIST_FIRST {
+                            log::warn!(
+                                "training molecule {smi}: cluster {} is outside the vocabulary",
+                                t.labels[k]
+                            );
+                        }
+                        None
+                    }
+                    None => Some(TreeRecord {
+                        labels: idx
+                            .into_iter()
+                            .map(|x| x.unwrap_or_default() as u32)
+                            .collect(),
+                        clusters: t
+                            .clusters
+                            .iter()
+                            .map(|c| c.iter().map(|&a| a as u32).collect())
+                            .collect(),
+                        edges: t.edges.iter().map(|&(a, b)| (a as u32, b as u32)).collect(),
+                    }),
+                }
+            }
+        };
+        trees.push(tree);
+    }
+    if uncovered > 0 {
+        log::warn!(
+            "{uncovered} training molecules have clusters outside the vocabulary and get no tree"
+        );
+    }
+    log::info!(
+        "JT-VAE vocabulary: {} clusters over {} molecules of {}; {} of {} training trees stored",
+        vocab.len(),
+        rows.len(),
+        source.display(),
+        trees.iter().filter(|t| t.is_some()).count(),
+        trees.len()
+    );
+    Ok(JtvaeData {
+        vocab: vocab.labels().to_vec(),
+        vocab_source: source.display().to_string(),
+        n_vocab_molecules: rows.len() as u64,
+        n_vocab_failed: failed,
+        n_uncovered: uncovered,
+        train_trees: trees,
+    })
 }

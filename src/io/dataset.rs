@@ -10,6 +10,12 @@
 //! /featurizer/atom_columns  str[78]  names of all atom feature columns
 //! /featurizer/atom_keep     u64[a]   kept (non-constant on the training split) columns
 //! /featurizer/bond_columns  str[12], /featurizer/bond_keep u64[b]
+//! /jtvae/vocab            str[V]   cluster vocabulary (when the config has [jtvae])
+//! /jtvae/trees/ok         u8[k]    1 where the training molecule's tree is stored
+//! /jtvae/trees/node_offset u64[k+1], /jtvae/trees/label u32[N]  vocabulary index per node
+//! /jtvae/trees/atom_offset u64[N+1], /jtvae/trees/atoms u32[·]  cluster atoms per node
+//! /jtvae/trees/edge_offset u64[k+1], /jtvae/trees/edges u32[E,2] tree edges (node pairs)
+//! attributes on /jtvae: vocab_source, n_vocab_molecules, n_vocab_failed, n_uncovered
 //! attributes on /: format, source_csv, smiles_column, target_column, target_mean,
 //!   target_std (training split), seed, rdkit_version, n_rows, n_invalid_smiles,
 //!   n_bad_target, n_duplicates
@@ -32,6 +38,125 @@ pub struct Dataset {
     pub target_mean: f64,
     pub target_std: f64,
     pub meta: DatasetMeta,
+    /// JT-VAE vocabulary and training trees, when prepared with `[jtvae]`.
+    pub jtvae: Option<JtvaeData>,
+}
+
+/// A junction tree in storage form: vocabulary index and atoms of each node, edges.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TreeRecord {
+    pub labels: Vec<u32>,
+    pub clusters: Vec<Vec<u32>>,
+    pub edges: Vec<(u32, u32)>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct JtvaeData {
+    pub vocab: Vec<String>,
+    pub vocab_source: String,
+    pub n_vocab_molecules: u64,
+    pub n_vocab_failed: u64,
+    /// Training molecules whose tree has a cluster outside the vocabulary.
+    pub n_uncovered: u64,
+    /// One per training molecule (in `train` order); None when not decomposable or not covered.
+    pub train_trees: Vec<Option<TreeRecord>>,
+}
+
+impl JtvaeData {
+    fn write(&self, f: &hdf5::Group) -> hdf5::Result<()> {
+        let g = f.create_group("jtvae")?;
+        h5::write_strings(&g, "vocab", &self.vocab)?;
+        h5::write_str_attr(&g, "vocab_source", &self.vocab_source)?;
+        h5::write_attr(&g, "n_vocab_molecules", &self.n_vocab_molecules)?;
+        h5::write_attr(&g, "n_vocab_failed", &self.n_vocab_failed)?;
+        h5::write_attr(&g, "n_uncovered", &self.n_uncovered)?;
+        let t = g.create_group("trees")?;
+        let (mut ok, mut node_off, mut labels, mut atom_off, mut atoms, mut edge_off, mut edges) = (
+            Vec::new(),
+            vec![0u64],
+            Vec::new(),
+            vec![0u64],
+            Vec::new(),
+            vec![0u64],
+            Vec::new(),
+        );
+        for tree in &self.train_trees {
+            ok.push(u8::from(tree.is_some()));
+            if let Some(tr) = tree {
+                labels.extend_from_slice(&tr.labels);
+                for c in &tr.clusters {
+                    atoms.extend_from_slice(c);
+                    atom_off.push(atoms.len() as u64);
+                }
+                for &(i, j) in &tr.edges {
+                    edges.extend([i, j]);
+                }
+            }
+            node_off.push(labels.len() as u64);
+            edge_off.push((edges.len() / 2) as u64);
+        }
+        h5::write_vec(&t, "ok", &ok)?;
+        h5::write_vec(&t, "node_offset", &node_off)?;
+        h5::write_vec(&t, "label", &labels)?;
+        h5::write_vec(&t, "atom_offset", &atom_off)?;
+        h5::write_vec(&t, "atoms", &atoms)?;
+        h5::write_vec(&t, "edge_offset", &edge_off)?;
+        h5::write_matrix(&t, "edges", &edges, 2)?;
+        Ok(())
+    }
+
+    fn read(f: &hdf5::Group) -> hdf5::Result<JtvaeData> {
+        let g = f.group("jtvae")?;
+        let t = g.group("trees")?;
+        let ok: Vec<u8> = h5::read_vec(&t, "ok")?;
+        let node_off: Vec<u64> = h5::read_vec(&t, "node_offset")?;
+        let labels: Vec<u32> = h5::read_vec(&t, "label")?;
+        let atom_off: Vec<u64> = h5::read_vec(&t, "atom_offset")?;
+        let atoms: Vec<u32> = h5::read_vec(&t, "atoms")?;
+        let edge_off: Vec<u64> = h5::read_vec(&t, "edge_offset")?;
+        let edges: Vec<u32> = h5::read_vec(&t, "edges")?;
+        let bad = |what: &str| hdf5::Error::from(format!("/jtvae/trees: inconsistent {what}"));
+        if node_off.len() != ok.len() + 1
+            || edge_off.len() != ok.len() + 1
+            || atom_off.len() != labels.len() + 1
+        {
+            return Err(bad("offsets"));
+        }
+        let mut trees = Vec::with_capacity(ok.len());
+        for m in 0..ok.len() {
+            let (n0, n1) = (node_off[m] as usize, node_off[m + 1] as usize);
+            let (e0, e1) = (edge_off[m] as usize, edge_off[m + 1] as usize);
+            if n1 > labels.len() || n0 > n1 || 2 * e1 > edges.len() || e0 > e1 {
+                return Err(bad("tree ranges"));
+            }
+            if ok[m] == 0 {
+                trees.push(None);
+                continue;
+            }
+            let clusters = (n0..n1)
+                .map(|k| {
+                    let (a0, a1) = (atom_off[k] as usize, atom_off[k + 1] as usize);
+                    atoms
+                        .get(a0..a1)
+                        .map(<[u32]>::to_vec)
+                        .ok_or_else(|| bad("atom ranges"))
+                })
+                .collect::<hdf5::Result<Vec<_>>>()?;
+            trees.push(Some(TreeRecord {
+                labels: labels[n0..n1].to_vec(),
+                clusters,
+                edges: (e0..e1).map(|e| (edges[2 * e], edges[2 * e + 1])).collect(),
+            }));
+        }
+        Ok(JtvaeData {
+            vocab: h5::read_strings(&g, "vocab")?,
+            vocab_source: h5::read_str_attr(&g, "vocab_source")?,
+            n_vocab_molecules: h5::read_attr(&g, "n_vocab_molecules")?,
+            n_vocab_failed: h5::read_attr(&g, "n_vocab_failed")?,
+            n_uncovered: h5::read_attr(&g, "n_uncovered")?,
+            train_trees: trees,
+        })
+    }
 }
 
 /// Provenance and the counts of what `prepare` could not use.
@@ -84,6 +209,9 @@ impl Dataset {
             h5::write_attr(f, "n_invalid_smiles", &m.n_invalid_smiles)?;
             h5::write_attr(f, "n_bad_target", &m.n_bad_target)?;
             h5::write_attr(f, "n_duplicates", &m.n_duplicates)?;
+            if let Some(j) = &self.jtvae {
+                j.write(f)?;
+            }
             Ok(())
         })
     }
@@ -170,7 +298,22 @@ impl Dataset {
                 format!("reading attribute {name}")
             })
         };
+        let jtvae = if f.link_exists("jtvae") {
+            Some(ctx(JtvaeData::read(&f), path, || c("reading /jtvae"))?)
+        } else {
+            None
+        };
+        if let Some(j) = &jtvae {
+            if j.train_trees.len() != train.len() {
+                return Err(layout(format!(
+                    "/jtvae/trees has {} trees for {} training molecules",
+                    j.train_trees.len(),
+                    train.len()
+                )));
+            }
+        }
         Ok(Dataset {
+            jtvae,
             smiles,
             target,
             source_line,

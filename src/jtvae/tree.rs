@@ -9,6 +9,10 @@ use super::graph::MolGraph;
 use crate::chem::{self, mol::KekuleMol};
 use std::collections::HashMap;
 
+/// Atom lists of clusters, and tree edges between them.
+type Clusters = Vec<Vec<usize>>;
+type Edges = Vec<(usize, usize)>;
+
 /// Weight of an edge to a singleton cluster: kept before ordinary shared-atom edges.
 const SINGLETON_WEIGHT: usize = 100;
 /// Weight added to an edge between clusters sharing a bond (fused rings): kept even
@@ -178,10 +182,7 @@ fn broken_atom(clusters: &[Vec<usize>], edges: &[(usize, usize)], n: usize) -> O
 }
 
 /// Adds singleton clusters and returns the maximum spanning tree of the cluster graph.
-fn spanning_tree(
-    mut clusters: Vec<Vec<usize>>,
-    n: usize,
-) -> Result<(Vec<Vec<usize>>, Vec<(usize, usize)>), TreeError> {
+fn spanning_tree(mut clusters: Vec<Vec<usize>>, n: usize) -> Result<(Clusters, Edges), TreeError> {
     let mut atom_clusters: Vec<Vec<usize>> = vec![Vec::new(); n];
     for (ci, c) in clusters.iter().enumerate() {
         for &a in c {
