@@ -97,13 +97,47 @@ impl Default for MpnnConfig {
     }
 }
 
-#[derive(Debug, Clone, Deserialize, Default)]
+#[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct JtvaeConfig {
     /// CSV (plain or .gz) whose SMILES the vocabulary is built over (all rows, not only
     /// the labeled split); default: `data.csv`.
     #[serde(default)]
     pub vocab_csv: Option<PathBuf>,
+    /// Hidden width of every JT-VAE network (paper: 450).
+    #[serde(default = "d450")]
+    pub hidden: i64,
+    /// Latent size, split evenly into tree and graph halves (paper: 56 = 28 + 28).
+    #[serde(default = "d56")]
+    pub latent: i64,
+    /// Message-passing iterations over the junction tree in the encoder (paper: 20).
+    #[serde(default = "d20")]
+    pub depth_tree: i64,
+    /// Message-passing iterations over bonds in the graph encoder (paper: 3).
+    #[serde(default = "d3")]
+    pub depth_graph: i64,
+}
+
+impl Default for JtvaeConfig {
+    fn default() -> Self {
+        JtvaeConfig {
+            vocab_csv: None,
+            hidden: 450,
+            latent: 56,
+            depth_tree: 20,
+            depth_graph: 3,
+        }
+    }
+}
+
+fn d450() -> i64 {
+    450
+}
+fn d56() -> i64 {
+    56
+}
+fn d20() -> i64 {
+    20
 }
 
 #[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]

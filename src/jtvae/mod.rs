@@ -2,6 +2,7 @@
 //! decomposition of a molecule into clusters, the cluster vocabulary, and graph
 //! assembly of clusters back into a molecule.
 pub mod assemble;
+pub mod batch;
 pub mod graph;
 pub mod tree;
 pub mod vocab;
