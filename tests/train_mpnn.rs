@@ -35,12 +35,12 @@ fn the_demo_runs_to_completion_and_beats_the_mean_baseline_clearly() {
     let m = read_metrics(&out.join("metrics.h5"));
     let cfg = zo_hpc::config::Config::load(&repo().join("inputs/demo.toml")).unwrap();
     assert_eq!(
-        m.test_rmse.len(),
+        m.epoch["test_rmse"].len(),
         cfg.train.epochs,
         "one test RMSE per epoch"
     );
-    let last = *m.test_rmse.last().unwrap();
-    let base = m.baseline_test_rmse;
+    let last = *m.epoch["test_rmse"].last().unwrap();
+    let base = m.scalars["baseline_test_rmse"];
     assert!(base > 0.0);
     assert!(
         last < 0.6 * base,
@@ -48,7 +48,7 @@ fn the_demo_runs_to_completion_and_beats_the_mean_baseline_clearly() {
     );
     assert!(m.step_loss.iter().all(|l| l.is_finite()));
     // timings per phase, one value per epoch
-    for phase in ["forward_backward", "allreduce", "optimizer", "eval"] {
+    for phase in ["forward_backward", "allreduce", "optimizer", "eval", "checkpoint"] {
         assert_eq!(m.timing_max[phase].len(), cfg.train.epochs, "{phase}");
     }
     // h5py, the users' analysis tool, reads metrics and checkpoint.
@@ -147,7 +147,7 @@ fn two_ranks_give_the_parameters_of_one_rank() {
     for (x, y) in m1.step_loss.iter().zip(&m2.step_loss) {
         assert!((x - y).abs() <= 1e-5 * x.abs(), "step losses {x} vs {y}");
     }
-    assert!((m1.test_rmse[0] - m2.test_rmse[0]).abs() <= 1e-5 * m1.test_rmse[0]);
+    assert!((m1.epoch["test_rmse"][0] - m2.epoch["test_rmse"][0]).abs() <= 1e-5 * m1.epoch["test_rmse"][0]);
     let f2 = hdf5::File::open(two.join("metrics.h5")).unwrap();
     assert_eq!(zo_hpc::io::h5::read_attr::<u64>(&f2, "ranks").unwrap(), 2);
     // The comparison is not vacuous: training moved the parameters far more than 1e-5.
@@ -193,8 +193,8 @@ fn a_killed_run_resumes_along_the_identical_trajectory() {
     let b = read_metrics(&cut.join("metrics.h5"));
     assert_eq!(a.step_loss.len(), 18);
     assert_eq!(a.step_loss, b.step_loss, "per-step losses");
-    assert_eq!(a.train_rmse, b.train_rmse);
-    assert_eq!(a.test_rmse, b.test_rmse);
+    assert_eq!(a.epoch["train_rmse"], b.epoch["train_rmse"]);
+    assert_eq!(a.epoch["test_rmse"], b.epoch["test_rmse"]);
     assert_eq!(a.epoch_step, b.epoch_step);
     let d = max_rel_diff(
         &read_params(&full.join("checkpoint.h5")),

@@ -73,7 +73,7 @@ fn train_rate(zo: &Path, ranks: usize, out: &Path) -> anyhow::Result<(f64, f64)>
     let f = hdf5::File::open(out.join("metrics.h5"))?;
     let m = zo_hpc::io::metrics::Metrics::read_from(&f)?;
     let cfg = zo_hpc::config::Config::load(Path::new("inputs/bench.toml"))?;
-    let phases = ["batch", "forward_backward", "allreduce", "optimizer"];
+    let phases = ["forward_backward", "allreduce", "optimizer"];
     // Per epoch, the slowest rank's time in each phase bounds the step time.
     let secs: f64 = phases
         .iter()

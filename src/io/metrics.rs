@@ -3,15 +3,14 @@
 //!
 //! Layout (group `/` of metrics.h5, `/metrics` of a checkpoint):
 //! ```text
-//! /step/loss              f64[steps]   mean squared error of the global batch (normalized target)
+//! /step/loss              f64[steps]   loss of the global batch (mean over its samples)
+//! /step/<term>            f64[steps]   loss terms of the stage (JT-VAE: word, topo, assm, kl)
 //! /epoch/step             u64[epochs]  global step at the end of the epoch
-//! /epoch/train_rmse       f64[epochs]  in target units
-//! /epoch/test_rmse        f64[epochs]
-//! /epoch/wall_s           f64[epochs]  wall time of the epoch (rank 0)
+//! /epoch/<value>          f64[epochs]  epoch evaluations (MPNN: train_rmse, test_rmse) and wall_s
 //! /timing/<phase>         f64[epochs]  seconds in the phase, max over ranks
 //! /timing/<phase>_mean    f64[epochs]  mean over ranks (max/mean = imbalance)
-//! attrs: ranks, baseline_test_rmse, stage, target_column, devices
-//! (metrics.h5 also: config, config_path, rdkit_version)
+//! attrs: scalars of the stage (MPNN: baseline_test_rmse); metrics.h5 also: ranks,
+//! stage, target_column, devices, config, config_path, rdkit_version
 //! ```
 use super::h5;
 use hdf5::Group;
@@ -20,60 +19,77 @@ use std::collections::BTreeMap;
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Metrics {
     pub step_loss: Vec<f64>,
+    /// term → per-step value
+    pub step_terms: BTreeMap<String, Vec<f64>>,
     pub epoch_step: Vec<u64>,
-    pub train_rmse: Vec<f64>,
-    pub test_rmse: Vec<f64>,
-    pub epoch_wall_s: Vec<f64>,
+    /// name → per-epoch value
+    pub epoch: BTreeMap<String, Vec<f64>>,
     /// phase → per-epoch seconds (max over ranks)
     pub timing_max: BTreeMap<String, Vec<f64>>,
     /// phase → per-epoch seconds (mean over ranks)
     pub timing_mean: BTreeMap<String, Vec<f64>>,
-    pub baseline_test_rmse: f64,
+    /// Constant facts, written as attributes.
+    pub scalars: BTreeMap<String, f64>,
+}
+
+fn write_map(g: &Group, m: &BTreeMap<String, Vec<f64>>, suffix: &str) -> hdf5::Result<()> {
+    for (k, v) in m {
+        h5::write_vec(g, &format!("{k}{suffix}"), v)?;
+    }
+    Ok(())
 }
 
 impl Metrics {
     pub fn write_into(&self, g: &Group) -> hdf5::Result<()> {
         let step = h5::ensure_group(g, "step")?;
         h5::write_vec(&step, "loss", &self.step_loss)?;
+        write_map(&step, &self.step_terms, "")?;
         let ep = h5::ensure_group(g, "epoch")?;
         h5::write_vec(&ep, "step", &self.epoch_step)?;
-        h5::write_vec(&ep, "train_rmse", &self.train_rmse)?;
-        h5::write_vec(&ep, "test_rmse", &self.test_rmse)?;
-        h5::write_vec(&ep, "wall_s", &self.epoch_wall_s)?;
+        write_map(&ep, &self.epoch, "")?;
         let t = h5::ensure_group(g, "timing")?;
-        for (phase, v) in &self.timing_max {
-            h5::write_vec(&t, phase, v)?;
+        write_map(&t, &self.timing_max, "")?;
+        write_map(&t, &self.timing_mean, "_mean")?;
+        for (k, v) in &self.scalars {
+            h5::write_attr(g, k, v)?;
         }
-        for (phase, v) in &self.timing_mean {
-            h5::write_vec(&t, &format!("{phase}_mean"), v)?;
-        }
-        h5::write_attr(g, "baseline_test_rmse", &self.baseline_test_rmse)?;
         Ok(())
     }
 
     pub fn read_from(g: &Group) -> hdf5::Result<Metrics> {
+        let mut m = Metrics::default();
         let step = g.group("step")?;
+        for name in step.member_names()? {
+            let v = h5::read_vec::<f64>(&step, &name)?;
+            if name == "loss" {
+                m.step_loss = v;
+            } else {
+                m.step_terms.insert(name, v);
+            }
+        }
         let ep = g.group("epoch")?;
+        for name in ep.member_names()? {
+            if name == "step" {
+                m.epoch_step = h5::read_vec(&ep, "step")?;
+            } else {
+                m.epoch.insert(name.clone(), h5::read_vec(&ep, &name)?);
+            }
+        }
         let t = g.group("timing")?;
-        let mut timing_max = BTreeMap::new();
-        let mut timing_mean = BTreeMap::new();
         for name in t.member_names()? {
             let v = h5::read_vec::<f64>(&t, &name)?;
             match name.strip_suffix("_mean") {
-                Some(phase) => timing_mean.insert(phase.to_string(), v),
-                None => timing_max.insert(name, v),
+                Some(phase) => m.timing_mean.insert(phase.to_string(), v),
+                None => m.timing_max.insert(name, v),
             };
         }
-        Ok(Metrics {
-            step_loss: h5::read_vec(&step, "loss")?,
-            epoch_step: h5::read_vec(&ep, "step")?,
-            train_rmse: h5::read_vec(&ep, "train_rmse")?,
-            test_rmse: h5::read_vec(&ep, "test_rmse")?,
-            epoch_wall_s: h5::read_vec(&ep, "wall_s")?,
-            timing_max,
-            timing_mean,
-            baseline_test_rmse: h5::read_attr(g, "baseline_test_rmse")?,
-        })
+        for name in g.attr_names()? {
+            if g.attr(&name)?.dtype()?.is::<f64>() {
+                m.scalars
+                    .insert(name.clone(), h5::read_attr::<f64>(g, &name)?);
+            }
+        }
+        Ok(m)
     }
 }
 

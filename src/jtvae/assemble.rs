@@ -132,6 +132,28 @@ pub fn gold_path(
     tree: &JunctionTree,
     labels: &[MolGraph],
 ) -> Result<String, AssemblyError> {
+    walk_gold(mol, tree, labels, |_| {})
+}
+
+/// What `walk_gold` shows its caller at every attached node.
+pub struct GoldStep<'a> {
+    pub node: usize,
+    /// The molecule before the node is attached, and the atoms of its parent in it.
+    pub partial: &'a MolGraph,
+    pub parent_atoms: &'a [usize],
+    pub label: &'a MolGraph,
+    pub candidates: &'a [Attachment],
+    /// Index into `candidates` of the attachment that reproduces the molecule.
+    pub gold: usize,
+}
+
+/// The gold path, calling `visit` at every attached (non-root) node.
+pub fn walk_gold<F: FnMut(&GoldStep)>(
+    mol: &MolGraph,
+    tree: &JunctionTree,
+    labels: &[MolGraph],
+    mut visit: F,
+) -> Result<String, AssemblyError> {
     let unmapped = |node: usize| AssemblyError::Unmapped {
         node,
         label: tree.labels[node].clone(),
@@ -172,9 +194,9 @@ pub fn gold_path(
         let cands = candidates(&partial, &node_atoms[parent], label);
         // First a candidate whose ring keeps the molecule's Kekulé pattern in place,
         // then any that reproduces the connectivity.
-        let mut placed = false;
+        let mut placed = None;
         'passes: for orders in [true, false] {
-            for cand in &cands {
+            for (k, cand) in cands.iter().enumerate() {
                 let mut got: Vec<usize> = cand.pairs.iter().map(|&(_, pa)| orig[pa]).collect();
                 got.sort_unstable();
                 if got != shared {
@@ -189,24 +211,32 @@ pub fn gold_path(
                 if !is_valid(&next) {
                     continue;
                 }
-                for (ci, &pi) in index.iter().enumerate() {
-                    if pi >= orig.len() {
-                        orig.push(psi[ci]);
-                    }
-                }
-                node_atoms[node] = index;
-                partial = next;
-                placed = true;
+                placed = Some((k, psi, next, index));
                 break 'passes;
             }
         }
-        if !placed {
+        let Some((gold, psi, next, index)) = placed else {
             return Err(AssemblyError::NoGoldCandidate {
                 node,
                 label: tree.labels[node].clone(),
                 candidates: cands.len(),
             });
+        };
+        visit(&GoldStep {
+            node,
+            partial: &partial,
+            parent_atoms: &node_atoms[parent],
+            label,
+            candidates: &cands,
+            gold,
+        });
+        for (ci, &pi) in index.iter().enumerate() {
+            if pi >= orig.len() {
+                orig.push(psi[ci]);
+            }
         }
+        node_atoms[node] = index;
+        partial = next;
     }
     let got = flat_smiles(&partial)?;
     let expected = flat_smiles(mol)?;

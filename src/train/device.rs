@@ -26,3 +26,16 @@ pub fn describe(d: Device) -> String {
         other => format!("{other:?}"),
     }
 }
+
+/// Every rank logs the device it chose (users check GPU placement with this line).
+pub fn log_choice(dist: &crate::dist::Dist, d: Device) {
+    log::info!(
+        "rank {}/{} on {} (node-local rank {}/{}): device {}",
+        dist.rank,
+        dist.size,
+        dist.host,
+        dist.local_rank,
+        dist.local_size,
+        describe(d)
+    );
+}

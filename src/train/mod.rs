@@ -1,10 +1,11 @@
-//! Training loops and what they share: the device choice, the parameter list with
-//! its flat gradient buffer, the Adam optimizer whose state can be checkpointed,
-//! and the MPNN stage (first-order, data-parallel).
+//! Training: the data-parallel loop every stage shares (`trainer`), the device
+//! choice, the parameter list with its flat gradient buffer, the Adam optimizer
+//! whose state can be checkpointed, and the stages (objectives) themselves.
 pub mod adam;
 pub mod device;
 pub mod mpnn_stage;
 pub mod params;
+pub mod trainer;
 
 /// Command-line options that change how a run proceeds (not what it computes).
 #[derive(Debug, Clone, Default)]

@@ -1,0 +1,397 @@
+//! The data-parallel training loop shared by every stage. A stage supplies an
+//! `Objective` (its model, data and loss); the loop does the rest identically for
+//! all of them: the seeded global batch order, this rank's shard of each global
+//! batch, one allreduce of the flat gradient buffer (with the loss and its terms
+//! appended), division by the global batch size, clipping, Adam, per-epoch
+//! evaluation, metrics, atomic checkpoints, `--resume`, progress and timings.
+use super::adam::{clip_global_norm, Adam};
+use super::params::Params;
+use super::RunOptions;
+use crate::config::Config;
+use crate::dist::Dist;
+use crate::io::checkpoint::Checkpoint;
+use crate::io::metrics::{self, Metrics, RunInfo};
+use crate::zo::rng::Stream;
+use anyhow::Context;
+use std::collections::BTreeMap;
+use std::io::IsTerminal;
+use std::time::Instant;
+use tch::{nn::VarStore, Device, Tensor};
+
+/// What a training stage provides to the loop.
+pub trait Objective {
+    /// Stage name, stored in the metrics.
+    fn stage(&self) -> &'static str;
+    /// Number of training samples (indices `0..n`).
+    fn n_train(&self) -> usize;
+    /// Names of the loss terms reported next to the total (may be empty).
+    fn terms(&self) -> Vec<&'static str>;
+    /// The loss SUMMED over `samples` (training indices of this rank's shard) at
+    /// global step `step`, and the sums of the terms in `terms()` order. The loop
+    /// calls `backward` on it. Never called with an empty shard.
+    fn loss(&self, samples: &[usize], step: usize) -> (Tensor, Vec<f64>);
+    /// End-of-epoch evaluation as (name, value) pairs; every rank calls it (it may
+    /// use collectives of `dist`).
+    fn evaluate(&self, dist: &Dist) -> Vec<(String, f64)>;
+    /// Constant facts for the metrics file (e.g. a baseline), as attributes.
+    fn scalars(&self) -> Vec<(String, f64)> {
+        Vec::new()
+    }
+    /// The target column or other description, for the metrics file.
+    fn describe(&self) -> String {
+        String::new()
+    }
+}
+
+/// Accumulates seconds per named phase.
+#[derive(Default)]
+struct Timer(BTreeMap<&'static str, f64>);
+
+impl Timer {
+    fn time<T>(&mut self, phase: &'static str, f: impl FnOnce() -> T) -> T {
+        let t0 = Instant::now();
+        let out = f();
+        *self.0.entry(phase).or_default() += t0.elapsed().as_secs_f64();
+        out
+    }
+}
+
+const PHASES: [&str; 5] = [
+    "forward_backward",
+    "allreduce",
+    "optimizer",
+    "eval",
+    "checkpoint",
+];
+
+pub struct Trainer<'a, O: Objective> {
+    cfg: &'a Config,
+    dist: &'a Dist,
+    obj: O,
+    device: Device,
+    params: Params,
+    adam: Adam,
+    metrics: Metrics,
+    step: usize,
+    rdkit_version: String,
+}
+
+impl<'a, O: Objective> Trainer<'a, O> {
+    /// `vs` holds the objective's parameters (initialized identically on every rank).
+    pub fn new(cfg: &'a Config, dist: &'a Dist, obj: O, vs: &VarStore) -> Trainer<'a, O> {
+        let params = Params::of(vs);
+        let adam = Adam::new(&params, cfg.train.lr);
+        let mut metrics = Metrics::default();
+        metrics.scalars.extend(obj.scalars());
+        if dist.is_root() {
+            log::info!("{}: {} parameters", obj.stage(), params.numel());
+        }
+        Trainer {
+            cfg,
+            dist,
+            obj,
+            device: vs.device(),
+            params,
+            adam,
+            metrics,
+            step: 0,
+            rdkit_version: crate::chem::rdkit_version(),
+        }
+    }
+
+    fn checkpoint_path(&self) -> std::path::PathBuf {
+        self.cfg.run.out_dir.join("checkpoint.h5")
+    }
+
+    fn steps_per_epoch(&self) -> usize {
+        self.obj.n_train().div_ceil(self.cfg.train.batch_size)
+    }
+
+    /// Restores parameters, optimizer state, step and metrics from the checkpoint.
+    pub fn resume(&mut self) -> anyhow::Result<()> {
+        let path = self.checkpoint_path();
+        if !path.is_file() {
+            anyhow::bail!("--resume: no checkpoint at {}", path.display());
+        }
+        let ck = Checkpoint::read(&path, &self.params.names)?;
+        if ck.seed != self.cfg.run.seed {
+            anyhow::bail!(
+                "--resume: checkpoint {} has seed {}, config run.seed is {}",
+                path.display(),
+                ck.seed,
+                self.cfg.run.seed
+            );
+        }
+        if ck.config_text != self.cfg.text && self.dist.is_root() {
+            log::warn!("--resume: the config differs from the one stored in the checkpoint");
+        }
+        self.params.load_arrays(&ck.params, &self.params.tensors)?;
+        self.params.load_arrays(&ck.adam_m, &self.adam.m)?;
+        self.params.load_arrays(&ck.adam_v, &self.adam.v)?;
+        self.adam.t = ck.adam_t;
+        self.metrics = ck.metrics;
+        self.step = ck.step as usize;
+        if self.dist.is_root() {
+            log::info!(
+                "resumed from {} at step {} (epoch {})",
+                path.display(),
+                ck.step,
+                ck.epoch
+            );
+        }
+        Ok(())
+    }
+
+    fn write_checkpoint(&self) -> anyhow::Result<()> {
+        let ck = Checkpoint {
+            step: self.step as u64,
+            epoch: (self.step / self.steps_per_epoch()) as u64,
+            seed: self.cfg.run.seed,
+            config_text: self.cfg.text.clone(),
+            params: self.params.to_arrays(&self.params.tensors),
+            adam_m: self.params.to_arrays(&self.adam.m),
+            adam_v: self.params.to_arrays(&self.adam.v),
+            adam_t: self.adam.t,
+            metrics: self.metrics.clone(),
+        };
+        ck.write(&self.checkpoint_path())
+    }
+
+    fn write_metrics(&self, devices: &str) -> anyhow::Result<()> {
+        let path = self.cfg.run.out_dir.join("metrics.h5");
+        let info = RunInfo {
+            ranks: self.dist.size as u64,
+            stage: self.obj.stage(),
+            target_column: &self.obj.describe(),
+            devices,
+            config_text: &self.cfg.text,
+            config_path: &self.cfg.path.display().to_string(),
+            rdkit_version: &self.rdkit_version,
+        };
+        metrics::write_file(&path, &self.metrics, &info)
+    }
+
+    /// Every rank's device, as "cpu,cuda:0,…".
+    fn devices(&self) -> String {
+        let mut code = vec![0f64; self.dist.size];
+        code[self.dist.rank] = match self.device {
+            Device::Cuda(i) => 1.0 + i as f64,
+            _ => 0.0,
+        };
+        self.dist.allreduce_sum_f64(&mut code);
+        code.iter()
+            .map(|&d| {
+                if d == 0.0 {
+                    "cpu".to_string()
+                } else {
+                    format!("cuda:{}", d as usize - 1)
+                }
+            })
+            .collect::<Vec<_>>()
+            .join(",")
+    }
+
+    /// Trains to the end (or to `opts.abort_after_step`).
+    pub fn run(&mut self, opts: &RunOptions) -> anyhow::Result<()> {
+        let root = self.dist.is_root();
+        let tc = &self.cfg.train;
+        let spe = self.steps_per_epoch();
+        let total = (tc.epochs * spe).min(tc.max_steps.unwrap_or(usize::MAX));
+        let n_train = self.obj.n_train();
+        let terms = self.obj.terms();
+        let bar = (root && std::io::stderr().is_terminal()).then(|| {
+            let pb = indicatif::ProgressBar::new(total as u64);
+            pb.set_style(
+                indicatif::ProgressStyle::with_template(
+                    "{bar:40} {pos}/{len} steps  {msg}  [{elapsed} < {eta}]",
+                )
+                .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+            );
+            pb.set_position(self.step as u64);
+            pb
+        });
+        let devices = self.devices();
+        if root {
+            log::info!(
+                "training {}: {} ranks, {} samples, global batch {}, {} steps/epoch, steps {}..{}",
+                self.obj.stage(),
+                self.dist.size,
+                n_train,
+                tc.batch_size,
+                spe,
+                self.step,
+                total
+            );
+        }
+        let mut timer = Timer::default();
+        let mut epoch_start = Instant::now();
+        let mut rate_start = (Instant::now(), self.step);
+        // This epoch's batch order, the same on every rank: (epoch, permutation).
+        let mut perm: (usize, Vec<usize>) = (usize::MAX, Vec::new());
+        while self.step < total {
+            let epoch = self.step / spe;
+            let bi = self.step % spe;
+            if perm.0 != epoch {
+                let order =
+                    Stream::new(self.cfg.run.seed, "shuffle", &[epoch as u64]).permutation(n_train);
+                perm = (epoch, order);
+            }
+            let global = &perm.1[bi * tc.batch_size..((bi + 1) * tc.batch_size).min(n_train)];
+            let mine = &global[self.dist.shard(global.len())];
+
+            self.params.zero_grad();
+            let (loss_sum, term_sums) = if mine.is_empty() {
+                (0.0, vec![0.0; terms.len()])
+            } else {
+                timer.time("forward_backward", || {
+                    let (loss, t) = self.obj.loss(mine, self.step);
+                    loss.backward();
+                    (loss.double_value(&[]), t)
+                })
+            };
+            let mut flat = self.params.flat_grad();
+            let n_params = flat.len();
+            flat.push(loss_sum as f32);
+            flat.extend(term_sums.iter().map(|&t| t as f32));
+            timer.time("allreduce", || self.dist.allreduce_sum_f32(&mut flat));
+            let scale = 1.0 / global.len() as f64;
+            let batch_loss = f64::from(flat[n_params]) * scale;
+            for (k, name) in terms.iter().enumerate() {
+                let v = f64::from(flat[n_params + 1 + k]) * scale;
+                self.metrics
+                    .step_terms
+                    .entry(name.to_string())
+                    .or_default()
+                    .push(v);
+            }
+            flat.truncate(n_params);
+            timer.time("optimizer", || {
+                let inv = scale as f32;
+                flat.iter_mut().for_each(|g| *g *= inv);
+                clip_global_norm(&mut flat, tc.clip_norm);
+                let grads = self.params.unflatten(&flat);
+                self.adam.step(&self.params, &grads);
+            });
+            if !batch_loss.is_finite() {
+                anyhow::bail!(
+                    "training diverged at step {}: loss is {batch_loss}",
+                    self.step + 1
+                );
+            }
+            self.metrics.step_loss.push(batch_loss);
+            self.step += 1;
+            if let Some(pb) = &bar {
+                pb.set_position(self.step as u64);
+                pb.set_message(format!("epoch {} loss {batch_loss:.4}", epoch + 1));
+            } else if root && self.step.is_multiple_of(tc.log_every) {
+                let (t0, s0) = rate_start;
+                let rate = (self.step - s0) as f64 / t0.elapsed().as_secs_f64().max(1e-9);
+                let detail: Vec<String> = terms
+                    .iter()
+                    .map(|t| {
+                        format!(
+                            "{t} {:.4}",
+                            self.metrics.step_terms[*t].last().copied().unwrap_or(0.0)
+                        )
+                    })
+                    .collect();
+                log::info!(
+                    "step {}/{total} epoch {} loss {batch_loss:.4} {}({rate:.2} steps/s)",
+                    self.step,
+                    epoch + 1,
+                    if detail.is_empty() {
+                        String::new()
+                    } else {
+                        format!("[{}] ", detail.join(", "))
+                    }
+                );
+                rate_start = (Instant::now(), self.step);
+            }
+
+            let epoch_done = self.step.is_multiple_of(spe);
+            if epoch_done {
+                let values = timer.time("eval", || self.obj.evaluate(self.dist));
+                self.finish_epoch(&mut timer, epoch_start, &values);
+                if root {
+                    let shown: Vec<String> =
+                        values.iter().map(|(k, v)| format!("{k} {v:.4}")).collect();
+                    let msg = format!(
+                        "epoch {}/{}: {} ({:.1} s)",
+                        epoch + 1,
+                        tc.epochs,
+                        shown.join(", "),
+                        self.metrics
+                            .epoch
+                            .get("wall_s")
+                            .and_then(|v| v.last())
+                            .copied()
+                            .unwrap_or(0.0)
+                    );
+                    match &bar {
+                        Some(pb) => pb.println(msg),
+                        None => log::info!("{msg}"),
+                    }
+                    self.write_metrics(&devices)?;
+                }
+                epoch_start = Instant::now();
+            }
+            if self.step.is_multiple_of(tc.checkpoint_every) || self.step == total {
+                if root {
+                    timer.time("checkpoint", || self.write_checkpoint())?;
+                }
+                self.dist.barrier();
+            }
+            if opts.abort_after_step == Some(self.step) {
+                log::warn!("--abort-after-step {}: stopping abruptly", self.step);
+                std::process::exit(86);
+            }
+        }
+        if let Some(pb) = bar {
+            pb.finish_and_clear();
+        }
+        if root {
+            self.write_metrics(&devices).with_context(|| {
+                format!("writing metrics in {}", self.cfg.run.out_dir.display())
+            })?;
+            log::info!(
+                "done: {} steps; outputs in {}",
+                self.step,
+                self.cfg.run.out_dir.display()
+            );
+        }
+        Ok(())
+    }
+
+    fn finish_epoch(&mut self, timer: &mut Timer, start: Instant, values: &[(String, f64)]) {
+        let vals: Vec<f64> = PHASES
+            .iter()
+            .map(|p| timer.0.get(p).copied().unwrap_or(0.0))
+            .collect();
+        let mut max = vals.clone();
+        let mut sum = vals;
+        self.dist.allreduce_max_f64(&mut max);
+        self.dist.allreduce_sum_f64(&mut sum);
+        for (i, p) in PHASES.iter().enumerate() {
+            self.metrics
+                .timing_max
+                .entry(p.to_string())
+                .or_default()
+                .push(max[i]);
+            self.metrics
+                .timing_mean
+                .entry(p.to_string())
+                .or_default()
+                .push(sum[i] / self.dist.size as f64);
+        }
+        timer.0.clear();
+        self.metrics.epoch_step.push(self.step as u64);
+        for (k, v) in values {
+            self.metrics.epoch.entry(k.clone()).or_default().push(*v);
+        }
+        self.metrics
+            .epoch
+            .entry("wall_s".into())
+            .or_default()
+            .push(start.elapsed().as_secs_f64());
+    }
+}
