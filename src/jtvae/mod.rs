@@ -3,6 +3,7 @@
 //! assembly of clusters back into a molecule.
 pub mod assemble;
 pub mod batch;
+pub mod encoder;
 pub mod graph;
 pub mod tree;
 pub mod vocab;
