@@ -1,9 +1,10 @@
-//! The junction-tree VAE's chemistry (Jin, Barzilay, Jaakkola 2018): tree
-//! decomposition of a molecule into clusters, the cluster vocabulary, and graph
-//! assembly of clusters back into a molecule.
+//! The junction-tree VAE (Jin, Barzilay, Jaakkola 2018): tree decomposition of a
+//! molecule into clusters, the cluster vocabulary, graph assembly of clusters back
+//! into a molecule, and the networks (encoder, tree decoder, assembly scorer).
 pub mod assemble;
 pub mod batch;
 pub mod candidates;
+pub mod encoder;
 pub mod graph;
 pub mod tree;
 pub mod vocab;
