@@ -116,6 +116,22 @@ pub struct JtvaeConfig {
     /// Message-passing iterations over bonds in the graph encoder (paper: 3).
     #[serde(default = "d3")]
     pub depth_graph: i64,
+    /// Weight of the KL term after warm-up (values above ~0.01 ruin reconstruction).
+    #[serde(default = "default_beta")]
+    pub beta: f64,
+    /// Steps over which the KL weight grows linearly from 0 to `beta` (0: constant).
+    #[serde(default)]
+    pub beta_warmup: usize,
+    /// At most this many candidate attachments per tree node in the assembly loss.
+    #[serde(default = "default_max_candidates")]
+    pub max_candidates: usize,
+}
+
+fn default_beta() -> f64 {
+    0.005
+}
+fn default_max_candidates() -> usize {
+    30
 }
 
 impl Default for JtvaeConfig {
@@ -145,6 +161,9 @@ fn d20() -> i64 {
 pub enum Stage {
     /// First-order training of the MPNN on the featurized data set.
     Mpnn,
+    /// First-order (Stage 1) training of the JT-VAE on the junction trees of the
+    /// training molecules (needs a `[jtvae]` section).
+    Jtvae,
 }
 
 #[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
@@ -294,6 +313,25 @@ impl Config {
         for (key, v) in positive {
             if v == 0 {
                 return Err(self.value_err(key, "must be at least 1"));
+            }
+        }
+        if self.train.stage == Stage::Jtvae && self.jtvae.is_none() {
+            return Err(self.value_err("train.stage", "\"jtvae\" needs a [jtvae] section"));
+        }
+        if let Some(j) = &self.jtvae {
+            if j.latent < 2 || j.latent % 2 != 0 {
+                return Err(self.value_err("jtvae.latent", "must be even and at least 2 (tree half + graph half)"));
+            }
+            for (key, v) in [("jtvae.hidden", j.hidden), ("jtvae.depth_tree", j.depth_tree), ("jtvae.depth_graph", j.depth_graph)] {
+                if v < 1 {
+                    return Err(self.value_err(key, "must be at least 1"));
+                }
+            }
+            if !(j.beta >= 0.0 && j.beta.is_finite()) {
+                return Err(self.value_err("jtvae.beta", "must be a number >= 0"));
+            }
+            if j.max_candidates < 2 {
+                return Err(self.value_err("jtvae.max_candidates", "must be at least 2"));
             }
         }
         if !(self.train.lr > 0.0 && self.train.lr.is_finite()) {

@@ -126,9 +126,10 @@ fn run(cli: Cli, dist: &Dist) -> anyhow::Result<()> {
                 abort_after_step,
             };
             match cfg.train.stage {
-                Stage::Mpnn => zo_hpc::train::mpnn_stage::run(&cfg, dist, &opts)
-                    .with_context(|| format!("training with {}", config.display())),
+                Stage::Mpnn => zo_hpc::train::mpnn_stage::run(&cfg, dist, &opts),
+                Stage::Jtvae => zo_hpc::train::jtvae_stage::run(&cfg, dist, &opts),
             }
+            .with_context(|| format!("training with {}", config.display()))
         }
     }
 }

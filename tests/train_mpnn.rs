@@ -48,7 +48,13 @@ fn the_demo_runs_to_completion_and_beats_the_mean_baseline_clearly() {
     );
     assert!(m.step_loss.iter().all(|l| l.is_finite()));
     // timings per phase, one value per epoch
-    for phase in ["forward_backward", "allreduce", "optimizer", "eval", "checkpoint"] {
+    for phase in [
+        "forward_backward",
+        "allreduce",
+        "optimizer",
+        "eval",
+        "checkpoint",
+    ] {
         assert_eq!(m.timing_max[phase].len(), cfg.train.epochs, "{phase}");
     }
     // h5py, the users' analysis tool, reads metrics and checkpoint.
@@ -147,7 +153,10 @@ fn two_ranks_give_the_parameters_of_one_rank() {
     for (x, y) in m1.step_loss.iter().zip(&m2.step_loss) {
         assert!((x - y).abs() <= 1e-5 * x.abs(), "step losses {x} vs {y}");
     }
-    assert!((m1.epoch["test_rmse"][0] - m2.epoch["test_rmse"][0]).abs() <= 1e-5 * m1.epoch["test_rmse"][0]);
+    assert!(
+        (m1.epoch["test_rmse"][0] - m2.epoch["test_rmse"][0]).abs()
+            <= 1e-5 * m1.epoch["test_rmse"][0]
+    );
     let f2 = hdf5::File::open(two.join("metrics.h5")).unwrap();
     assert_eq!(zo_hpc::io::h5::read_attr::<u64>(&f2, "ranks").unwrap(), 2);
     // The comparison is not vacuous: training moved the parameters far more than 1e-5.

@@ -6,5 +6,7 @@ pub mod batch;
 pub mod candidates;
 pub mod encoder;
 pub mod graph;
+pub mod model;
+pub mod scorer;
 pub mod tree;
 pub mod vocab;

@@ -3,6 +3,7 @@
 //! whose state can be checkpointed, and the stages (objectives) themselves.
 pub mod adam;
 pub mod device;
+pub mod jtvae_stage;
 pub mod mpnn_stage;
 pub mod params;
 pub mod trainer;

@@ -1,0 +1,138 @@
+//! The JT-VAE as one model: encoder (graph + tree) → mean and log-variance of the
+//! latent (tree half, graph half) → reparameterized sample → tree decoder
+//! (teacher-forced topology and label losses) and assembly scorer (candidate
+//! losses against the graph half) → KL. Losses are SUMS over the batch, so the
+//! data-parallel loop can divide by the global batch size.
+use super::batch::TreeBatch;
+use super::candidates::{NodeCandidates, CAND_ATOM_DIM, CAND_BOND_DIM};
+use super::decoder::TreeDecoder;
+use super::encoder::JtEncoder;
+use super::scorer::{group_cross_entropy, AssemblyScorer};
+use crate::chem;
+use crate::config::JtvaeConfig;
+use crate::io::dataset::TreeRecord;
+use crate::models::batch::GraphBatch;
+use tch::nn::{self, Module};
+use tch::{Device, Kind, Tensor};
+
+/// One training molecule: its feature graph, junction tree and assembly candidates.
+pub struct Sample<'a> {
+    pub graph: &'a chem::MolGraph,
+    pub tree: &'a TreeRecord,
+    pub candidates: &'a [NodeCandidates],
+}
+
+/// Loss terms of a batch (sums over its molecules) and counts for accuracies.
+pub struct Losses {
+    pub word: Tensor,
+    pub topo: Tensor,
+    pub assm: Tensor,
+    pub kl: Tensor,
+    pub word_acc: f64,
+    pub topo_acc: f64,
+    pub n_word: i64,
+    pub n_topo: i64,
+    /// (groups whose gold candidate scored highest, groups)
+    pub assm_correct: (i64, i64),
+}
+
+pub struct JtVae {
+    pub encoder: JtEncoder,
+    pub decoder: TreeDecoder,
+    pub scorer: AssemblyScorer,
+    tree_mean: nn::Linear,
+    tree_logvar: nn::Linear,
+    graph_mean: nn::Linear,
+    graph_logvar: nn::Linear,
+    atom_dim: usize,
+    bond_dim: usize,
+    half: i64,
+}
+
+impl JtVae {
+    pub fn new(p: &nn::Path, vocab_size: i64, atom_dim: usize, bond_dim: usize, c: &JtvaeConfig) -> JtVae {
+        let half = c.latent / 2;
+        let lin = |name: &str| nn::linear(p / name, c.hidden, half, Default::default());
+        JtVae {
+            encoder: JtEncoder::new(p / "encoder", vocab_size, atom_dim as i64, bond_dim as i64, c),
+            decoder: TreeDecoder::new(p / "decoder", vocab_size, c),
+            scorer: AssemblyScorer::new(p / "assembly", c.hidden, half, c.depth_graph),
+            tree_mean: lin("tree_mean"),
+            tree_logvar: lin("tree_logvar"),
+            graph_mean: lin("graph_mean"),
+            graph_logvar: lin("graph_logvar"),
+            atom_dim,
+            bond_dim,
+            half,
+        }
+    }
+
+    /// Latent size (tree half + graph half).
+    pub fn latent(&self) -> i64 {
+        2 * self.half
+    }
+
+    /// Mean and log-variance `[B, latent]` (tree half first).
+    pub fn encode(&self, g: &GraphBatch, t: &TreeBatch) -> (Tensor, Tensor) {
+        let (tree_vec, mol_vec) = self.encoder.forward(g, t);
+        let mean = Tensor::cat(&[self.tree_mean.forward(&tree_vec), self.graph_mean.forward(&mol_vec)], 1);
+        // fast_jtnn keeps the log-variance non-positive (−|·|) for stability.
+        let logvar = -Tensor::cat(&[self.tree_logvar.forward(&tree_vec), self.graph_logvar.forward(&mol_vec)], 1).abs();
+        (mean, logvar)
+    }
+
+    /// Losses of a batch; `eps [B, latent]` is the reparameterization noise (zeros
+    /// for the deterministic mean).
+    pub fn losses(&self, samples: &[Sample], eps: &Tensor, device: Device) -> Losses {
+        let graphs: Vec<&chem::MolGraph> = samples.iter().map(|s| s.graph).collect();
+        let trees: Vec<&TreeRecord> = samples.iter().map(|s| s.tree).collect();
+        let g = GraphBatch::new(&graphs, self.atom_dim, self.bond_dim, device);
+        let t = TreeBatch::new(&trees, device);
+        let (mean, logvar) = self.encode(&g, &t);
+        let z = &mean + (&logvar * 0.5).exp() * eps;
+        let kl = ((&logvar + 1.0) - mean.square() - logvar.exp()).sum(Kind::Float) * -0.5;
+        let z_tree = z.narrow(1, 0, self.half);
+        let z_graph = z.narrow(1, self.half, self.half);
+        let dec = self.decoder.loss(&t, &z_tree);
+        let (assm, assm_correct) = self.assembly_loss(samples, &z_graph, device);
+        Losses {
+            word: dec.word,
+            topo: dec.topo,
+            assm,
+            kl,
+            word_acc: dec.word_acc,
+            topo_acc: dec.topo_acc,
+            n_word: dec.n_word,
+            n_topo: dec.n_topo,
+            assm_correct,
+        }
+    }
+
+    fn assembly_loss(&self, samples: &[Sample], z_graph: &Tensor, device: Device) -> (Tensor, (i64, i64)) {
+        let mut graphs: Vec<&chem::MolGraph> = Vec::new();
+        let (mut group, mut owner, mut gold) = (Vec::new(), Vec::new(), Vec::new());
+        let mut n_groups = 0i64;
+        for (b, s) in samples.iter().enumerate() {
+            for node in s.candidates {
+                gold.push((graphs.len() + node.gold) as i64);
+                for cg in &node.graphs {
+                    graphs.push(cg);
+                    group.push(n_groups);
+                    owner.push(b as i64);
+                }
+                n_groups += 1;
+            }
+        }
+        if graphs.is_empty() {
+            return (Tensor::zeros([], (Kind::Float, device)), (0, 0));
+        }
+        let cb = GraphBatch::new(&graphs, CAND_ATOM_DIM, CAND_BOND_DIM, device);
+        let v = self.scorer.forward(&cb);
+        let zsel = z_graph.index_select(0, &Tensor::from_slice(&owner).to_device(device));
+        let scores = (v * zsel).sum_dim_intlist(-1, false, Kind::Float);
+        let group = Tensor::from_slice(&group).to_device(device);
+        let gold = Tensor::from_slice(&gold).to_device(device);
+        let (loss, correct) = group_cross_entropy(&scores, &group, n_groups, &gold);
+        (loss, (correct, n_groups))
+    }
+}
