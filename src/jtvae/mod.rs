@@ -3,6 +3,7 @@
 //! assembly of clusters back into a molecule.
 pub mod assemble;
 pub mod batch;
+pub mod decoder;
 pub mod graph;
 pub mod tree;
 pub mod vocab;
