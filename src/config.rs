@@ -142,6 +142,9 @@ impl Default for JtvaeConfig {
             latent: 56,
             depth_tree: 20,
             depth_graph: 3,
+            beta: default_beta(),
+            beta_warmup: 0,
+            max_candidates: default_max_candidates(),
         }
     }
 }
@@ -320,9 +323,16 @@ impl Config {
         }
         if let Some(j) = &self.jtvae {
             if j.latent < 2 || j.latent % 2 != 0 {
-                return Err(self.value_err("jtvae.latent", "must be even and at least 2 (tree half + graph half)"));
+                return Err(self.value_err(
+                    "jtvae.latent",
+                    "must be even and at least 2 (tree half + graph half)",
+                ));
             }
-            for (key, v) in [("jtvae.hidden", j.hidden), ("jtvae.depth_tree", j.depth_tree), ("jtvae.depth_graph", j.depth_graph)] {
+            for (key, v) in [
+                ("jtvae.hidden", j.hidden),
+                ("jtvae.depth_tree", j.depth_tree),
+                ("jtvae.depth_graph", j.depth_graph),
+            ] {
                 if v < 1 {
                     return Err(self.value_err(key, "must be at least 1"));
                 }

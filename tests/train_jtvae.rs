@@ -7,11 +7,19 @@ use common::*;
 use std::path::Path;
 
 fn cfg() -> String {
-    repo().join("tests/configs/jtvae_tiny.toml").display().to_string()
+    repo()
+        .join("tests/configs/jtvae_tiny.toml")
+        .display()
+        .to_string()
 }
 
 fn train(out: &Path, extra: &[&str]) -> std::process::Output {
-    let mut args = vec!["train".to_string(), cfg(), "--out-dir".into(), out.display().to_string()];
+    let mut args = vec![
+        "train".to_string(),
+        cfg(),
+        "--out-dir".into(),
+        out.display().to_string(),
+    ];
     args.extend(extra.iter().map(|s| s.to_string()));
     zo(&args.iter().map(String::as_str).collect::<Vec<_>>())
 }
@@ -28,18 +36,25 @@ fn stage_one_lowers_all_four_loss_terms() {
     assert_ok(&o);
     let m = read_metrics(&out.join("metrics.h5"));
     let steps = m.step_loss.len();
-    assert_eq!(steps, 6 * 4, "6 epochs of 4 steps");
+    assert_eq!(steps, 15 * 4, "15 epochs of 4 steps");
     for term in ["word", "topo", "assm", "kl"] {
         let v = &m.step_terms[term];
         assert_eq!(v.len(), steps, "{term}");
         let (first, last) = (mean(&v[..4]), mean(&v[steps - 4..]));
-        assert!(last < 0.8 * first, "{term}: first epoch {first:.4}, last epoch {last:.4}");
+        assert!(
+            last < 0.8 * first,
+            "{term}: first epoch {first:.4}, last epoch {last:.4}"
+        );
     }
     for k in ["test_word_acc", "test_topo_acc", "test_assm_acc"] {
         let v = &m.epoch[k];
         assert!(v.iter().all(|x| (0.0..=1.0).contains(x)), "{k}: {v:?}");
     }
-    assert!(m.epoch["test_word_acc"].last() > m.epoch["test_word_acc"].first(), "{:?}", m.epoch["test_word_acc"]);
+    assert!(
+        m.epoch["test_word_acc"].last() > m.epoch["test_word_acc"].first(),
+        "{:?}",
+        m.epoch["test_word_acc"]
+    );
 }
 
 #[test]
@@ -47,13 +62,32 @@ fn two_ranks_give_the_parameters_of_one_rank() {
     let dir = tempfile::tempdir().unwrap();
     let (one, two) = (dir.path().join("one"), dir.path().join("two"));
     assert_ok(&train(&one, &["--max-steps", "4"]));
-    assert_ok(&mpirun(2, &["train", &cfg(), "--out-dir", two.to_str().unwrap(), "--max-steps", "4"]));
-    let d = max_rel_diff(&read_params(&one.join("checkpoint.h5")), &read_params(&two.join("checkpoint.h5")));
+    assert_ok(&mpirun(
+        2,
+        &[
+            "train",
+            &cfg(),
+            "--out-dir",
+            two.to_str().unwrap(),
+            "--max-steps",
+            "4",
+        ],
+    ));
+    let d = max_rel_diff(
+        &read_params(&one.join("checkpoint.h5")),
+        &read_params(&two.join("checkpoint.h5")),
+    );
     assert!(d < 1e-5, "1 rank vs 2 ranks differ by {d:e}");
-    let (a, b) = (read_metrics(&one.join("metrics.h5")), read_metrics(&two.join("metrics.h5")));
+    let (a, b) = (
+        read_metrics(&one.join("metrics.h5")),
+        read_metrics(&two.join("metrics.h5")),
+    );
     for term in ["word", "topo", "assm", "kl"] {
         for (x, y) in a.step_terms[term].iter().zip(&b.step_terms[term]) {
-            assert!((x - y).abs() <= 1e-4 * x.abs().max(1e-3), "{term}: {x} vs {y}");
+            assert!(
+                (x - y).abs() <= 1e-4 * x.abs().max(1e-3),
+                "{term}: {x} vs {y}"
+            );
         }
     }
 }
@@ -66,8 +100,17 @@ fn a_killed_run_resumes_along_the_identical_trajectory() {
     let o = train(&cut, &["--max-steps", "12", "--abort-after-step", "10"]);
     assert_eq!(o.status.code(), Some(86), "{}", text(&o));
     assert_ok(&train(&cut, &["--max-steps", "12", "--resume"]));
-    let (a, b) = (read_metrics(&full.join("metrics.h5")), read_metrics(&cut.join("metrics.h5")));
+    let (a, b) = (
+        read_metrics(&full.join("metrics.h5")),
+        read_metrics(&cut.join("metrics.h5")),
+    );
     assert_eq!(a.step_loss, b.step_loss);
     assert_eq!(a.step_terms, b.step_terms);
-    assert_eq!(max_rel_diff(&read_params(&full.join("checkpoint.h5")), &read_params(&cut.join("checkpoint.h5"))), 0.0);
+    assert_eq!(
+        max_rel_diff(
+            &read_params(&full.join("checkpoint.h5")),
+            &read_params(&cut.join("checkpoint.h5"))
+        ),
+        0.0
+    );
 }

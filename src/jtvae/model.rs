@@ -50,11 +50,23 @@ pub struct JtVae {
 }
 
 impl JtVae {
-    pub fn new(p: &nn::Path, vocab_size: i64, atom_dim: usize, bond_dim: usize, c: &JtvaeConfig) -> JtVae {
+    pub fn new(
+        p: &nn::Path,
+        vocab_size: i64,
+        atom_dim: usize,
+        bond_dim: usize,
+        c: &JtvaeConfig,
+    ) -> JtVae {
         let half = c.latent / 2;
         let lin = |name: &str| nn::linear(p / name, c.hidden, half, Default::default());
         JtVae {
-            encoder: JtEncoder::new(p / "encoder", vocab_size, atom_dim as i64, bond_dim as i64, c),
+            encoder: JtEncoder::new(
+                p / "encoder",
+                vocab_size,
+                atom_dim as i64,
+                bond_dim as i64,
+                c,
+            ),
             decoder: TreeDecoder::new(p / "decoder", vocab_size, c),
             scorer: AssemblyScorer::new(p / "assembly", c.hidden, half, c.depth_graph),
             tree_mean: lin("tree_mean"),
@@ -75,9 +87,22 @@ impl JtVae {
     /// Mean and log-variance `[B, latent]` (tree half first).
     pub fn encode(&self, g: &GraphBatch, t: &TreeBatch) -> (Tensor, Tensor) {
         let (tree_vec, mol_vec) = self.encoder.forward(g, t);
-        let mean = Tensor::cat(&[self.tree_mean.forward(&tree_vec), self.graph_mean.forward(&mol_vec)], 1);
+        let mean = Tensor::cat(
+            &[
+                self.tree_mean.forward(&tree_vec),
+                self.graph_mean.forward(&mol_vec),
+            ],
+            1,
+        );
         // fast_jtnn keeps the log-variance non-positive (−|·|) for stability.
-        let logvar = -Tensor::cat(&[self.tree_logvar.forward(&tree_vec), self.graph_logvar.forward(&mol_vec)], 1).abs();
+        let logvar = -Tensor::cat(
+            &[
+                self.tree_logvar.forward(&tree_vec),
+                self.graph_logvar.forward(&mol_vec),
+            ],
+            1,
+        )
+        .abs();
         (mean, logvar)
     }
 
@@ -108,7 +133,12 @@ impl JtVae {
         }
     }
 
-    fn assembly_loss(&self, samples: &[Sample], z_graph: &Tensor, device: Device) -> (Tensor, (i64, i64)) {
+    fn assembly_loss(
+        &self,
+        samples: &[Sample],
+        z_graph: &Tensor,
+        device: Device,
+    ) -> (Tensor, (i64, i64)) {
         let mut graphs: Vec<&chem::MolGraph> = Vec::new();
         let (mut group, mut owner, mut gold) = (Vec::new(), Vec::new(), Vec::new());
         let mut n_groups = 0i64;
@@ -127,9 +157,8 @@ impl JtVae {
             return (Tensor::zeros([], (Kind::Float, device)), (0, 0));
         }
         let cb = GraphBatch::new(&graphs, CAND_ATOM_DIM, CAND_BOND_DIM, device);
-        let v = self.scorer.forward(&cb);
         let zsel = z_graph.index_select(0, &Tensor::from_slice(&owner).to_device(device));
-        let scores = (v * zsel).sum_dim_intlist(-1, false, Kind::Float);
+        let scores = self.scorer.score(&cb, &zsel);
         let group = Tensor::from_slice(&group).to_device(device);
         let gold = Tensor::from_slice(&gold).to_device(device);
         let (loss, correct) = group_cross_entropy(&scores, &group, n_groups, &gold);

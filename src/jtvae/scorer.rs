@@ -7,11 +7,19 @@ use crate::models::batch::GraphBatch;
 use tch::nn::{self, Module};
 use tch::{Kind, Tensor};
 
+fn no_bias() -> nn::LinearConfig {
+    nn::LinearConfig {
+        bias: false,
+        ..Default::default()
+    }
+}
+
 pub struct AssemblyScorer {
     w_in: nn::Linear,
     w_msg: nn::Linear,
     w_upd: nn::Linear,
     out: nn::Linear,
+    prior: nn::Linear,
     steps: i64,
 }
 
@@ -31,9 +39,23 @@ impl AssemblyScorer {
                 Default::default(),
             ),
             w_upd: nn::linear(&p / "w_upd", 2 * hidden, hidden, Default::default()),
-            out: nn::linear(&p / "out", hidden, latent_graph, Default::default()),
+            // No biases here: a shift common to all candidates of a node cancels in
+            // the softmax, so its true gradient is zero and Adam would only amplify
+            // rounding noise into it.
+            out: nn::linear(&p / "out", hidden, latent_graph, no_bias()),
+            prior: nn::linear(&p / "prior", latent_graph, 1, no_bias()),
             steps,
         }
+    }
+
+    /// Scores `[n_graphs]` of candidate graphs against the latent of their molecule
+    /// (`z_graph [n_graphs, latent_graph]`, one row per candidate): the dot product
+    /// with the latent, plus a latent-free plausibility term so that chemically
+    /// typical attachments can be preferred even where the latent says little.
+    pub fn score(&self, g: &GraphBatch, z_graph: &Tensor) -> Tensor {
+        let v = self.forward(g);
+        (&v * z_graph).sum_dim_intlist(-1, false, Kind::Float)
+            + self.prior.forward(&v).squeeze_dim(-1)
     }
 
     /// One vector `[n_graphs, latent_graph]` per candidate graph.
@@ -70,8 +92,7 @@ pub fn group_cross_entropy(
     gold: &Tensor,
 ) -> (Tensor, i64) {
     let opts = (scores.kind(), scores.device());
-    let max =
-        Tensor::zeros([n_groups], opts).index_reduce(0, group, &scores.detach(), "amax", false);
+    let max = crate::models::batch::segment_max(scores, group, n_groups);
     let shifted = scores - max.index_select(0, group);
     let denom = Tensor::zeros([n_groups], opts).index_add(0, group, &shifted.exp());
     let lse = denom.log() + &max;

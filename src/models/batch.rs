@@ -72,3 +72,16 @@ impl GraphBatch {
         self.atom_x.kind()
     }
 }
+
+/// Maximum of `values [n]` within each segment (`segment [n]` holds each value's
+/// segment in `0..n_segments`); detached: callers use it as a softmax shift.
+/// Every segment must hold at least one value.
+pub fn segment_max(values: &Tensor, segment: &Tensor, n_segments: i64) -> Tensor {
+    Tensor::zeros([n_segments], (values.kind(), values.device())).internal_scatter_reduce(
+        0,
+        segment,
+        &values.detach(),
+        "amax",
+        false,
+    )
+}

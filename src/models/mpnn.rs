@@ -216,13 +216,7 @@ impl MpnnEmbed {
             let e =
                 (x * q.index_select(0, &g.graph_of_atom)).sum_dim_intlist(-1, false, Kind::Float);
             // Softmax over the atoms of each graph; the shift is constant per graph.
-            let emax = Tensor::zeros([b], opts).index_reduce(
-                0,
-                &g.graph_of_atom,
-                &e.detach(),
-                "amax",
-                false,
-            );
+            let emax = super::batch::segment_max(&e, &g.graph_of_atom, b);
             let a = (e - emax.index_select(0, &g.graph_of_atom)).exp();
             let denom = Tensor::zeros([b], opts).index_add(0, &g.graph_of_atom, &a);
             let a = a / denom.index_select(0, &g.graph_of_atom);

@@ -51,17 +51,30 @@ fn examples(
     for (smi, tree) in smiles.iter().zip(trees) {
         let tree = tree.or_else(|| {
             let (_, t) = decompose_smiles(smi, &mut cache).ok()?;
-            let labels = t.labels.iter().map(|l| vocab.get(l).map(|x| x as u32)).collect::<Option<Vec<_>>>()?;
+            let labels = t
+                .labels
+                .iter()
+                .map(|l| vocab.get(l).map(|x| x as u32))
+                .collect::<Option<Vec<_>>>()?;
             Some(TreeRecord {
                 labels,
-                clusters: t.clusters.iter().map(|c| c.iter().map(|&a| a as u32).collect()).collect(),
+                clusters: t
+                    .clusters
+                    .iter()
+                    .map(|c| c.iter().map(|&a| a as u32).collect())
+                    .collect(),
                 edges: t.edges.iter().map(|&(a, b)| (a as u32, b as u32)).collect(),
             })
         });
         let built = tree.and_then(|tree| {
             let graph = featurizer.featurize(smi).ok()?;
-            let candidates = training_candidates(smi, max_candidates, &mut cache, &mut labels).ok()?;
-            Some(Example { graph, tree, candidates })
+            let candidates =
+                training_candidates(smi, max_candidates, &mut cache, &mut labels).ok()?;
+            Some(Example {
+                graph,
+                tree,
+                candidates,
+            })
         });
         match built {
             Some(e) => out.push(e),
@@ -88,12 +101,37 @@ impl JtvaeObjective {
         };
         let vocab = Vocab::new(j.vocab.iter().cloned());
         let t0 = Instant::now();
-        let train_smiles: Vec<&str> = ds.train.iter().map(|&i| ds.smiles[i as usize].as_str()).collect();
-        let test_smiles: Vec<&str> = ds.test.iter().map(|&i| ds.smiles[i as usize].as_str()).collect();
-        let train = examples(&train_smiles, j.train_trees.clone(), &vocab, jc.max_candidates, "training", root);
-        let test = examples(&test_smiles, vec![None; test_smiles.len()], &vocab, jc.max_candidates, "test", root);
+        let train_smiles: Vec<&str> = ds
+            .train
+            .iter()
+            .map(|&i| ds.smiles[i as usize].as_str())
+            .collect();
+        let test_smiles: Vec<&str> = ds
+            .test
+            .iter()
+            .map(|&i| ds.smiles[i as usize].as_str())
+            .collect();
+        let train = examples(
+            &train_smiles,
+            j.train_trees.clone(),
+            &vocab,
+            jc.max_candidates,
+            "training",
+            root,
+        );
+        let test = examples(
+            &test_smiles,
+            vec![None; test_smiles.len()],
+            &vocab,
+            jc.max_candidates,
+            "test",
+            root,
+        );
         if train.is_empty() {
-            anyhow::bail!("{}: no training molecule has a usable junction tree", path.display());
+            anyhow::bail!(
+                "{}: no training molecule has a usable junction tree",
+                path.display()
+            );
         }
         if root {
             let groups: usize = train.iter().map(|e| e.candidates.len()).sum();
@@ -107,7 +145,13 @@ impl JtvaeObjective {
             );
         }
         let f = Featurizer::full();
-        let model = JtVae::new(&(vs.root() / "jtvae"), vocab.len() as i64, f.atom_dim(), f.bond_dim(), &jc);
+        let model = JtVae::new(
+            &(vs.root() / "jtvae"),
+            vocab.len() as i64,
+            f.atom_dim(),
+            f.bond_dim(),
+            &jc,
+        );
         Ok(JtvaeObjective {
             train,
             test,
@@ -121,7 +165,11 @@ impl JtvaeObjective {
 
     fn samples<'e>(set: &'e [Example], idx: &[usize]) -> Vec<Sample<'e>> {
         idx.iter()
-            .map(|&i| Sample { graph: &set[i].graph, tree: &set[i].tree, candidates: &set[i].candidates })
+            .map(|&i| Sample {
+                graph: &set[i].graph,
+                tree: &set[i].tree,
+                candidates: &set[i].candidates,
+            })
             .collect()
     }
 
@@ -142,7 +190,9 @@ impl JtvaeObjective {
             let mut s = Stream::new(self.seed, "vae", &[step as u64, gid as u64]);
             eps.extend((0..latent).map(|_| s.normal() as f32));
         }
-        Tensor::from_slice(&eps).view([samples.len() as i64, latent as i64]).to_device(self.device)
+        Tensor::from_slice(&eps)
+            .view([samples.len() as i64, latent as i64])
+            .to_device(self.device)
     }
 }
 
@@ -161,9 +211,14 @@ impl Objective for JtvaeObjective {
 
     fn loss(&self, samples: &[usize], step: usize) -> (Tensor, Vec<f64>) {
         let eps = self.noise(samples, step);
-        let l = self.model.losses(&Self::samples(&self.train, samples), &eps, self.device);
+        let l = self
+            .model
+            .losses(&Self::samples(&self.train, samples), &eps, self.device);
         let total = &l.word + &l.topo + &l.assm + &l.kl * self.beta(step);
-        let terms = [&l.word, &l.topo, &l.assm, &l.kl].iter().map(|t| t.double_value(&[])).collect();
+        let terms = [&l.word, &l.topo, &l.assm, &l.kl]
+            .iter()
+            .map(|t| t.double_value(&[]))
+            .collect();
         (total, terms)
     }
 
@@ -173,8 +228,13 @@ impl Objective for JtvaeObjective {
         let mut acc = [0f64; 10];
         tch::no_grad(|| {
             for chunk in idx.chunks(self.eval_batch) {
-                let eps = Tensor::zeros([chunk.len() as i64, self.model.latent()], (Kind::Float, self.device));
-                let l = self.model.losses(&Self::samples(&self.test, chunk), &eps, self.device);
+                let eps = Tensor::zeros(
+                    [chunk.len() as i64, self.model.latent()],
+                    (Kind::Float, self.device),
+                );
+                let l = self
+                    .model
+                    .losses(&Self::samples(&self.test, chunk), &eps, self.device);
                 acc[0] += l.word.double_value(&[]);
                 acc[1] += l.topo.double_value(&[]);
                 acc[2] += l.assm.double_value(&[]);
