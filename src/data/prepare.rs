@@ -186,7 +186,10 @@ fn jtvae_data(
     let mut labels = Vec::new();
     let mut failed = 0u64;
     for (line, smi) in &rows {
-        match decompose_smiles(smi, &mut cache) {
+        // Canonical SMILES, as for the training molecules: the decomposition's tie
+        // breaks follow atom order, so the same molecule must come in the same order.
+        let canonical = chem::canonicalize(smi).unwrap_or_else(|_| smi.clone());
+        match decompose_smiles(&canonical, &mut cache) {
             Ok((_, t)) => labels.extend(t.labels),
             Err(e) => {
                 failed += 1;

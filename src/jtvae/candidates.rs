@@ -35,7 +35,11 @@ impl LabelGraphs {
 }
 
 /// The local graph of a candidate: atoms of parent and child in `next`.
-fn local_graph(next: &MolGraph, parent_atoms: &[usize], child_atoms: &[usize]) -> chem::MolGraph {
+pub fn local_graph(
+    next: &MolGraph,
+    parent_atoms: &[usize],
+    child_atoms: &[usize],
+) -> chem::MolGraph {
     let mut atoms: Vec<usize> = parent_atoms.to_vec();
     atoms.extend(child_atoms.iter().filter(|a| !parent_atoms.contains(a)));
     let pos = |a: usize| atoms.iter().position(|&x| x == a);

@@ -4,6 +4,7 @@
 pub mod assemble;
 pub mod batch;
 pub mod candidates;
+pub mod decode;
 pub mod decoder;
 pub mod encoder;
 pub mod graph;
