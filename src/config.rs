@@ -125,6 +125,14 @@ pub struct JtvaeConfig {
     /// At most this many candidate attachments per tree node in the assembly loss.
     #[serde(default = "default_max_candidates")]
     pub max_candidates: usize,
+    /// Held-out molecules decoded at the end of every epoch for reconstruction
+    /// accuracy (0: skip).
+    #[serde(default = "default_recon_samples")]
+    pub recon_samples: usize,
+}
+
+fn default_recon_samples() -> usize {
+    100
 }
 
 fn default_beta() -> f64 {
@@ -145,6 +153,7 @@ impl Default for JtvaeConfig {
             beta: default_beta(),
             beta_warmup: 0,
             max_candidates: default_max_candidates(),
+            recon_samples: default_recon_samples(),
         }
     }
 }

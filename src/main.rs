@@ -52,6 +52,22 @@ enum Command {
         #[arg(long, value_name = "STEP", hide = true)]
         abort_after_step: Option<usize>,
     },
+    /// Reconstruction accuracy of a trained JT-VAE (`train.stage = "jtvae"`) on the
+    /// held-out split: decode(mean of encode(x)) compared with x as canonical SMILES
+    /// (stereo not compared), plus validity and decode failures. Writes eval.h5.
+    Eval {
+        /// The run config (TOML).
+        config: PathBuf,
+        /// Checkpoint to evaluate (default `<out_dir>/checkpoint.h5`).
+        #[arg(long, value_name = "FILE")]
+        checkpoint: Option<PathBuf>,
+        /// Evaluate at most this many held-out molecules.
+        #[arg(long, value_name = "N", default_value_t = 1000)]
+        limit: usize,
+        /// Read and write in this folder instead of the config's `run.out_dir`.
+        #[arg(long, value_name = "DIR")]
+        out_dir: Option<PathBuf>,
+    },
 }
 
 fn init_logging(rank: usize, size: usize) {
@@ -99,6 +115,46 @@ fn prepare_if_missing(cfg: &Config, dist: &Dist) -> anyhow::Result<()> {
 
 fn run(cli: Cli, dist: &Dist) -> anyhow::Result<()> {
     match cli.command {
+        Command::Eval {
+            config,
+            checkpoint,
+            limit,
+            out_dir,
+        } => {
+            let cfg = load(&config, out_dir)?;
+            if cfg.train.stage != Stage::Jtvae {
+                anyhow::bail!("{}: eval needs train.stage = \"jtvae\"", config.display());
+            }
+            let threads = cfg.train.threads.unwrap_or_else(|| dist.cpus_per_rank());
+            tch::set_num_threads(threads as i32);
+            let ck = checkpoint.unwrap_or_else(|| cfg.run.out_dir.join("checkpoint.h5"));
+            if !ck.is_file() {
+                anyhow::bail!("no checkpoint at {}", ck.display());
+            }
+            let r = zo_hpc::train::jtvae_stage::eval(&cfg, dist, &ck, limit)?;
+            if dist.is_root() {
+                let out = cfg.run.out_dir.join("eval.h5");
+                zo_hpc::io::h5::write_atomically(&out, |f| {
+                    use zo_hpc::io::h5::{write_attr, write_str_attr};
+                    write_str_attr(f, "checkpoint", &ck.display().to_string())?;
+                    write_str_attr(f, "compare", "canonical SMILES without stereo")?;
+                    for (k, v) in [
+                        ("molecules", r.molecules),
+                        ("exact", r.exact),
+                        ("valid", r.valid),
+                        ("tree_too_large", r.tree_too_large),
+                        ("no_assembly", r.no_assembly),
+                        ("recon_acc", r.exact / r.molecules.max(1.0)),
+                        ("decode_s", r.decode_s),
+                    ] {
+                        write_attr(f, k, &v)?;
+                    }
+                    Ok(())
+                })?;
+                log::info!("wrote {}", out.display());
+            }
+            Ok(())
+        }
         Command::Prepare { config, out_dir } => {
             let cfg = load(&config, out_dir)?;
             if dist.is_root() {
