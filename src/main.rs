@@ -143,7 +143,7 @@ fn run(cli: Cli, dist: &Dist) -> anyhow::Result<()> {
                         ("exact", r.exact),
                         ("valid", r.valid),
                         ("tree_too_large", r.tree_too_large),
-                        ("no_assembly", r.no_assembly),
+                        ("other_failed", r.other_failed),
                         ("recon_acc", r.exact / r.molecules.max(1.0)),
                         ("decode_s", r.decode_s),
                     ] {

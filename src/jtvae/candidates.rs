@@ -20,17 +20,51 @@ pub struct NodeCandidates {
     pub gold: usize,
 }
 
-/// Parses cluster labels once.
+/// Parses cluster labels once, and remembers which label pairs can be attached.
 #[derive(Default)]
-pub struct LabelGraphs(HashMap<String, MolGraph>);
+pub struct LabelGraphs {
+    graphs: HashMap<String, MolGraph>,
+    pairs: HashMap<(String, String), bool>,
+}
 
 impl LabelGraphs {
     pub fn get(&mut self, label: &str) -> Result<&MolGraph, chem::ChemError> {
-        if !self.0.contains_key(label) {
+        if !self.graphs.contains_key(label) {
             let g = MolGraph::from_kekule(&chem::parse_kekule(label)?);
-            self.0.insert(label.to_string(), g);
+            self.graphs.insert(label.to_string(), g);
         }
-        Ok(&self.0[label])
+        Ok(&self.graphs[label])
+    }
+
+    /// Whether a `child` cluster can be attached to a `parent` cluster on its own
+    /// (some candidate attachment gives a valid molecule). A necessary condition for
+    /// the pair to be neighbours in a decodable tree.
+    pub fn can_attach(&mut self, parent: &str, child: &str) -> bool {
+        let key = (parent.to_string(), child.to_string());
+        if let Some(&ok) = self.pairs.get(&key) {
+            return ok;
+        }
+        let ok = match (self.get(parent).cloned(), self.get(child).cloned()) {
+            (Ok(p), Ok(c)) => {
+                let p = MolGraph::new(
+                    p.atoms
+                        .iter()
+                        .map(|a| crate::chem::mol::KAtom {
+                            explicit_hs: 0,
+                            ..a.clone()
+                        })
+                        .collect(),
+                    p.bonds.clone(),
+                );
+                let all: Vec<usize> = (0..p.n_atoms()).collect();
+                super::assemble::candidates(&p, &all, &c)
+                    .iter()
+                    .any(|cand| flat_smiles(&attach(&p, &c, cand).0).is_ok())
+            }
+            _ => false,
+        };
+        self.pairs.insert(key, ok);
+        ok
     }
 }
 

@@ -249,7 +249,30 @@ impl TreeDecoder {
     /// numbered as created). `None` when the walk would create more than `max_nodes`
     /// nodes; since every backtrack leaves a node for good, the walk takes at most
     /// `2 · max_nodes` steps.
+    /// The most likely root label for a tree latent.
+    pub fn root_label(&self, z_tree: &Tensor) -> usize {
+        let _guard = tch::no_grad_guard();
+        let z = z_tree.reshape([1, -1]);
+        let logits = self.word_logits(&Tensor::zeros([1, self.hidden], (z.kind(), z.device())), &z);
+        logits.argmax(-1, false).int64_value(&[0]) as usize
+    }
+
     pub fn decode(&self, z_tree: &Tensor, max_nodes: usize) -> Option<DecodedTree> {
+        self.decode_with(z_tree, max_nodes, 1, &mut |_, _| true)
+    }
+
+    /// Like `decode`, but a new child's label is the most likely of the `top_k`
+    /// labels that `accept(parent node, child label)` accepts (e.g. that can be
+    /// attached to the molecule built so far, which the callback may then do); when
+    /// none is, the walk backtracks instead of expanding (as fast_jtnn's decoder does
+    /// with its assembly checks). Nodes are numbered in creation order.
+    pub fn decode_with(
+        &self,
+        z_tree: &Tensor,
+        max_nodes: usize,
+        top_k: usize,
+        accept: &mut dyn FnMut(usize, usize) -> bool,
+    ) -> Option<DecodedTree> {
         if max_nodes == 0 {
             return None;
         }
@@ -258,7 +281,6 @@ impl TreeDecoder {
         let dev = z.device();
         let h = self.hidden;
         let opts = (z.kind(), dev);
-        let argmax = |logits: Tensor| logits.argmax(-1, false).int64_value(&[0]) as usize;
         let embed = |label: usize| self.embedding.forward(&long(&[label], dev));
         // Sum of the given messages as `[m, H]` with all-zero item indices.
         let gather = |ms: Vec<&Tensor>| -> (Tensor, Tensor) {
@@ -271,7 +293,7 @@ impl TreeDecoder {
             (nei, item)
         };
 
-        let mut labels = vec![argmax(self.word_logits(&Tensor::zeros([1, h], opts), &z))];
+        let mut labels = vec![self.root_label(&z)];
         let mut edges = Vec::new();
         let mut msgs: Vec<Tensor> = Vec::new();
         let mut incoming: Vec<Vec<(usize, usize)>> = vec![Vec::new()];
@@ -280,16 +302,27 @@ impl TreeDecoder {
             let ex = embed(labels[x]);
             let (nei_all, _) = gather(incoming[x].iter().map(|&(_, m)| &msgs[m]).collect());
             let o = nei_all.sum_dim_intlist(0, true, nei_all.kind());
-            let expand = self.topo_logits(&ex, &o, &z).double_value(&[0]) > 0.0;
+            let mut expand = self.topo_logits(&ex, &o, &z).double_value(&[0]) > 0.0;
+            let mut child = None;
             if expand {
-                if labels.len() >= max_nodes {
-                    return None;
-                }
                 // The new child has sent nothing yet: all messages into x count.
                 let (nei, item) = gather(incoming[x].iter().map(|&(_, m)| &msgs[m]).collect());
                 let m = self.gru.step(&ex, &nei, &item);
+                let logits = self.word_logits(&m, &z).reshape([-1]);
+                let k = (top_k.max(1) as i64).min(logits.size()[0]);
+                let (_, best) = logits.topk(k, -1, true, true);
+                let best = Vec::<i64>::try_from(&best).unwrap_or_default();
+                if labels.len() >= max_nodes {
+                    return None;
+                }
+                match best.iter().map(|&l| l as usize).find(|&l| accept(x, l)) {
+                    Some(l) => child = Some((m, l)),
+                    None => expand = false,
+                }
+            }
+            if let (true, Some((m, label))) = (expand, child) {
                 let y = labels.len();
-                labels.push(argmax(self.word_logits(&m, &z)));
+                labels.push(label);
                 edges.push((x, y));
                 incoming.push(vec![(x, msgs.len())]);
                 msgs.push(m);

@@ -38,7 +38,7 @@ pub struct Recon {
     /// Decodes that gave a valid molecule (exact or not).
     pub valid: f64,
     pub tree_too_large: f64,
-    pub no_assembly: f64,
+    pub other_failed: f64,
     pub decode_s: f64,
 }
 
@@ -246,7 +246,7 @@ impl JtvaeObjective {
             exact: r[1],
             valid: r[2],
             tree_too_large: r[3],
-            no_assembly: r[4],
+            other_failed: r[4],
             decode_s: r[5],
         }
     }
@@ -342,7 +342,7 @@ impl Objective for JtvaeObjective {
             out.push(("recon_valid".into(), per(r.valid, r.molecules)));
             out.push((
                 "recon_failed".into(),
-                per(r.tree_too_large + r.no_assembly, r.molecules),
+                per(r.tree_too_large + r.other_failed, r.molecules),
             ));
         }
         out.extend([
@@ -396,14 +396,14 @@ pub fn eval(
     let r = obj.reconstruct(dist, limit);
     if dist.is_root() {
         log::info!(
-            "{}: step {step}: reconstructed {} of {} held-out molecules exactly ({:.2}%, stereo not compared); valid {:.2}%; tree too large {}, no assembly {}; {:.1} s",
+            "{}: step {step}: reconstructed {} of {} held-out molecules exactly ({:.2}%, stereo not compared); valid {:.2}%; tree too large {}, other failures {}; {:.1} s",
             checkpoint.display(),
             r.exact,
             r.molecules,
             100.0 * r.exact / r.molecules.max(1.0),
             100.0 * r.valid / r.molecules.max(1.0),
             r.tree_too_large,
-            r.no_assembly,
+            r.other_failed,
             r.decode_s
         );
     }
