@@ -127,6 +127,7 @@ fn run(cli: Cli, dist: &Dist) -> anyhow::Result<()> {
             }
             let threads = cfg.train.threads.unwrap_or_else(|| dist.cpus_per_rank());
             tch::set_num_threads(threads as i32);
+            prepare_if_missing(&cfg, dist)?;
             let ck = checkpoint.unwrap_or_else(|| cfg.run.out_dir.join("checkpoint.h5"));
             if !ck.is_file() {
                 anyhow::bail!("no checkpoint at {}", ck.display());
@@ -145,7 +146,11 @@ fn run(cli: Cli, dist: &Dist) -> anyhow::Result<()> {
                         ("tree_too_large", r.tree_too_large),
                         ("other_failed", r.other_failed),
                         ("recon_acc", r.exact / r.molecules.max(1.0)),
+                        ("encode_s", r.encode_s),
                         ("decode_s", r.decode_s),
+                        ("decode_tree_s", r.tree_s),
+                        ("decode_enumerate_s", r.enumerate_s),
+                        ("decode_score_s", r.score_s),
                     ] {
                         write_attr(f, k, &v)?;
                     }

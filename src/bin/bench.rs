@@ -9,8 +9,13 @@
 //! sets: decomposition throughput, vocabulary sizes, vocabulary coverage of test
 //! molecules, and the gold-path rebuild rate.
 //!
-//! Usage: `zo-bench [--repeat N] [--ranks 1,2] [--jtvae [--gold N]]` from the
-//! repository root (or `make bench`).
+//! `zo-bench --jtvae-speed CONFIG --run DIR [--limit N]` measures JT-VAE encode and
+//! decode throughput of the checkpoint in DIR (a run of CONFIG) on 1 and 2 ranks,
+//! with the share of decode time in the tree decoder, candidate enumeration (RDKit)
+//! and assembly scoring, through `zo-hpc eval`.
+//!
+//! Usage: `zo-bench [--repeat N] [--ranks 1,2] [--jtvae [--gold N]]
+//! [--jtvae-speed CONFIG --run DIR [--limit N]]` from the repository root (or `make bench`).
 use anyhow::{bail, Context};
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -116,6 +121,12 @@ fn main() -> anyhow::Result<()> {
         return jtvae(gold);
     }
     let zo: PathBuf = std::env::current_exe()?.with_file_name("zo-hpc");
+    if let Some(config) = flag("--jtvae-speed") {
+        let run = flag("--run")
+            .context("--jtvae-speed needs --run DIR (a run of the config with a checkpoint)")?;
+        let limit = flag("--limit").unwrap_or_else(|| "200".into());
+        return jtvae_speed(&zo, &config, Path::new(&run), &limit, &ranks);
+    }
     if !zo.exists() {
         bail!(
             "{} not found: build with `cargo build --release --bins`",
@@ -257,6 +268,61 @@ fn jtvae(gold: usize) -> anyhow::Result<()> {
         for (s, why) in st.failures.iter().take(5) {
             println!("    failed: {s}: {why}");
         }
+    }
+    Ok(())
+}
+
+/// Encode/decode throughput of a trained JT-VAE on 1 and 2 ranks, via `zo-hpc eval`.
+fn jtvae_speed(
+    zo: &Path,
+    config: &str,
+    run: &Path,
+    limit: &str,
+    ranks: &[usize],
+) -> anyhow::Result<()> {
+    println!(
+        "JT-VAE encode/decode ({config}, checkpoint in {}, {limit} held-out molecules):",
+        run.display()
+    );
+    let mut base: Option<(f64, f64)> = None;
+    for &r in ranks {
+        let mut cmd = if r == 1 {
+            Command::new(zo)
+        } else {
+            let mut c = Command::new("mpirun");
+            c.arg("--oversubscribe");
+            if is_root() {
+                c.arg("--allow-run-as-root");
+            }
+            c.args(["-n", &r.to_string()]).arg(zo);
+            c
+        };
+        cmd.args(["eval", config, "--limit", limit, "--out-dir"])
+            .arg(run);
+        let o = cmd.output().context("starting zo-hpc eval")?;
+        if !o.status.success() {
+            bail!(
+                "zo-hpc eval failed on {r} ranks:\n{}",
+                String::from_utf8_lossy(&o.stderr)
+            );
+        }
+        let f = hdf5::File::open(run.join("eval.h5"))?;
+        let a = |k: &str| -> anyhow::Result<f64> { Ok(f.attr(k)?.read_scalar::<f64>()?) };
+        let n = a("molecules")?;
+        // Times are summed over ranks; ranks work in parallel on their shares.
+        let enc = n / (a("encode_s")? / r as f64);
+        let dec = n / (a("decode_s")? / r as f64);
+        let (e0, d0) = *base.get_or_insert((enc, dec));
+        let d = a("decode_s")?.max(1e-9);
+        println!(
+            "  {r} rank(s): encode {enc:8.1} molecules/s (x{:.2}), decode {dec:6.1} molecules/s (x{:.2}); decode time: tree {:.0}%, enumeration {:.0}%, scoring {:.0}%; reconstructed {:.1}%",
+            enc / e0,
+            dec / d0,
+            100.0 * a("decode_tree_s")? / d,
+            100.0 * a("decode_enumerate_s")? / d,
+            100.0 * a("decode_score_s")? / d,
+            100.0 * a("recon_acc")?
+        );
     }
     Ok(())
 }

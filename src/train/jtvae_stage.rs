@@ -39,7 +39,13 @@ pub struct Recon {
     pub valid: f64,
     pub tree_too_large: f64,
     pub other_failed: f64,
+    /// Seconds (summed over ranks) encoding, and decoding split into tree decoder
+    /// networks, candidate enumeration (RDKit) and assembly scoring.
+    pub encode_s: f64,
     pub decode_s: f64,
+    pub tree_s: f64,
+    pub enumerate_s: f64,
+    pub score_s: f64,
 }
 
 pub struct JtvaeObjective {
@@ -110,6 +116,16 @@ fn examples(
 
 impl JtvaeObjective {
     pub fn new(cfg: &Config, dist: &Dist, vs: &VarStore) -> anyhow::Result<JtvaeObjective> {
+        Self::build(cfg, dist, vs, true)
+    }
+
+    /// `with_train`: also build the training examples (evaluation does not need them).
+    fn build(
+        cfg: &Config,
+        dist: &Dist,
+        vs: &VarStore,
+        with_train: bool,
+    ) -> anyhow::Result<JtvaeObjective> {
         let root = dist.is_root();
         let jc = cfg.jtvae.clone().unwrap_or_default();
         let path = cfg.dataset_path();
@@ -132,6 +148,7 @@ impl JtvaeObjective {
             .iter()
             .map(|&i| ds.smiles[i as usize].as_str())
             .collect();
+        let train_smiles = if with_train { train_smiles } else { Vec::new() };
         let train = examples(
             &train_smiles,
             j.train_trees.clone(),
@@ -148,7 +165,7 @@ impl JtvaeObjective {
             "test",
             root,
         );
-        if train.is_empty() {
+        if with_train && train.is_empty() {
             anyhow::bail!(
                 "{}: no training molecule has a usable junction tree",
                 path.display()
@@ -201,10 +218,9 @@ impl JtvaeObjective {
     pub fn reconstruct(&self, dist: &Dist, limit: usize) -> Recon {
         let n = limit.min(self.test.len());
         let idx: Vec<usize> = dist.shard(n).collect();
-        let mut r = [0f64; 6];
+        let mut r = [0f64; 10];
         let mut labels = LabelGraphs::default();
         let mut times = DecodeTimes::default();
-        let t0 = Instant::now();
         tch::no_grad(|| {
             for chunk in idx.chunks(self.eval_batch) {
                 let samples = Self::samples(&self.test, chunk);
@@ -218,7 +234,11 @@ impl JtvaeObjective {
                     self.device,
                 );
                 let t = crate::jtvae::batch::TreeBatch::new(&trees, self.device);
+                let te = Instant::now();
                 let (mean, _) = self.model.encode(&g, &t);
+                let _ = mean.sum(Kind::Float).double_value(&[]);
+                r[5] += te.elapsed().as_secs_f64();
+                let td = Instant::now();
                 for (k, &i) in chunk.iter().enumerate() {
                     r[0] += 1.0;
                     match self.model.decode(
@@ -237,17 +257,24 @@ impl JtvaeObjective {
                         Err(_) => r[4] += 1.0,
                     }
                 }
+                r[6] += td.elapsed().as_secs_f64();
             }
         });
-        r[5] = t0.elapsed().as_secs_f64();
-        dist.allreduce_sum_f64(&mut r[..5]);
+        r[7] = times.tree_s;
+        r[8] = times.enumerate_s;
+        r[9] = times.score_s;
+        dist.allreduce_sum_f64(&mut r);
         Recon {
             molecules: r[0],
             exact: r[1],
             valid: r[2],
             tree_too_large: r[3],
             other_failed: r[4],
-            decode_s: r[5],
+            encode_s: r[5],
+            decode_s: r[6],
+            tree_s: r[7],
+            enumerate_s: r[8],
+            score_s: r[9],
         }
     }
 
@@ -391,12 +418,12 @@ pub fn eval(
     let device = device::choose(cfg.train.device, dist.local_rank)?;
     tch::manual_seed(cfg.run.seed as i64);
     let vs = VarStore::new(device);
-    let obj = JtvaeObjective::new(cfg, dist, &vs)?;
+    let obj = JtvaeObjective::build(cfg, dist, &vs, false)?;
     let step = JtvaeObjective::load(&vs, checkpoint)?;
     let r = obj.reconstruct(dist, limit);
     if dist.is_root() {
         log::info!(
-            "{}: step {step}: reconstructed {} of {} held-out molecules exactly ({:.2}%, stereo not compared); valid {:.2}%; tree too large {}, other failures {}; {:.1} s",
+            "{}: step {step}: reconstructed {} of {} held-out molecules exactly ({:.2}%, stereo not compared); valid {:.2}%; tree too large {}, other failures {}; decoding took {:.1} s (all ranks)",
             checkpoint.display(),
             r.exact,
             r.molecules,
@@ -405,6 +432,16 @@ pub fn eval(
             r.tree_too_large,
             r.other_failed,
             r.decode_s
+        );
+        let per_s = |secs: f64| r.molecules / secs.max(1e-9);
+        let share = |x: f64| 100.0 * x / r.decode_s.max(1e-9);
+        log::info!(
+            "encode {:.1} molecules/s, decode {:.1} molecules/s per rank; decode time: tree decoder {:.0}%, candidate enumeration {:.0}%, assembly scoring {:.0}%",
+            per_s(r.encode_s),
+            per_s(r.decode_s),
+            share(r.tree_s),
+            share(r.enumerate_s),
+            share(r.score_s)
         );
     }
     Ok(r)
