@@ -44,19 +44,7 @@ fn an_autoencoded_jtvae_reconstructs_its_molecules() {
         .zip(&trees)
         .map(|(s, t)| Ex {
             graph: f.featurize(s).unwrap(),
-            tree: TreeRecord {
-                labels: t
-                    .labels
-                    .iter()
-                    .map(|l| vocab.get(l).unwrap() as u32)
-                    .collect(),
-                clusters: t
-                    .clusters
-                    .iter()
-                    .map(|c| c.iter().map(|&a| a as u32).collect())
-                    .collect(),
-                edges: t.edges.iter().map(|&(a, b)| (a as u32, b as u32)).collect(),
-            },
+            tree: t.record(&vocab).unwrap(),
             cands: training_candidates(s, 30, &mut cache, &mut lg).unwrap(),
         })
         .collect();

@@ -53,17 +53,7 @@ fn featurize_rate(smiles: &[String], repeat: usize) -> f64 {
 /// Runs the bench config on `ranks` ranks and returns training molecules/s
 /// (training phases only: evaluation and checkpoints excluded).
 fn train_rate(zo: &Path, ranks: usize, out: &Path) -> anyhow::Result<(f64, f64)> {
-    let mut cmd = if ranks == 1 {
-        Command::new(zo)
-    } else {
-        let mut c = Command::new("mpirun");
-        c.arg("--oversubscribe");
-        if is_root() {
-            c.arg("--allow-run-as-root");
-        }
-        c.args(["-n", &ranks.to_string()]).arg(zo);
-        c
-    };
+    let mut cmd = launcher(zo, ranks);
     cmd.args(["train", "inputs/bench.toml", "--out-dir"])
         .arg(out);
     let t0 = Instant::now();
@@ -86,6 +76,20 @@ fn train_rate(zo: &Path, ranks: usize, out: &Path) -> anyhow::Result<(f64, f64)>
         .sum();
     let molecules = (cfg.data.n_train * m.epoch_step.len()) as f64;
     Ok((molecules / secs, wall))
+}
+
+/// `zo-hpc` itself for one rank, `mpirun -n N zo-hpc` for more.
+fn launcher(zo: &Path, ranks: usize) -> Command {
+    if ranks == 1 {
+        return Command::new(zo);
+    }
+    let mut c = Command::new("mpirun");
+    c.arg("--oversubscribe");
+    if is_root() {
+        c.arg("--allow-run-as-root");
+    }
+    c.args(["-n", &ranks.to_string()]).arg(zo);
+    c
 }
 
 fn is_root() -> bool {
@@ -286,17 +290,7 @@ fn jtvae_speed(
     );
     let mut base: Option<(f64, f64)> = None;
     for &r in ranks {
-        let mut cmd = if r == 1 {
-            Command::new(zo)
-        } else {
-            let mut c = Command::new("mpirun");
-            c.arg("--oversubscribe");
-            if is_root() {
-                c.arg("--allow-run-as-root");
-            }
-            c.args(["-n", &r.to_string()]).arg(zo);
-            c
-        };
+        let mut cmd = launcher(zo, r);
         cmd.args(["eval", config, "--limit", limit, "--out-dir"])
             .arg(run);
         let o = cmd.output().context("starting zo-hpc eval")?;

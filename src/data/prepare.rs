@@ -6,7 +6,7 @@ use super::csv_table::{self, BadRow};
 use super::split::split;
 use crate::chem::{self, Featurizer};
 use crate::config::Config;
-use crate::io::dataset::{Dataset, DatasetMeta, JtvaeData, TreeRecord};
+use crate::io::dataset::{Dataset, DatasetMeta, JtvaeData};
 use crate::jtvae::tree::{decompose_smiles, LabelCache};
 use crate::jtvae::vocab::Vocab;
 use anyhow::{bail, Context};
@@ -219,30 +219,15 @@ fn jtvae_data(
                 None
             }
             Ok((_, t)) => {
-                let idx: Vec<Option<usize>> = t.labels.iter().map(|l| vocab.get(l)).collect();
-                match idx.iter().position(Option::is_none) {
-                    Some(k) => {
+                match t.record(&vocab) {
+                    Ok(r) => Some(r),
+                    Err(label) => {
                         uncovered += 1;
                         if uncovered as usize <= LIST_FIRST {
-                            log::warn!(
-                                "training molecule {smi}: cluster {} is outside the vocabulary",
-                                t.labels[k]
-                            );
+                            log::warn!("training molecule {smi}: cluster {label} is outside the vocabulary");
                         }
                         None
                     }
-                    None => Some(TreeRecord {
-                        labels: idx
-                            .into_iter()
-                            .map(|x| x.unwrap_or_default() as u32)
-                            .collect(),
-                        clusters: t
-                            .clusters
-                            .iter()
-                            .map(|c| c.iter().map(|&a| a as u32).collect())
-                            .collect(),
-                        edges: t.edges.iter().map(|&(a, b)| (a as u32, b as u32)).collect(),
-                    }),
                 }
             }
         };

@@ -371,22 +371,7 @@ mod tests {
             .map(|s| decompose_smiles(s, &mut cache).unwrap().1)
             .collect();
         let vocab = Vocab::new(jts.iter().flat_map(|t| t.labels.iter().cloned()));
-        let recs = jts
-            .iter()
-            .map(|t| TreeRecord {
-                labels: t
-                    .labels
-                    .iter()
-                    .map(|l| vocab.get(l).unwrap() as u32)
-                    .collect(),
-                clusters: t
-                    .clusters
-                    .iter()
-                    .map(|c| c.iter().map(|&a| a as u32).collect())
-                    .collect(),
-                edges: t.edges.iter().map(|&(a, b)| (a as u32, b as u32)).collect(),
-            })
-            .collect();
+        let recs = jts.iter().map(|t| t.record(&vocab).unwrap()).collect();
         (vocab, recs)
     }
 

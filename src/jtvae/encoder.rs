@@ -250,19 +250,7 @@ mod tests {
         let vocab = Vocab::new(jts.iter().flat_map(|t| t.labels.iter().cloned()));
         let trees = jts
             .iter()
-            .map(|t| TreeRecord {
-                labels: t
-                    .labels
-                    .iter()
-                    .map(|l| vocab.get(l).expect("in vocab") as u32)
-                    .collect(),
-                clusters: t
-                    .clusters
-                    .iter()
-                    .map(|c| c.iter().map(|&a| a as u32).collect())
-                    .collect(),
-                edges: t.edges.iter().map(|&(i, j)| (i as u32, j as u32)).collect(),
-            })
+            .map(|t| t.record(&vocab).expect("in vocab"))
             .collect();
         let graphs = SMILES
             .iter()

@@ -6,7 +6,9 @@
 //! spanning tree of the cluster graph weighted by shared atoms. Cluster labels are
 //! canonical Kekulé SMILES of the clusters as fragments.
 use super::graph::MolGraph;
+use super::vocab::Vocab;
 use crate::chem::{self, mol::KekuleMol};
+use crate::io::dataset::TreeRecord;
 use std::collections::HashMap;
 
 /// Atom lists of clusters, and tree edges between them.
@@ -45,6 +47,29 @@ pub enum TreeError {
 }
 
 impl JunctionTree {
+    /// The storage form with vocabulary indices; Err(label) for the first label
+    /// outside the vocabulary.
+    pub fn record(&self, vocab: &Vocab) -> Result<TreeRecord, String> {
+        let labels = self
+            .labels
+            .iter()
+            .map(|l| vocab.get(l).map(|x| x as u32).ok_or_else(|| l.clone()))
+            .collect::<Result<_, _>>()?;
+        Ok(TreeRecord {
+            labels,
+            clusters: self
+                .clusters
+                .iter()
+                .map(|c| c.iter().map(|&a| a as u32).collect())
+                .collect(),
+            edges: self
+                .edges
+                .iter()
+                .map(|&(a, b)| (a as u32, b as u32))
+                .collect(),
+        })
+    }
+
     /// Neighbours of each node.
     pub fn neighbours(&self) -> Vec<Vec<usize>> {
         let mut nb = vec![Vec::new(); self.clusters.len()];

@@ -75,23 +75,7 @@ fn examples(
     let mut out = Vec::new();
     let mut skipped = 0usize;
     for (smi, tree) in smiles.iter().zip(trees) {
-        let tree = tree.or_else(|| {
-            let (_, t) = decompose_smiles(smi, &mut cache).ok()?;
-            let labels = t
-                .labels
-                .iter()
-                .map(|l| vocab.get(l).map(|x| x as u32))
-                .collect::<Option<Vec<_>>>()?;
-            Some(TreeRecord {
-                labels,
-                clusters: t
-                    .clusters
-                    .iter()
-                    .map(|c| c.iter().map(|&a| a as u32).collect())
-                    .collect(),
-                edges: t.edges.iter().map(|&(a, b)| (a as u32, b as u32)).collect(),
-            })
-        });
+        let tree = tree.or_else(|| decompose_smiles(smi, &mut cache).ok()?.1.record(vocab).ok());
         let built = tree.and_then(|tree| {
             let graph = featurizer.featurize(smi).ok()?;
             let candidates =
