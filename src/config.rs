@@ -104,6 +104,10 @@ pub struct JtvaeConfig {
     /// the labeled split); default: `data.csv`.
     #[serde(default)]
     pub vocab_csv: Option<PathBuf>,
+    /// CSV (plain or .gz) whose SMILES the JT-VAE trains on (e.g. a large unlabeled
+    /// set), minus the molecules of the held-out split; default: the training split.
+    #[serde(default)]
+    pub train_csv: Option<PathBuf>,
     /// Hidden width of every JT-VAE network (paper: 450).
     #[serde(default = "d450")]
     pub hidden: i64,
@@ -146,6 +150,7 @@ impl Default for JtvaeConfig {
     fn default() -> Self {
         JtvaeConfig {
             vocab_csv: None,
+            train_csv: None,
             hidden: 450,
             latent: 56,
             depth_tree: 20,
@@ -282,9 +287,14 @@ impl Config {
                 cfg.data.dataset = Some(base.join(ds));
             }
         }
-        if let Some(v) = cfg.jtvae.as_mut().and_then(|j| j.vocab_csv.as_mut()) {
-            if v.is_relative() {
-                *v = base.join(&*v);
+        if let Some(j) = cfg.jtvae.as_mut() {
+            for v in [j.vocab_csv.as_mut(), j.train_csv.as_mut()]
+                .into_iter()
+                .flatten()
+            {
+                if v.is_relative() {
+                    *v = base.join(&*v);
+                }
             }
         }
         cfg.check()?;
@@ -306,12 +316,14 @@ impl Config {
                 format!("file not found: {}", self.data.csv.display()),
             ));
         }
-        if let Some(v) = self.jtvae.as_ref().and_then(|j| j.vocab_csv.as_ref()) {
-            if !v.is_file() {
-                return Err(self.value_err(
-                    "jtvae.vocab_csv",
-                    format!("file not found: {}", v.display()),
-                ));
+        if let Some(j) = &self.jtvae {
+            for (key, v) in [
+                ("jtvae.vocab_csv", &j.vocab_csv),
+                ("jtvae.train_csv", &j.train_csv),
+            ] {
+                if let Some(v) = v.as_ref().filter(|v| !v.is_file()) {
+                    return Err(self.value_err(key, format!("file not found: {}", v.display())));
+                }
             }
         }
         let positive = [

@@ -334,6 +334,15 @@ fn prepare_builds_the_jtvae_vocabulary_and_trees() {
         (6, 1, 1)
     );
     assert_eq!(j.train_trees.len(), 5);
+    let split: Vec<String> = ds
+        .train
+        .iter()
+        .map(|&i| ds.smiles[i as usize].clone())
+        .collect();
+    assert_eq!(
+        j.train_smiles, split,
+        "by default the JT-VAE trains on the training split"
+    );
     for (k, &i) in ds.train.iter().enumerate() {
         let smi = &ds.smiles[i as usize];
         let tree = &j.train_trees[k];
@@ -366,4 +375,64 @@ fn prepare_builds_the_jtvae_vocabulary_and_trees() {
         .unwrap();
     assert!(py.status.success(), "{}", text(&py));
     assert_eq!(String::from_utf8_lossy(&py.stdout).trim(), "5 2");
+}
+
+/// `jtvae.train_csv` points the JT-VAE at a larger (unlabeled) set than the labeled
+/// split; molecules of the held-out split are left out of it.
+#[test]
+fn the_jtvae_can_train_on_a_larger_unlabeled_set_without_the_held_out_molecules() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("data.csv"),
+        "smiles,y\nCCO,1\nOc1ccccc1,2\nCCN,4\nCC(C)C,5\n",
+    )
+    .unwrap();
+    std::fs::write(
+        dir.path().join("big.csv"),
+        "smiles\nCCO\nOCC\nc1ccccc1\nCCCN\nOc1ccccc1\nCC(C)C\nCCN\nnot-a-smiles\nCCCC\n",
+    )
+    .unwrap();
+    let cfg = dir.path().join("cfg.toml");
+    std::fs::write(
+        &cfg,
+        "[run]\nout_dir = \"out\"\n[data]\ncsv = \"data.csv\"\ntarget_column = \"y\"\nn_train = 2\nn_test = 2\n[jtvae]\nvocab_csv = \"big.csv\"\ntrain_csv = \"big.csv\"\n[train]\nstage = \"jtvae\"\nepochs = 1\nbatch_size = 2\nlr = 0.001\n",
+    )
+    .unwrap();
+    let out = dir.path().join("out");
+    let o = zo(&[
+        "prepare",
+        cfg.to_str().unwrap(),
+        "--out-dir",
+        out.to_str().unwrap(),
+    ]);
+    assert_ok(&o);
+    assert!(
+        stderr(&o).contains("invalid SMILES \"not-a-smiles\" skipped"),
+        "{}",
+        text(&o)
+    );
+    let ds = zo_hpc::io::dataset::Dataset::read(&out.join("dataset.h5")).unwrap();
+    let j = ds.jtvae.unwrap();
+    let held_out: Vec<&str> = ds
+        .test
+        .iter()
+        .map(|&i| ds.smiles[i as usize].as_str())
+        .collect();
+    // 9 rows: one invalid, one duplicate (OCC = CCO), the two held-out molecules left out
+    assert_eq!(
+        j.train_smiles.len(),
+        9 - 1 - 1 - 2,
+        "{:?} (held out {held_out:?})",
+        j.train_smiles
+    );
+    assert!(j
+        .train_smiles
+        .iter()
+        .all(|s| !held_out.contains(&s.as_str())));
+    assert!(
+        j.train_smiles.contains(&"CCCC".to_string()),
+        "unlabeled molecules are used"
+    );
+    assert_eq!(j.train_trees.len(), j.train_smiles.len());
+    assert!(j.train_trees.iter().all(Option::is_some));
 }

@@ -144,7 +144,7 @@ pub fn build(cfg: &Config) -> anyhow::Result<(Dataset, PrepareReport)> {
     let ds = match &cfg.jtvae {
         Some(j) => {
             let source = j.vocab_csv.clone().unwrap_or_else(|| d.csv.clone());
-            let data = jtvae_data(&ds, &source, &d.smiles_column)?;
+            let data = jtvae_data(&ds, &source, j.train_csv.as_deref(), &d.smiles_column)?;
             Dataset {
                 jtvae: Some(data),
                 ..ds
@@ -179,6 +179,7 @@ pub fn run(cfg: &Config) -> anyhow::Result<Dataset> {
 fn jtvae_data(
     ds: &Dataset,
     source: &std::path::Path,
+    train_csv: Option<&std::path::Path>,
     smiles_column: &str,
 ) -> anyhow::Result<JtvaeData> {
     let rows = csv_table::read_smiles(source, smiles_column)?;
@@ -209,10 +210,10 @@ fn jtvae_data(
         );
     }
     let vocab = Vocab::new(labels);
-    let mut trees = Vec::with_capacity(ds.train.len());
+    let train_smiles = jtvae_training_smiles(ds, train_csv, smiles_column)?;
+    let mut trees = Vec::with_capacity(train_smiles.len());
     let mut uncovered = 0u64;
-    for &i in &ds.train {
-        let smi = &ds.smiles[i as usize];
+    for smi in &train_smiles {
         let tree = match decompose_smiles(smi, &mut cache) {
             Err(e) => {
                 log::warn!("training molecule {smi}: no junction tree: {e}");
@@ -252,6 +253,55 @@ fn jtvae_data(
         n_vocab_molecules: rows.len() as u64,
         n_vocab_failed: failed,
         n_uncovered: uncovered,
+        train_smiles,
         train_trees: trees,
     })
+}
+
+/// The JT-VAE's training molecules: the training split, or every valid molecule of
+/// `train_csv` (canonical, unique) that is not in the held-out split.
+fn jtvae_training_smiles(
+    ds: &Dataset,
+    train_csv: Option<&std::path::Path>,
+    smiles_column: &str,
+) -> anyhow::Result<Vec<String>> {
+    let Some(path) = train_csv else {
+        return Ok(ds
+            .train
+            .iter()
+            .map(|&i| ds.smiles[i as usize].clone())
+            .collect());
+    };
+    let held_out: std::collections::HashSet<&str> = ds
+        .test
+        .iter()
+        .map(|&i| ds.smiles[i as usize].as_str())
+        .collect();
+    let mut seen = std::collections::HashSet::new();
+    let (mut out, mut invalid, mut excluded) = (Vec::new(), 0usize, 0usize);
+    for (line, smi) in csv_table::read_smiles(path, smiles_column)? {
+        match chem::canonicalize(&smi) {
+            Err(_) => {
+                invalid += 1;
+                if invalid <= LIST_FIRST {
+                    log::warn!(
+                        "{}: line {line}: invalid SMILES {smi:?} skipped",
+                        path.display()
+                    );
+                }
+            }
+            Ok(c) if held_out.contains(c.as_str()) => excluded += 1,
+            Ok(c) => {
+                if seen.insert(c.clone()) {
+                    out.push(c);
+                }
+            }
+        }
+    }
+    log::info!(
+        "JT-VAE training set: {} molecules of {} ({invalid} invalid, {excluded} in the held-out split left out)",
+        out.len(),
+        path.display()
+    );
+    Ok(out)
 }

@@ -11,6 +11,7 @@
 //! /featurizer/atom_keep     u64[a]   kept (non-constant on the training split) columns
 //! /featurizer/bond_columns  str[12], /featurizer/bond_keep u64[b]
 //! /jtvae/vocab            str[V]   cluster vocabulary (when the config has [jtvae])
+//! /jtvae/train_smiles     str[k]   the JT-VAE's training molecules (canonical SMILES)
 //! /jtvae/trees/ok         u8[k]    1 where the training molecule's tree is stored
 //! /jtvae/trees/node_offset u64[k+1], /jtvae/trees/label u32[N]  vocabulary index per node
 //! /jtvae/trees/atom_offset u64[N+1], /jtvae/trees/atoms u32[·]  cluster atoms per node
@@ -58,7 +59,10 @@ pub struct JtvaeData {
     pub n_vocab_failed: u64,
     /// Training molecules whose tree has a cluster outside the vocabulary.
     pub n_uncovered: u64,
-    /// One per training molecule (in `train` order); None when not decomposable or not covered.
+    /// Canonical SMILES of the JT-VAE's training molecules (the training split, or
+    /// those of `jtvae.train_csv` outside the held-out split).
+    pub train_smiles: Vec<String>,
+    /// One per training molecule (in `train_smiles` order); None when not decomposable or not covered.
     pub train_trees: Vec<Option<TreeRecord>>,
 }
 
@@ -66,6 +70,7 @@ impl JtvaeData {
     fn write(&self, f: &hdf5::Group) -> hdf5::Result<()> {
         let g = f.create_group("jtvae")?;
         h5::write_strings(&g, "vocab", &self.vocab)?;
+        h5::write_strings(&g, "train_smiles", &self.train_smiles)?;
         h5::write_str_attr(&g, "vocab_source", &self.vocab_source)?;
         h5::write_attr(&g, "n_vocab_molecules", &self.n_vocab_molecules)?;
         h5::write_attr(&g, "n_vocab_failed", &self.n_vocab_failed)?;
@@ -150,6 +155,12 @@ impl JtvaeData {
         }
         Ok(JtvaeData {
             vocab: h5::read_strings(&g, "vocab")?,
+            // Files written before `train_smiles` existed: the training split (filled in by `Dataset::read`).
+            train_smiles: if g.link_exists("train_smiles") {
+                h5::read_strings(&g, "train_smiles")?
+            } else {
+                Vec::new()
+            },
             vocab_source: h5::read_str_attr(&g, "vocab_source")?,
             n_vocab_molecules: h5::read_attr(&g, "n_vocab_molecules")?,
             n_vocab_failed: h5::read_attr(&g, "n_vocab_failed")?,
@@ -303,12 +314,19 @@ impl Dataset {
         } else {
             None
         };
+        let mut jtvae = jtvae;
+        if let Some(j) = jtvae.as_mut().filter(|j| j.train_smiles.is_empty()) {
+            j.train_smiles = train
+                .iter()
+                .filter_map(|&i| smiles.get(i as usize).cloned())
+                .collect();
+        }
         if let Some(j) = &jtvae {
-            if j.train_trees.len() != train.len() {
+            if j.train_trees.len() != j.train_smiles.len() {
                 return Err(layout(format!(
                     "/jtvae/trees has {} trees for {} training molecules",
                     j.train_trees.len(),
-                    train.len()
+                    j.train_smiles.len()
                 )));
             }
         }

@@ -27,6 +27,9 @@ pub enum DecodeError {
     TreeTooLarge,
     #[error("cluster label {0:?} cannot be parsed")]
     Label(String),
+    /// Cannot happen while every step is sanitized; kept as a value, not a panic.
+    #[error("the assembled molecule is not valid: {0}")]
+    Invalid(String),
 }
 
 /// Where decoding time goes, for the benchmark.
@@ -123,6 +126,6 @@ impl JtVae {
         times.score_s += score_s;
         times.tree_s += t_all.elapsed().as_secs_f64() - enumerate_s - score_s;
         tree.ok_or(DecodeError::TreeTooLarge)?;
-        flat_smiles(&partial).map_err(|e| DecodeError::Label(e.message))
+        flat_smiles(&partial).map_err(|e| DecodeError::Invalid(e.message))
     }
 }

@@ -122,11 +122,7 @@ impl JtvaeObjective {
         };
         let vocab = Vocab::new(j.vocab.iter().cloned());
         let t0 = Instant::now();
-        let train_smiles: Vec<&str> = ds
-            .train
-            .iter()
-            .map(|&i| ds.smiles[i as usize].as_str())
-            .collect();
+        let train_smiles: Vec<&str> = j.train_smiles.iter().map(String::as_str).collect();
         let test_smiles: Vec<&str> = ds
             .test
             .iter()
