@@ -14,14 +14,7 @@ fn cfg() -> String {
 }
 
 fn train(out: &Path, extra: &[&str]) -> std::process::Output {
-    let mut args = vec![
-        "train".to_string(),
-        cfg(),
-        "--out-dir".into(),
-        out.display().to_string(),
-    ];
-    args.extend(extra.iter().map(|s| s.to_string()));
-    zo(&args.iter().map(String::as_str).collect::<Vec<_>>())
+    train_config(&cfg(), out, extra)
 }
 
 fn mean(v: &[f64]) -> f64 {

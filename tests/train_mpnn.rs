@@ -11,14 +11,7 @@ fn tiny() -> String {
 }
 
 fn train(out: &Path, extra: &[&str]) -> std::process::Output {
-    let mut args = vec![
-        "train".to_string(),
-        tiny(),
-        "--out-dir".into(),
-        out.display().to_string(),
-    ];
-    args.extend(extra.iter().map(|s| s.to_string()));
-    zo(&args.iter().map(String::as_str).collect::<Vec<_>>())
+    train_config(&tiny(), out, extra)
 }
 
 #[test]

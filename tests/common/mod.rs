@@ -30,6 +30,14 @@ pub fn zo(args: &[&str]) -> Output {
         .expect("cannot start zo-hpc")
 }
 
+/// `zo-hpc train CONFIG --out-dir OUT EXTRA…` on one rank.
+pub fn train_config(config: &str, out: &Path, extra: &[&str]) -> Output {
+    let out = out.display().to_string();
+    let mut args = vec!["train", config, "--out-dir", &out];
+    args.extend_from_slice(extra);
+    zo(&args)
+}
+
 /// `mpirun --oversubscribe -n N zo-hpc ARGS`.
 pub fn mpirun(n: usize, args: &[&str]) -> Output {
     let mut c = Command::new("mpirun");
