@@ -287,28 +287,18 @@ fn the_shipped_zinc_and_hof_configs_prepare_from_gzip() {
     }
 }
 
-/// With a `[jtvae]` section, `prepare` builds the cluster vocabulary over the whole
-/// vocabulary file and stores the junction trees of the training molecules; a
-/// training molecule with a cluster outside the vocabulary is reported by name.
-#[test]
-fn prepare_builds_the_jtvae_vocabulary_and_trees() {
+/// Writes `files` (name, contents) and `cfg.toml` into a fresh folder and runs
+/// `zo-hpc prepare` there; returns the folder, the output and the out dir.
+fn prepare_case(
+    files: &[(&str, &str)],
+    config: &str,
+) -> (tempfile::TempDir, std::process::Output, std::path::PathBuf) {
     let dir = tempfile::tempdir().unwrap();
-    std::fs::write(
-        dir.path().join("data.csv"),
-        "smiles,y\nCCO,1\nOc1ccccc1,2\nCc1ccsc1,3\nCCN,4\nCC(C)C,5\n",
-    )
-    .unwrap();
-    std::fs::write(
-        dir.path().join("vocab.csv"),
-        "smiles\nCCO\nc1ccccc1\nCCN\nCC(C)C\nOc1ccccc1\nnot-a-smiles\n",
-    )
-    .unwrap();
+    for (name, body) in files {
+        std::fs::write(dir.path().join(name), body).unwrap();
+    }
     let cfg = dir.path().join("cfg.toml");
-    std::fs::write(
-        &cfg,
-        "[run]\nout_dir = \"out\"\n[data]\ncsv = \"data.csv\"\ntarget_column = \"y\"\nn_train = 5\nn_test = 0\n[jtvae]\nvocab_csv = \"vocab.csv\"\n[train]\nepochs = 1\nbatch_size = 2\nlr = 0.001\n",
-    )
-    .unwrap();
+    std::fs::write(&cfg, config).unwrap();
     let out = dir.path().join("out");
     let o = zo(&[
         "prepare",
@@ -316,6 +306,18 @@ fn prepare_builds_the_jtvae_vocabulary_and_trees() {
         "--out-dir",
         out.to_str().unwrap(),
     ]);
+    (dir, o, out)
+}
+
+/// With a `[jtvae]` section, `prepare` builds the cluster vocabulary over the whole
+/// vocabulary file and stores the junction trees of the training molecules; a
+/// training molecule with a cluster outside the vocabulary is reported by name.
+#[test]
+fn prepare_builds_the_jtvae_vocabulary_and_trees() {
+    let (_dir, o, out) = prepare_case(
+        &[("data.csv", "smiles,y\nCCO,1\nOc1ccccc1,2\nCc1ccsc1,3\nCCN,4\nCC(C)C,5\n"), ("vocab.csv", "smiles\nCCO\nc1ccccc1\nCCN\nCC(C)C\nOc1ccccc1\nnot-a-smiles\n")],
+        "[run]\nout_dir = \"out\"\n[data]\ncsv = \"data.csv\"\ntarget_column = \"y\"\nn_train = 5\nn_test = 0\n[jtvae]\nvocab_csv = \"vocab.csv\"\n[train]\nepochs = 1\nbatch_size = 2\nlr = 0.001\n",
+    );
     assert_ok(&o);
     let log = stderr(&o);
     assert!(
@@ -381,30 +383,10 @@ fn prepare_builds_the_jtvae_vocabulary_and_trees() {
 /// split; molecules of the held-out split are left out of it.
 #[test]
 fn the_jtvae_can_train_on_a_larger_unlabeled_set_without_the_held_out_molecules() {
-    let dir = tempfile::tempdir().unwrap();
-    std::fs::write(
-        dir.path().join("data.csv"),
-        "smiles,y\nCCO,1\nOc1ccccc1,2\nCCN,4\nCC(C)C,5\n",
-    )
-    .unwrap();
-    std::fs::write(
-        dir.path().join("big.csv"),
-        "smiles\nCCO\nOCC\nc1ccccc1\nCCCN\nOc1ccccc1\nCC(C)C\nCCN\nnot-a-smiles\nCCCC\n",
-    )
-    .unwrap();
-    let cfg = dir.path().join("cfg.toml");
-    std::fs::write(
-        &cfg,
+    let (_dir, o, out) = prepare_case(
+        &[("data.csv", "smiles,y\nCCO,1\nOc1ccccc1,2\nCCN,4\nCC(C)C,5\n"), ("big.csv", "smiles\nCCO\nOCC\nc1ccccc1\nCCCN\nOc1ccccc1\nCC(C)C\nCCN\nnot-a-smiles\nCCCC\n")],
         "[run]\nout_dir = \"out\"\n[data]\ncsv = \"data.csv\"\ntarget_column = \"y\"\nn_train = 2\nn_test = 2\n[jtvae]\nvocab_csv = \"big.csv\"\ntrain_csv = \"big.csv\"\n[train]\nstage = \"jtvae\"\nepochs = 1\nbatch_size = 2\nlr = 0.001\n",
-    )
-    .unwrap();
-    let out = dir.path().join("out");
-    let o = zo(&[
-        "prepare",
-        cfg.to_str().unwrap(),
-        "--out-dir",
-        out.to_str().unwrap(),
-    ]);
+    );
     assert_ok(&o);
     assert!(
         stderr(&o).contains("invalid SMILES \"not-a-smiles\" skipped"),
