@@ -34,6 +34,9 @@ pub struct Config {
     #[serde(default)]
     pub jtvae: Option<JtvaeConfig>,
     pub train: TrainConfig,
+    /// Zeroth-order Stage 2 (stage "zo"): estimator, queries, smoothing, λ, decoder mode.
+    #[serde(default)]
+    pub zo: ZoConfig,
     /// The config file's text, kept for the outputs (set by `load`).
     #[serde(skip)]
     pub text: String,
@@ -129,10 +132,18 @@ pub struct JtvaeConfig {
     /// At most this many candidate attachments per tree node in the assembly loss.
     #[serde(default = "default_max_candidates")]
     pub max_candidates: usize,
+    /// Decoding gives up (a counted failure) beyond this many junction-tree nodes
+    /// (fast_jtnn: 100). Bounds the work of one decode.
+    #[serde(default = "default_max_tree_nodes")]
+    pub max_tree_nodes: usize,
     /// Held-out molecules decoded at the end of every epoch for reconstruction
     /// accuracy (0: skip).
     #[serde(default = "default_recon_samples")]
     pub recon_samples: usize,
+}
+
+fn default_max_tree_nodes() -> usize {
+    crate::jtvae::decode::MAX_TREE_NODES
 }
 
 fn default_recon_samples() -> usize {
@@ -158,6 +169,7 @@ impl Default for JtvaeConfig {
             beta: default_beta(),
             beta_warmup: 0,
             max_candidates: default_max_candidates(),
+            max_tree_nodes: default_max_tree_nodes(),
             recon_samples: default_recon_samples(),
         }
     }
@@ -173,14 +185,152 @@ fn d20() -> i64 {
     20
 }
 
-#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq, PartialOrd, Ord)]
 #[serde(rename_all = "lowercase")]
 pub enum Stage {
-    /// First-order training of the MPNN on the featurized data set.
-    Mpnn,
     /// First-order (Stage 1) training of the JT-VAE on the junction trees of the
     /// training molecules (needs a `[jtvae]` section).
     Jtvae,
+    /// First-order (Stage 1) training of the MPNN on the featurized data set.
+    Mpnn,
+    /// Stage 2: end to end through the decoder and the black box, the latent
+    /// gradient estimated by zeroth-order differences (needs `[jtvae]`; starts
+    /// from the Stage-1 checkpoints).
+    Zo,
+}
+
+impl Stage {
+    pub const ALL: [Stage; 3] = [Stage::Jtvae, Stage::Mpnn, Stage::Zo];
+
+    /// The name in configs, on the command line and as the stage's sub-folder.
+    pub fn name(self) -> &'static str {
+        match self {
+            Stage::Jtvae => "jtvae",
+            Stage::Mpnn => "mpnn",
+            Stage::Zo => "zo",
+        }
+    }
+
+    pub fn parse(name: &str) -> Option<Stage> {
+        Stage::ALL.into_iter().find(|s| s.name() == name)
+    }
+}
+
+/// Training settings of one stage that override `[train]` (all optional).
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StageTrain {
+    pub epochs: Option<usize>,
+    pub batch_size: Option<usize>,
+    pub lr: Option<f64>,
+    pub clip_norm: Option<f64>,
+    pub checkpoint_every: Option<usize>,
+    pub log_every: Option<usize>,
+    pub max_steps: Option<usize>,
+    pub eval_batch_size: Option<usize>,
+}
+
+/// What Stage 2 does with the JT-VAE decoder (tree decoder + assembly scorer).
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum DecoderMode {
+    /// Kept as Stage 1 left it (the paper).
+    Frozen,
+    /// Trained: zeroth-order through the black box plus λ·∇ of the JT-VAE loss.
+    Zo,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ZoConfig {
+    /// Latent estimator: "forward" (the paper; q > 1 averages q directions),
+    /// "central" (antithetic pairs), "sphere" (unit-sphere directions), "coordinate"
+    /// (one query per latent coordinate; q is ignored).
+    #[serde(default = "default_estimator")]
+    pub estimator: crate::zo::estimator::Estimator,
+    /// Random directions per sample and step.
+    #[serde(default = "d1usize")]
+    pub q: usize,
+    /// Smoothing parameter µ1 (the paper: 0.001); the query is z + µ·σ·u, u ~ N(0, I).
+    #[serde(default = "default_mu")]
+    pub mu: f64,
+    /// Standard deviation σ of the direction entries.
+    #[serde(default = "d1f64")]
+    pub sigma: f64,
+    /// Weight λ of the JT-VAE loss in Stage 2 (the paper: 1).
+    #[serde(default = "d1f64")]
+    pub lambda: f64,
+    /// "frozen" (the paper) or "zo".
+    #[serde(default = "default_decoder_mode")]
+    pub decoder: DecoderMode,
+    /// Directions over the decoder's parameters per step (decoder = "zo").
+    #[serde(default = "d1usize")]
+    pub q_decoder: usize,
+    /// Smoothing µ2 for the decoder's parameters (decoder = "zo").
+    #[serde(default = "default_mu")]
+    pub mu_decoder: f64,
+    /// Skip featurizing and embedding a perturbed query whose molecule equals the
+    /// base molecule (its difference is exactly zero). Off only for benchmarks.
+    #[serde(default = "default_true")]
+    pub skip_unchanged: bool,
+    /// Featurization cache entries per rank (by canonical SMILES; 0 disables).
+    #[serde(default = "default_cache")]
+    pub cache_size: usize,
+    /// Test molecules decoded at the end of each Stage-2 epoch for the RMSE through
+    /// the pipeline (0: skip).
+    #[serde(default = "default_eval_limit")]
+    pub eval_limit: usize,
+    /// Stage-1 JT-VAE checkpoint to start from; default `<out_dir>/jtvae/checkpoint.h5`.
+    #[serde(default)]
+    pub init_jtvae: Option<PathBuf>,
+    /// Stage-1 MPNN checkpoint to start from; default `<out_dir>/mpnn/checkpoint.h5`.
+    #[serde(default)]
+    pub init_mpnn: Option<PathBuf>,
+}
+
+impl Default for ZoConfig {
+    fn default() -> Self {
+        ZoConfig {
+            estimator: default_estimator(),
+            q: 1,
+            mu: default_mu(),
+            sigma: 1.0,
+            lambda: 1.0,
+            decoder: default_decoder_mode(),
+            q_decoder: 1,
+            mu_decoder: default_mu(),
+            skip_unchanged: true,
+            cache_size: default_cache(),
+            eval_limit: default_eval_limit(),
+            init_jtvae: None,
+            init_mpnn: None,
+        }
+    }
+}
+
+fn default_estimator() -> crate::zo::estimator::Estimator {
+    crate::zo::estimator::Estimator::Forward
+}
+fn d1usize() -> usize {
+    1
+}
+fn d1f64() -> f64 {
+    1.0
+}
+fn default_mu() -> f64 {
+    1e-3
+}
+fn default_decoder_mode() -> DecoderMode {
+    DecoderMode::Frozen
+}
+fn default_true() -> bool {
+    true
+}
+fn default_cache() -> usize {
+    100_000
+}
+fn default_eval_limit() -> usize {
+    500
 }
 
 #[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
@@ -195,8 +345,20 @@ pub enum DevicePref {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct TrainConfig {
-    #[serde(default = "default_stage")]
-    pub stage: Stage,
+    /// One stage to train (older configs); use `stages` for the pipeline.
+    #[serde(default)]
+    pub stage: Option<Stage>,
+    /// The stages `zo-hpc train` runs, in order, each in `<out_dir>/<stage>/`
+    /// (the paper's pipeline: ["jtvae", "mpnn", "zo"]). Default: ["mpnn"].
+    #[serde(default)]
+    pub stages: Option<Vec<Stage>>,
+    /// Per-stage overrides of the settings below: `[train.jtvae]`, `[train.mpnn]`, `[train.zo]`.
+    #[serde(default)]
+    pub jtvae: Option<StageTrain>,
+    #[serde(default)]
+    pub mpnn: Option<StageTrain>,
+    #[serde(default)]
+    pub zo: Option<StageTrain>,
     pub epochs: usize,
     /// Global batch size (summed over ranks).
     pub batch_size: usize,
@@ -240,9 +402,6 @@ fn d6() -> i64 {
 }
 fn d3() -> i64 {
     3
-}
-fn default_stage() -> Stage {
-    Stage::Mpnn
 }
 fn default_clip() -> f64 {
     10.0
@@ -339,8 +498,77 @@ impl Config {
                 return Err(self.value_err(key, "must be at least 1"));
             }
         }
-        if self.train.stage == Stage::Jtvae && self.jtvae.is_none() {
-            return Err(self.value_err("train.stage", "\"jtvae\" needs a [jtvae] section"));
+        if self.train.stage.is_some() && self.train.stages.is_some() {
+            return Err(self.value_err(
+                "train.stage",
+                "give either `stage` (one stage) or `stages` (the pipeline), not both",
+            ));
+        }
+        if self.train.stages.as_ref().is_some_and(|s| s.is_empty()) {
+            return Err(self.value_err("train.stages", "must name at least one stage"));
+        }
+        for st in self.stages() {
+            if st != Stage::Mpnn && self.jtvae.is_none() {
+                return Err(self.value_err(
+                    "train.stages",
+                    format!("\"{}\" needs a [jtvae] section", st.name()),
+                ));
+            }
+        }
+        for (name, o) in [
+            ("jtvae", &self.train.jtvae),
+            ("mpnn", &self.train.mpnn),
+            ("zo", &self.train.zo),
+        ] {
+            let Some(o) = o else { continue };
+            for (key, v) in [
+                ("epochs", o.epochs),
+                ("batch_size", o.batch_size),
+                ("checkpoint_every", o.checkpoint_every),
+                ("log_every", o.log_every),
+                ("eval_batch_size", o.eval_batch_size),
+            ] {
+                if v == Some(0) {
+                    return Err(
+                        self.value_err(&format!("train.{name}.{key}"), "must be at least 1")
+                    );
+                }
+            }
+            if o.lr.is_some_and(|lr| !(lr > 0.0 && lr.is_finite())) {
+                return Err(
+                    self.value_err(&format!("train.{name}.lr"), "must be a positive number")
+                );
+            }
+            if o.clip_norm.is_some_and(|c| c < 0.0 || !c.is_finite()) {
+                return Err(self.value_err(&format!("train.{name}.clip_norm"), "must be >= 0"));
+            }
+        }
+        let z = &self.zo;
+        if z.q == 0 {
+            return Err(self.value_err("zo.q", "must be at least 1"));
+        }
+        if z.q_decoder == 0 {
+            return Err(self.value_err("zo.q_decoder", "must be at least 1"));
+        }
+        for (key, v) in [
+            ("zo.mu", z.mu),
+            ("zo.sigma", z.sigma),
+            ("zo.mu_decoder", z.mu_decoder),
+        ] {
+            if !(v > 0.0 && v.is_finite()) {
+                return Err(self.value_err(key, "must be a positive number"));
+            }
+        }
+        if !(z.lambda >= 0.0 && z.lambda.is_finite()) {
+            return Err(self.value_err("zo.lambda", "must be a number >= 0"));
+        }
+        for (key, v) in [
+            ("zo.init_jtvae", &z.init_jtvae),
+            ("zo.init_mpnn", &z.init_mpnn),
+        ] {
+            if let Some(v) = v.as_ref().filter(|v| !v.is_file()) {
+                return Err(self.value_err(key, format!("file not found: {}", v.display())));
+            }
         }
         if let Some(j) = &self.jtvae {
             if j.latent < 2 || j.latent % 2 != 0 {
@@ -360,6 +588,9 @@ impl Config {
             }
             if !(j.beta >= 0.0 && j.beta.is_finite()) {
                 return Err(self.value_err("jtvae.beta", "must be a number >= 0"));
+            }
+            if j.max_tree_nodes < 1 {
+                return Err(self.value_err("jtvae.max_tree_nodes", "must be at least 1"));
             }
             if j.max_candidates < 2 {
                 return Err(self.value_err("jtvae.max_candidates", "must be at least 2"));
@@ -385,6 +616,85 @@ impl Config {
             }
         }
         Ok(())
+    }
+
+    /// The stages `train` runs, in order.
+    pub fn stages(&self) -> Vec<Stage> {
+        match (&self.train.stages, self.train.stage) {
+            (Some(s), _) => s.clone(),
+            (None, Some(s)) => vec![s],
+            (None, None) => vec![Stage::Mpnn],
+        }
+    }
+
+    /// The config one stage runs with: its `[train.<stage>]` overrides applied,
+    /// `run.out_dir` = `<out_dir>/<stage>`, the dataset file still `<out_dir>/dataset.h5`.
+    pub fn for_stage(&self, stage: Stage) -> Config {
+        let mut c = self.clone();
+        c.data.dataset = Some(self.dataset_path());
+        c.run.out_dir = self.run.out_dir.join(stage.name());
+        c.train.stage = Some(stage);
+        c.train.stages = None;
+        let o = match stage {
+            Stage::Jtvae => &self.train.jtvae,
+            Stage::Mpnn => &self.train.mpnn,
+            Stage::Zo => &self.train.zo,
+        };
+        if let Some(o) = o {
+            let t = &mut c.train;
+            t.epochs = o.epochs.unwrap_or(t.epochs);
+            t.batch_size = o.batch_size.unwrap_or(t.batch_size);
+            t.lr = o.lr.unwrap_or(t.lr);
+            t.clip_norm = o.clip_norm.unwrap_or(t.clip_norm);
+            t.checkpoint_every = o.checkpoint_every.unwrap_or(t.checkpoint_every);
+            t.log_every = o.log_every.unwrap_or(t.log_every);
+            t.max_steps = o.max_steps.or(t.max_steps);
+            t.eval_batch_size = o.eval_batch_size.unwrap_or(t.eval_batch_size);
+        }
+        c.train.jtvae = None;
+        c.train.mpnn = None;
+        c.train.zo = None;
+        c.zo.init_jtvae = Some(self.stage_checkpoint(Stage::Jtvae));
+        c.zo.init_mpnn = Some(self.stage_checkpoint(Stage::Mpnn));
+        c
+    }
+
+    /// Where a stage's final checkpoint lives (for the pipeline's later stages).
+    pub fn stage_checkpoint(&self, stage: Stage) -> PathBuf {
+        let given = match stage {
+            Stage::Jtvae => self.zo.init_jtvae.clone(),
+            Stage::Mpnn => self.zo.init_mpnn.clone(),
+            Stage::Zo => None,
+        };
+        given.unwrap_or_else(|| self.run.out_dir.join(stage.name()).join("checkpoint.h5"))
+    }
+
+    /// A fingerprint of everything that determines a stage's result (for a
+    /// per-stage config from `for_stage`): a completed checkpoint with the same
+    /// key is not trained again.
+    pub fn stage_key(&self, stage: Stage) -> String {
+        let t = &self.train;
+        let train = format!(
+            "epochs={} batch={} lr={} clip={} max_steps={:?} seed={}",
+            t.epochs, t.batch_size, t.lr, t.clip_norm, t.max_steps, self.run.seed
+        );
+        let d = &self.data;
+        let data = format!(
+            "csv={} smiles={} target={} n_train={} n_test={}",
+            d.csv.display(),
+            d.smiles_column,
+            d.target_column,
+            d.n_train,
+            d.n_test
+        );
+        match stage {
+            Stage::Jtvae => format!("jtvae|{data}|{train}|{:?}", self.jtvae),
+            Stage::Mpnn => format!("mpnn|{data}|{train}|{:?}", self.mpnn),
+            Stage::Zo => format!(
+                "zo|{data}|{train}|{:?}|{:?}|{:?}",
+                self.jtvae, self.mpnn, self.zo
+            ),
+        }
     }
 
     /// Where the dataset HDF5 file lives.
@@ -414,7 +724,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let cfg = Config::load(&write_cfg(dir.path(), GOOD)).unwrap();
         assert_eq!(cfg.mpnn.node_out, 128);
-        assert_eq!(cfg.train.stage, Stage::Mpnn);
+        assert_eq!(cfg.stages(), vec![Stage::Mpnn]);
         assert!(cfg.data.csv.starts_with(dir.path()));
     }
 

@@ -1,5 +1,6 @@
-//! The `zo-hpc` command line: `prepare` a dataset file from a CSV, `train` a model.
-//! Run it plainly, under `mpirun -n N`, or under Slurm's `srun`.
+//! The `zo-hpc` command line: `prepare` a dataset file from a CSV, `train` the
+//! pipeline's stages, `eval` them (the paper's Table 1), `gradcheck` the
+//! zeroth-order estimators. Run it plainly, under `mpirun -n N`, or under Slurm's `srun`.
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 use std::io::Write;
@@ -33,12 +34,19 @@ enum Command {
         #[arg(long, value_name = "DIR")]
         out_dir: Option<PathBuf>,
     },
-    /// Train the stage named by `train.stage` (runs `prepare` first if the dataset
-    /// file does not exist). Writes metrics.h5 and checkpoint.h5 to `run.out_dir`.
+    /// Train the stages of `train.stages` in order (the paper's pipeline: "jtvae",
+    /// "mpnn" = Stage 1, then "zo" = Stage 2 through the decoder and the black box).
+    /// Each stage writes metrics.h5 and checkpoint.h5 to `<out_dir>/<stage>/`; a stage
+    /// whose checkpoint is complete and made with the same settings is skipped.
+    /// Runs `prepare` first if the dataset file does not exist.
     Train {
         /// The run config (TOML).
         config: PathBuf,
-        /// Continue from `<out_dir>/checkpoint.h5` along the identical trajectory.
+        /// Run only this stage (jtvae, mpnn or zo), whatever `train.stages` says.
+        #[arg(long, value_name = "NAME", value_parser = ["jtvae", "mpnn", "zo"])]
+        stage: Option<String>,
+        /// Continue the first stage that is not complete from its checkpoint, along
+        /// the identical trajectory (completed stages are skipped as always).
         #[arg(long)]
         resume: bool,
         /// Write outputs here instead of the config's `run.out_dir`.
@@ -52,13 +60,16 @@ enum Command {
         #[arg(long, value_name = "STEP", hide = true)]
         abort_after_step: Option<usize>,
     },
-    /// Reconstruction accuracy of a trained JT-VAE (`train.stage = "jtvae"`) on the
-    /// held-out split: decode(mean of encode(x)) compared with x as canonical SMILES
-    /// (stereo not compared), plus validity and decode failures. Writes eval.h5.
+    /// The paper's Table 1 on the held-out split, for Stage 1 and (when trained)
+    /// Stage 2: reconstruction accuracy (decode(encoder mean) == x as canonical
+    /// SMILES without stereo), RMSE through the pipeline (x → encoder → decoder →
+    /// RDKit → MPNN), the MPNN's RMSE on the true molecules, the predict-the-mean
+    /// baseline, decode failures. Prints a Markdown table; writes <out_dir>/eval.h5.
+    /// With a JT-VAE-only config: reconstruction of the JT-VAE alone.
     Eval {
         /// The run config (TOML).
         config: PathBuf,
-        /// Checkpoint to evaluate (default `<out_dir>/checkpoint.h5`).
+        /// JT-VAE-only configs: checkpoint to evaluate (default `<out_dir>/jtvae/checkpoint.h5`).
         #[arg(long, value_name = "FILE")]
         checkpoint: Option<PathBuf>,
         /// Evaluate at most this many held-out molecules.
@@ -122,19 +133,40 @@ fn run(cli: Cli, dist: &Dist) -> anyhow::Result<()> {
             out_dir,
         } => {
             let cfg = load(&config, out_dir)?;
-            if cfg.train.stage != Stage::Jtvae {
-                anyhow::bail!("{}: eval needs train.stage = \"jtvae\"", config.display());
-            }
             let threads = cfg.train.threads.unwrap_or_else(|| dist.cpus_per_rank());
             tch::set_num_threads(threads as i32);
             prepare_if_missing(&cfg, dist)?;
-            let ck = checkpoint.unwrap_or_else(|| cfg.run.out_dir.join("checkpoint.h5"));
+            if cfg.stages().contains(&Stage::Mpnn) && cfg.jtvae.is_some() {
+                let cols = zo_hpc::train::evaluate::table1(&cfg, dist, limit)?;
+                if dist.is_root() {
+                    let out = cfg.run.out_dir.join("eval.h5");
+                    zo_hpc::train::evaluate::write(&out, &cols, &cfg)?;
+                    print!(
+                        "{}",
+                        zo_hpc::train::evaluate::markdown(&cols, &cfg.data.target_column)
+                    );
+                    log::info!("wrote {}", out.display());
+                }
+                return Ok(());
+            }
+            if !cfg.stages().contains(&Stage::Jtvae) {
+                anyhow::bail!(
+                    "{}: eval needs the JT-VAE (train.stages with \"jtvae\") and, for Table 1, the MPNN",
+                    config.display()
+                );
+            }
+            let ck = checkpoint.unwrap_or_else(|| {
+                cfg.for_stage(Stage::Jtvae)
+                    .run
+                    .out_dir
+                    .join("checkpoint.h5")
+            });
             if !ck.is_file() {
                 anyhow::bail!("no checkpoint at {}", ck.display());
             }
             let r = zo_hpc::train::jtvae_stage::eval(&cfg, dist, &ck, limit)?;
             if dist.is_root() {
-                let out = cfg.run.out_dir.join("eval.h5");
+                let out = cfg.for_stage(Stage::Jtvae).run.out_dir.join("eval.h5");
                 zo_hpc::io::h5::write_atomically(&out, |f| {
                     use zo_hpc::io::h5::{write_attr, write_str_attr};
                     write_str_attr(f, "checkpoint", &ck.display().to_string())?;
@@ -169,6 +201,7 @@ fn run(cli: Cli, dist: &Dist) -> anyhow::Result<()> {
         }
         Command::Train {
             config,
+            stage,
             resume,
             out_dir,
             max_steps,
@@ -177,6 +210,12 @@ fn run(cli: Cli, dist: &Dist) -> anyhow::Result<()> {
             let mut cfg = load(&config, out_dir)?;
             if max_steps.is_some() {
                 cfg.train.max_steps = max_steps;
+                for o in [&mut cfg.train.jtvae, &mut cfg.train.mpnn, &mut cfg.train.zo]
+                    .into_iter()
+                    .flatten()
+                {
+                    o.max_steps = None;
+                }
             }
             let threads = cfg.train.threads.unwrap_or_else(|| dist.cpus_per_rank());
             tch::set_num_threads(threads as i32);
@@ -186,11 +225,9 @@ fn run(cli: Cli, dist: &Dist) -> anyhow::Result<()> {
                 resume,
                 abort_after_step,
             };
-            match cfg.train.stage {
-                Stage::Mpnn => zo_hpc::train::mpnn_stage::run(&cfg, dist, &opts),
-                Stage::Jtvae => zo_hpc::train::jtvae_stage::run(&cfg, dist, &opts),
-            }
-            .with_context(|| format!("training with {}", config.display()))
+            let only = stage.as_deref().and_then(Stage::parse);
+            zo_hpc::train::pipeline::run(&cfg, dist, only, &opts)
+                .with_context(|| format!("training with {}", config.display()))
         }
     }
 }

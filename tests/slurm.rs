@@ -128,8 +128,8 @@ fn slurm_job_equals_mpirun() {
         assert!(log.contains(&line), "no `{line}` in the job output:\n{log}");
     }
 
-    let a = read_params(&mpirun_dir.join("checkpoint.h5"));
-    let b = read_params(&slurm_dir.join("checkpoint.h5"));
+    let a = read_params(&mpirun_dir.join("mpnn/checkpoint.h5"));
+    let b = read_params(&slurm_dir.join("mpnn/checkpoint.h5"));
     let diff = max_rel_diff(&a, &b);
     assert!(
         diff < 1e-6,

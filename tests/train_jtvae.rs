@@ -27,7 +27,7 @@ fn stage_one_lowers_all_four_loss_terms() {
     let out = dir.path().join("run");
     let o = train(&out, &[]);
     assert_ok(&o);
-    let m = read_metrics(&out.join("metrics.h5"));
+    let m = read_metrics(&out.join("jtvae/metrics.h5"));
     let steps = m.step_loss.len();
     assert_eq!(steps, 15 * 4, "15 epochs of 4 steps");
     for term in ["word", "topo", "assm", "kl"] {
@@ -67,13 +67,13 @@ fn two_ranks_give_the_parameters_of_one_rank() {
         ],
     ));
     let d = max_rel_diff(
-        &read_params(&one.join("checkpoint.h5")),
-        &read_params(&two.join("checkpoint.h5")),
+        &read_params(&one.join("jtvae/checkpoint.h5")),
+        &read_params(&two.join("jtvae/checkpoint.h5")),
     );
     assert!(d < 1e-5, "1 rank vs 2 ranks differ by {d:e}");
     let (a, b) = (
-        read_metrics(&one.join("metrics.h5")),
-        read_metrics(&two.join("metrics.h5")),
+        read_metrics(&one.join("jtvae/metrics.h5")),
+        read_metrics(&two.join("jtvae/metrics.h5")),
     );
     for term in ["word", "topo", "assm", "kl"] {
         for (x, y) in a.step_terms[term].iter().zip(&b.step_terms[term]) {
@@ -94,15 +94,15 @@ fn a_killed_run_resumes_along_the_identical_trajectory() {
     assert_eq!(o.status.code(), Some(86), "{}", text(&o));
     assert_ok(&train(&cut, &["--max-steps", "12", "--resume"]));
     let (a, b) = (
-        read_metrics(&full.join("metrics.h5")),
-        read_metrics(&cut.join("metrics.h5")),
+        read_metrics(&full.join("jtvae/metrics.h5")),
+        read_metrics(&cut.join("jtvae/metrics.h5")),
     );
     assert_eq!(a.step_loss, b.step_loss);
     assert_eq!(a.step_terms, b.step_terms);
     assert_eq!(
         max_rel_diff(
-            &read_params(&full.join("checkpoint.h5")),
-            &read_params(&cut.join("checkpoint.h5"))
+            &read_params(&full.join("jtvae/checkpoint.h5")),
+            &read_params(&cut.join("jtvae/checkpoint.h5"))
         ),
         0.0
     );

@@ -25,7 +25,7 @@ fn the_demo_runs_to_completion_and_beats_the_mean_baseline_clearly() {
         out.to_str().unwrap(),
     ]);
     assert_ok(&o);
-    let m = read_metrics(&out.join("metrics.h5"));
+    let m = read_metrics(&out.join("mpnn/metrics.h5"));
     let cfg = zo_hpc::config::Config::load(&repo().join("inputs/demo.toml")).unwrap();
     assert_eq!(
         m.epoch["test_rmse"].len(),
@@ -53,7 +53,7 @@ fn the_demo_runs_to_completion_and_beats_the_mean_baseline_clearly() {
     // h5py, the users' analysis tool, reads metrics and checkpoint.
     let py = std::process::Command::new(python())
         .arg(repo().join("tests/py/read_run.py"))
-        .arg(&out)
+        .arg(out.join("mpnn"))
         .output()
         .unwrap();
     assert!(
@@ -127,21 +127,21 @@ fn two_ranks_give_the_parameters_of_one_rank() {
             .unwrap_or_else(|| panic!("no device line for rank {r}:\n{log}"));
         assert!(line.contains("device cpu"), "{line}");
     }
-    let f = hdf5::File::open(one.join("checkpoint.h5")).unwrap();
+    let f = hdf5::File::open(one.join("mpnn/checkpoint.h5")).unwrap();
     assert_eq!(
         zo_hpc::io::h5::read_attr::<u64>(&f, "step").unwrap(),
         K as u64
     );
-    let a = read_params(&one.join("checkpoint.h5"));
-    let b = read_params(&two.join("checkpoint.h5"));
+    let a = read_params(&one.join("mpnn/checkpoint.h5"));
+    let b = read_params(&two.join("mpnn/checkpoint.h5"));
     assert!(a.len() > 10, "parameters found: {}", a.len());
     let d = max_rel_diff(&a, &b);
     assert!(
         d < 1e-5,
         "1 rank vs 2 ranks differ by {d:e} (relative to each tensor's largest entry)"
     );
-    let m1 = read_metrics(&one.join("metrics.h5"));
-    let m2 = read_metrics(&two.join("metrics.h5"));
+    let m1 = read_metrics(&one.join("mpnn/metrics.h5"));
+    let m2 = read_metrics(&two.join("mpnn/metrics.h5"));
     assert_eq!(m1.step_loss.len(), K);
     for (x, y) in m1.step_loss.iter().zip(&m2.step_loss) {
         assert!((x - y).abs() <= 1e-5 * x.abs(), "step losses {x} vs {y}");
@@ -150,12 +150,12 @@ fn two_ranks_give_the_parameters_of_one_rank() {
         (m1.epoch["test_rmse"][0] - m2.epoch["test_rmse"][0]).abs()
             <= 1e-5 * m1.epoch["test_rmse"][0]
     );
-    let f2 = hdf5::File::open(two.join("metrics.h5")).unwrap();
+    let f2 = hdf5::File::open(two.join("mpnn/metrics.h5")).unwrap();
     assert_eq!(zo_hpc::io::h5::read_attr::<u64>(&f2, "ranks").unwrap(), 2);
     // The comparison is not vacuous: training moved the parameters far more than 1e-5.
     let init = dir.path().join("init");
     assert_ok(&train(&init, &["--max-steps", "1"]));
-    let moved = max_rel_diff(&a, &read_params(&init.join("checkpoint.h5")));
+    let moved = max_rel_diff(&a, &read_params(&init.join("mpnn/checkpoint.h5")));
     assert!(
         moved > 1e-3,
         "parameters barely moved between step 1 and {K}: {moved:e}"
@@ -171,7 +171,7 @@ fn a_killed_run_resumes_along_the_identical_trajectory() {
     // Checkpoints every 4 steps: the crash after step 10 loses steps 9 and 10.
     let o = train(&cut, &["--abort-after-step", "10"]);
     assert_eq!(o.status.code(), Some(86), "{}", text(&o));
-    let f = hdf5::File::open(cut.join("checkpoint.h5")).unwrap();
+    let f = hdf5::File::open(cut.join("mpnn/checkpoint.h5")).unwrap();
     assert_eq!(zo_hpc::io::h5::read_attr::<u64>(&f, "step").unwrap(), 8);
     drop(f);
     let leftovers: Vec<_> = std::fs::read_dir(&cut)
@@ -191,16 +191,16 @@ fn a_killed_run_resumes_along_the_identical_trajectory() {
         text(&o)
     );
 
-    let a = read_metrics(&full.join("metrics.h5"));
-    let b = read_metrics(&cut.join("metrics.h5"));
+    let a = read_metrics(&full.join("mpnn/metrics.h5"));
+    let b = read_metrics(&cut.join("mpnn/metrics.h5"));
     assert_eq!(a.step_loss.len(), 18);
     assert_eq!(a.step_loss, b.step_loss, "per-step losses");
     assert_eq!(a.epoch["train_rmse"], b.epoch["train_rmse"]);
     assert_eq!(a.epoch["test_rmse"], b.epoch["test_rmse"]);
     assert_eq!(a.epoch_step, b.epoch_step);
     let d = max_rel_diff(
-        &read_params(&full.join("checkpoint.h5")),
-        &read_params(&cut.join("checkpoint.h5")),
+        &read_params(&full.join("mpnn/checkpoint.h5")),
+        &read_params(&cut.join("mpnn/checkpoint.h5")),
     );
     assert_eq!(d, 0.0, "final parameters differ");
 }

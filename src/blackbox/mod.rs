@@ -1,6 +1,7 @@
 //! The black box: scientific software that is only queried, never differentiated.
 //! `KnowledgeSource` takes a batch of SMILES and gives one result per molecule;
 //! a molecule the software rejects is an `Err` for that molecule only.
+pub mod cache;
 pub mod rdkit;
 
 use crate::chem::MolGraph;
@@ -20,4 +21,5 @@ pub trait KnowledgeSource: Send {
     fn query(&self, smiles: &[String]) -> Vec<Result<MolGraph, QueryError>>;
 }
 
+pub use cache::FeatureCache;
 pub use rdkit::RdkitSource;

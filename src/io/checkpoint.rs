@@ -4,7 +4,9 @@
 //! so a checkpoint is self-describing in h5py.
 //!
 //! Layout: `/params/<path>` f32, `/adam/m/<path>`, `/adam/v/<path>` f32,
-//! attrs `format`, `step`, `epoch`, `seed`, `adam_t`, `config`; group `/metrics` (see `metrics`).
+//! attrs `format`, `step`, `epoch`, `seed`, `adam_t`, `config`, `stage_key` (what
+//! determines the stage's result), `complete` (1 once the stage's last step is done);
+//! group `/metrics` (see `metrics`).
 use super::h5::{self, ctx};
 use super::metrics::Metrics;
 use hdf5::Group;
@@ -31,6 +33,18 @@ pub struct Checkpoint {
     pub adam_v: Vec<NamedArray>,
     pub adam_t: u64,
     pub metrics: Metrics,
+    /// Fingerprint of the stage's settings (`Config::stage_key`).
+    pub stage_key: String,
+    /// Written after the stage's last step.
+    pub complete: bool,
+}
+
+/// The attributes of a checkpoint without its arrays (cheap: for skipping stages).
+#[derive(Debug, Clone, PartialEq)]
+pub struct CheckpointHead {
+    pub step: u64,
+    pub stage_key: String,
+    pub complete: bool,
 }
 
 fn h5_path(name: &str) -> String {
@@ -58,12 +72,27 @@ impl Checkpoint {
             h5::write_attr(f, "seed", &self.seed)?;
             h5::write_attr(f, "adam_t", &self.adam_t)?;
             h5::write_str_attr(f, "config", &self.config_text)?;
+            h5::write_str_attr(f, "stage_key", &self.stage_key)?;
+            h5::write_attr(f, "complete", &u8::from(self.complete))?;
             write_arrays(f, "params", &self.params)?;
             write_arrays(f, "adam/m", &self.adam_m)?;
             write_arrays(f, "adam/v", &self.adam_v)?;
             let m = f.create_group("metrics")?;
             self.metrics.write_into(&m)?;
             Ok(())
+        })
+    }
+
+    /// Step, stage key and completion of a checkpoint (older files: key "", incomplete).
+    pub fn head(path: &Path) -> anyhow::Result<CheckpointHead> {
+        let f = h5::open(path)?;
+        let step = ctx(h5::read_attr::<u64>(&f, "step"), path, || {
+            "attribute step".into()
+        })?;
+        Ok(CheckpointHead {
+            step,
+            stage_key: h5::read_str_attr(&f, "stage_key").unwrap_or_default(),
+            complete: h5::read_attr::<u8>(&f, "complete").unwrap_or(0) == 1,
         })
     }
 
@@ -122,6 +151,32 @@ impl Checkpoint {
             adam_m: read_group("adam/m")?,
             adam_v: read_group("adam/v")?,
             metrics,
+            stage_key: h5::read_str_attr(&f, "stage_key").unwrap_or_default(),
+            complete: h5::read_attr::<u8>(&f, "complete").unwrap_or(0) == 1,
         })
+    }
+
+    /// Reads only the parameters named `names` (e.g. a Stage-1 model inside a
+    /// larger Stage-2 model) and the step.
+    pub fn read_params(path: &Path, names: &[String]) -> anyhow::Result<(u64, Vec<NamedArray>)> {
+        let f = h5::open(path)?;
+        let step = ctx(h5::read_attr::<u64>(&f, "step"), path, || {
+            "attribute step".into()
+        })?;
+        let arrays = names
+            .iter()
+            .map(|name| {
+                let p = format!("params/{}", h5_path(name));
+                let ds = ctx(f.dataset(&p), path, || {
+                    format!("missing /{p} (parameter {name})")
+                })?;
+                Ok(NamedArray {
+                    name: name.clone(),
+                    shape: ds.shape(),
+                    data: ctx(ds.read_raw::<f32>(), path, || format!("reading /{p}"))?,
+                })
+            })
+            .collect::<anyhow::Result<Vec<_>>>()?;
+        Ok((step, arrays))
     }
 }

@@ -4,7 +4,11 @@
 //! Layout (group `/` of metrics.h5, `/metrics` of a checkpoint):
 //! ```text
 //! /step/loss              f64[steps]   loss of the global batch (mean over its samples)
-//! /step/<term>            f64[steps]   loss terms of the stage (JT-VAE: word, topo, assm, kl)
+//! /step/<term>            f64[steps]   loss terms of the stage (JT-VAE: word, topo, assm, kl;
+//!                                      Stage 2: pred, word, topo, assm, kl) and Stage 2's
+//!                                      per-step diagnostics (counters, flip_rate,
+//!                                      queries_per_s, time_<phase> max and _mean over
+//!                                      ranks, time_step, imbalance = slowest / mean rank)
 //! /epoch/step             u64[epochs]  global step at the end of the epoch
 //! /epoch/<value>          f64[epochs]  epoch evaluations (MPNN: train_rmse, test_rmse) and wall_s
 //! /timing/<phase>         f64[epochs]  seconds in the phase, max over ranks
@@ -40,6 +44,14 @@ fn write_map(g: &Group, m: &BTreeMap<String, Vec<f64>>, suffix: &str) -> hdf5::R
 }
 
 impl Metrics {
+    /// Appends one step's value of a per-step series.
+    pub fn push_step(&mut self, name: &str, value: f64) {
+        self.step_terms
+            .entry(name.to_string())
+            .or_default()
+            .push(value);
+    }
+
     pub fn write_into(&self, g: &Group) -> hdf5::Result<()> {
         let step = h5::ensure_group(g, "step")?;
         h5::write_vec(&step, "loss", &self.step_loss)?;

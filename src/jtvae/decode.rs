@@ -5,7 +5,8 @@
 //! applied. The tree decoder takes the most likely of its `LABEL_TOP_K` labels that
 //! can be attached at all; when none can, it backtracks instead of expanding. Every
 //! intermediate molecule is valid (RDKit sanitizes it), so a decode ends either with
-//! a molecule or with a counted failure (a tree larger than `MAX_TREE_NODES`),
+//! a molecule or with a counted failure (a tree larger than `jtvae.max_tree_nodes`,
+//! by default `MAX_TREE_NODES`),
 //! never a hang. Deterministic for a given latent.
 use super::assemble::{attach, candidates, flat_smiles};
 use super::candidates::{local_graph, LabelGraphs, CAND_ATOM_DIM, CAND_BOND_DIM};
@@ -16,14 +17,14 @@ use crate::models::batch::GraphBatch;
 use std::time::Instant;
 use tch::Tensor;
 
-/// Largest junction tree the decoder may build (fast_jtnn: 100).
+/// Default largest junction tree the decoder may build (fast_jtnn: 100).
 pub const MAX_TREE_NODES: usize = 100;
 /// A new tree node takes the most likely of this many labels that can be attached.
 pub const LABEL_TOP_K: usize = 5;
 
 #[derive(Debug, Clone, thiserror::Error, PartialEq)]
 pub enum DecodeError {
-    #[error("the tree decoder exceeded {MAX_TREE_NODES} nodes")]
+    #[error("the tree decoder exceeded its node limit (jtvae.max_tree_nodes)")]
     TreeTooLarge,
     #[error("cluster label {0:?} cannot be parsed")]
     Label(String),
@@ -121,7 +122,7 @@ impl JtVae {
         };
         let tree = self
             .decoder
-            .decode_with(&z_tree, MAX_TREE_NODES, LABEL_TOP_K, &mut accept);
+            .decode_with(&z_tree, self.max_tree_nodes, LABEL_TOP_K, &mut accept);
         times.enumerate_s += enumerate_s;
         times.score_s += score_s;
         times.tree_s += t_all.elapsed().as_secs_f64() - enumerate_s - score_s;

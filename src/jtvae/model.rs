@@ -47,6 +47,8 @@ pub struct JtVae {
     atom_dim: usize,
     bond_dim: usize,
     half: i64,
+    /// Decoding stops (a counted failure) beyond this many tree nodes.
+    pub max_tree_nodes: usize,
 }
 
 impl JtVae {
@@ -76,6 +78,7 @@ impl JtVae {
             atom_dim,
             bond_dim,
             half,
+            max_tree_nodes: c.max_tree_nodes,
         }
     }
 
@@ -109,16 +112,37 @@ impl JtVae {
     /// Losses of a batch; `eps [B, latent]` is the reparameterization noise (zeros
     /// for the deterministic mean).
     pub fn losses(&self, samples: &[Sample], eps: &Tensor, device: Device) -> Losses {
+        let (g, t) = self.batches(samples, device);
+        let (mean, logvar) = self.encode(&g, &t);
+        self.losses_encoded(samples, &t, &mean, &logvar, eps, device)
+    }
+
+    /// The encoder's input batches (feature graphs, junction trees) of `samples`.
+    pub fn batches(&self, samples: &[Sample], device: Device) -> (GraphBatch, TreeBatch) {
         let graphs: Vec<&chem::MolGraph> = samples.iter().map(|s| s.graph).collect();
         let trees: Vec<&TreeRecord> = samples.iter().map(|s| s.tree).collect();
-        let g = GraphBatch::new(&graphs, self.atom_dim, self.bond_dim, device);
-        let t = TreeBatch::new(&trees, device);
-        let (mean, logvar) = self.encode(&g, &t);
-        let z = &mean + (&logvar * 0.5).exp() * eps;
-        let kl = ((&logvar + 1.0) - mean.square() - logvar.exp()).sum(Kind::Float) * -0.5;
+        (
+            GraphBatch::new(&graphs, self.atom_dim, self.bond_dim, device),
+            TreeBatch::new(&trees, device),
+        )
+    }
+
+    /// `losses` for a batch already encoded (`t` from `batches`, `mean`/`logvar` from
+    /// `encode`), so a caller that needs the latent too encodes once.
+    pub fn losses_encoded(
+        &self,
+        samples: &[Sample],
+        t: &TreeBatch,
+        mean: &Tensor,
+        logvar: &Tensor,
+        eps: &Tensor,
+        device: Device,
+    ) -> Losses {
+        let z = mean + (logvar * 0.5).exp() * eps;
+        let kl = ((logvar + 1.0) - mean.square() - logvar.exp()).sum(Kind::Float) * -0.5;
         let z_tree = z.narrow(1, 0, self.half);
         let z_graph = z.narrow(1, self.half, self.half);
-        let dec = self.decoder.loss(&t, &z_tree);
+        let dec = self.decoder.loss(t, &z_tree);
         let (assm, assm_correct) = self.assembly_loss(samples, &z_graph, device);
         Losses {
             word: dec.word,

@@ -6,7 +6,7 @@
 //! Evaluation each epoch: the losses and accuracies at the latent mean on the test
 //! split (teacher forced).
 use super::params::Params;
-use super::trainer::{Objective, Trainer};
+use super::trainer::{backward_step, Objective, StepOut, Trainer};
 use super::{device, RunOptions};
 use crate::chem::{self, Featurizer};
 use crate::config::{Config, JtvaeConfig};
@@ -22,11 +22,49 @@ use crate::zo::rng::Stream;
 use std::time::Instant;
 use tch::{nn::VarStore, Device, Kind, Tensor};
 
-struct Example {
-    smiles: String,
-    graph: chem::MolGraph,
-    tree: TreeRecord,
-    candidates: Vec<NodeCandidates>,
+/// One JT-VAE molecule: its SMILES, feature graph, junction tree and assembly candidates.
+pub(crate) struct Example {
+    pub smiles: String,
+    pub graph: chem::MolGraph,
+    pub tree: TreeRecord,
+    pub candidates: Vec<NodeCandidates>,
+}
+
+impl Example {
+    /// Builds the example of `smi` (decomposing it unless its tree is given);
+    /// `None` when it is outside the vocabulary or cannot be assembled.
+    /// `max_candidates = 0` builds no assembly candidates (encoding only).
+    pub(crate) fn build(
+        smi: &str,
+        tree: Option<TreeRecord>,
+        vocab: &Vocab,
+        max_candidates: usize,
+        featurizer: &Featurizer,
+        cache: &mut LabelCache,
+        labels: &mut LabelGraphs,
+    ) -> Option<Example> {
+        let tree = tree.or_else(|| decompose_smiles(smi, cache).ok()?.1.record(vocab).ok())?;
+        let graph = featurizer.featurize(smi).ok()?;
+        let candidates = if max_candidates == 0 {
+            Vec::new()
+        } else {
+            training_candidates(smi, max_candidates, cache, labels).ok()?
+        };
+        Some(Example {
+            smiles: smi.to_string(),
+            graph,
+            tree,
+            candidates,
+        })
+    }
+
+    pub(crate) fn sample(&self) -> Sample<'_> {
+        Sample {
+            graph: &self.graph,
+            tree: &self.tree,
+            candidates: &self.candidates,
+        }
+    }
 }
 
 /// Reconstruction of held-out molecules: decode(mean of encode(x)) against x, as
@@ -75,18 +113,15 @@ fn examples(
     let mut out = Vec::new();
     let mut skipped = 0usize;
     for (smi, tree) in smiles.iter().zip(trees) {
-        let tree = tree.or_else(|| decompose_smiles(smi, &mut cache).ok()?.1.record(vocab).ok());
-        let built = tree.and_then(|tree| {
-            let graph = featurizer.featurize(smi).ok()?;
-            let candidates =
-                training_candidates(smi, max_candidates, &mut cache, &mut labels).ok()?;
-            Some(Example {
-                smiles: smi.to_string(),
-                graph,
-                tree,
-                candidates,
-            })
-        });
+        let built = Example::build(
+            smi,
+            tree,
+            vocab,
+            max_candidates,
+            &featurizer,
+            &mut cache,
+            &mut labels,
+        );
         match built {
             Some(e) => out.push(e),
             None => skipped += 1,
@@ -302,7 +337,7 @@ impl Objective for JtvaeObjective {
         vec!["word", "topo", "assm", "kl"]
     }
 
-    fn loss(&self, samples: &[usize], step: usize) -> (Tensor, Vec<f64>) {
+    fn step(&mut self, samples: &[usize], step: usize) -> StepOut {
         let eps = self.noise(samples, step);
         let l = self
             .model
@@ -312,7 +347,7 @@ impl Objective for JtvaeObjective {
             .iter()
             .map(|t| t.double_value(&[]))
             .collect();
-        (total, terms)
+        backward_step(total, terms)
     }
 
     fn evaluate(&self, dist: &Dist) -> Vec<(String, f64)> {
@@ -383,7 +418,7 @@ pub fn run(cfg: &Config, dist: &Dist, opts: &RunOptions) -> anyhow::Result<()> {
 }
 
 /// Canonical SMILES without stereo, the form decoding produces.
-fn flat(smiles: &str) -> Option<String> {
+pub(crate) fn flat(smiles: &str) -> Option<String> {
     let m = chem::parse_kekule(smiles).ok()?;
     chem::graph_smiles(&m.atoms, &m.bonds, false).ok()
 }

@@ -1,12 +1,16 @@
 //! Training: the data-parallel loop every stage shares (`trainer`), the device
 //! choice, the parameter list with its flat gradient buffer, the Adam optimizer
-//! whose state can be checkpointed, and the stages (objectives) themselves.
+//! whose state can be checkpointed, the stages (objectives) themselves and the
+//! pipeline that runs them in order.
 pub mod adam;
 pub mod device;
+pub mod evaluate;
 pub mod jtvae_stage;
 pub mod mpnn_stage;
 pub mod params;
+pub mod pipeline;
 pub mod trainer;
+pub mod zo_stage;
 
 /// Command-line options that change how a run proceeds (not what it computes).
 #[derive(Debug, Clone, Default)]

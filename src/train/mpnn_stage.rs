@@ -3,7 +3,7 @@
 //! shared data-parallel loop of `trainer`. Evaluation: train and test RMSE in
 //! target units each epoch, against the predict-the-mean baseline.
 use super::params::to_vec_f32;
-use super::trainer::{Objective, Trainer};
+use super::trainer::{backward_step, Objective, StepOut, Trainer};
 use super::{device, RunOptions};
 use crate::blackbox::{KnowledgeSource, RdkitSource};
 use crate::chem::MolGraph;
@@ -161,13 +161,13 @@ impl Objective for MpnnObjective {
         Vec::new()
     }
 
-    fn loss(&self, samples: &[usize], _step: usize) -> (Tensor, Vec<f64>) {
+    fn step(&mut self, samples: &[usize], _step: usize) -> StepOut {
         let y: Vec<f32> = samples.iter().map(|&i| self.train.y[i]).collect();
         let pred = self.model.forward(&self.batch(&self.train, samples));
         let loss = (pred - Tensor::from_slice(&y).to_device(self.device))
             .square()
             .sum(Kind::Float);
-        (loss, Vec::new())
+        backward_step(loss, Vec::new())
     }
 
     fn evaluate(&self, dist: &Dist) -> Vec<(String, f64)> {

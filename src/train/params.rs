@@ -22,7 +22,16 @@ pub struct Params {
 
 impl Params {
     pub fn of(vs: &VarStore) -> Params {
-        let mut vars: Vec<(String, Tensor)> = vs.variables().into_iter().collect();
+        Self::of_filtered(vs, |_| true)
+    }
+
+    /// The parameters whose names `keep` accepts.
+    pub fn of_filtered(vs: &VarStore, keep: impl Fn(&str) -> bool) -> Params {
+        let mut vars: Vec<(String, Tensor)> = vs
+            .variables()
+            .into_iter()
+            .filter(|(n, _)| keep(n))
+            .collect();
         vars.sort_by(|a, b| a.0.cmp(&b.0));
         let numels = vars.iter().map(|(_, t)| t.numel()).collect();
         let (names, tensors) = vars.into_iter().unzip();
@@ -31,6 +40,13 @@ impl Params {
             tensors,
             numels,
         }
+    }
+
+    /// Where parameter `name` sits in the flat gradient buffer.
+    pub fn slot(&self, name: &str) -> Option<std::ops::Range<usize>> {
+        let i = self.names.iter().position(|n| n == name)?;
+        let start: usize = self.numels[..i].iter().sum();
+        Some(start..start + self.numels[i])
     }
 
     pub fn numel(&self) -> usize {

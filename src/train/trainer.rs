@@ -18,6 +18,24 @@ use std::io::IsTerminal;
 use std::time::Instant;
 use tch::{nn::VarStore, Device, Tensor};
 
+/// What one rank computed for its shard in one step. The objective has already
+/// put its gradients (sums over the shard) into the parameters' `.grad`.
+#[derive(Debug, Default, Clone)]
+pub struct StepOut {
+    /// The loss summed over the shard.
+    pub loss: f64,
+    /// Sums of the terms, in `terms()` order.
+    pub terms: Vec<f64>,
+    /// `n_projections()` numbers summed over ranks in the step's one allreduce
+    /// (Stage 2: the decoder directions' projection scalars), handed back to
+    /// `apply_reduced`.
+    pub projections: Vec<f64>,
+    /// Counters summed over ranks, in `counters()` order (queries, failures…).
+    pub counts: Vec<f64>,
+    /// Seconds of this rank in each of `phases()`.
+    pub phase_s: Vec<f64>,
+}
+
 /// What a training stage provides to the loop.
 pub trait Objective {
     /// Stage name, stored in the metrics.
@@ -26,10 +44,33 @@ pub trait Objective {
     fn n_train(&self) -> usize;
     /// Names of the loss terms reported next to the total (may be empty).
     fn terms(&self) -> Vec<&'static str>;
-    /// The loss SUMMED over `samples` (training indices of this rank's shard) at
-    /// global step `step`, and the sums of the terms in `terms()` order. The loop
-    /// calls `backward` on it. Never called with an empty shard.
-    fn loss(&self, samples: &[usize], step: usize) -> (Tensor, Vec<f64>);
+    /// Gradients of the loss SUMMED over `samples` (training indices of this
+    /// rank's shard) at global step `step`, accumulated into the parameters'
+    /// `.grad` (first-order parts by backprop, zeroth-order estimates chained in
+    /// by the objective). Never called with an empty shard.
+    fn step(&mut self, samples: &[usize], step: usize) -> StepOut;
+    /// Length of `StepOut::projections` (constant over a run).
+    fn n_projections(&self) -> usize {
+        0
+    }
+    /// Called on every rank after the allreduce with the projections summed over
+    /// ranks: adds what they imply to the flat gradient sum `grad` (same layout as
+    /// `Params::flat_grad`, not yet divided by the global batch size).
+    fn apply_reduced(&self, _step: usize, _projections: &[f64], _grad: &mut [f32]) {}
+    /// Names of the per-step counters (summed over ranks; stored per step).
+    fn counters(&self) -> Vec<&'static str> {
+        Vec::new()
+    }
+    /// Names of the objective's own per-step phases (max and mean over ranks are
+    /// stored per step, next to the loop's allreduce and optimizer).
+    fn phases(&self) -> Vec<&'static str> {
+        Vec::new()
+    }
+    /// Values derived from one step's counters (summed over ranks) and its wall
+    /// time (slowest rank), stored per step (e.g. flip rate, queries per second).
+    fn derived(&self, _counts: &[f64], _step_s: f64) -> Vec<(&'static str, f64)> {
+        Vec::new()
+    }
     /// End-of-epoch evaluation as (name, value) pairs; every rank calls it (it may
     /// use collectives of `dist`).
     fn evaluate(&self, dist: &Dist) -> Vec<(String, f64)>;
@@ -40,6 +81,16 @@ pub trait Objective {
     /// The target column or other description, for the metrics file.
     fn describe(&self) -> String {
         String::new()
+    }
+}
+
+/// A first-order step: backward of the summed loss.
+pub fn backward_step(loss: Tensor, terms: Vec<f64>) -> StepOut {
+    loss.backward();
+    StepOut {
+        loss: loss.double_value(&[]),
+        terms,
+        ..Default::default()
     }
 }
 
@@ -74,12 +125,24 @@ pub struct Trainer<'a, O: Objective> {
     metrics: Metrics,
     step: usize,
     rdkit_version: String,
+    /// Floats in the last step's allreduce (recorded in the metrics).
+    allreduce_len: usize,
 }
 
 impl<'a, O: Objective> Trainer<'a, O> {
     /// `vs` holds the objective's parameters (initialized identically on every rank).
     pub fn new(cfg: &'a Config, dist: &'a Dist, obj: O, vs: &VarStore) -> Trainer<'a, O> {
-        let params = Params::of(vs);
+        Self::with_params(cfg, dist, obj, Params::of(vs), vs.device())
+    }
+
+    /// Trains only `params` (e.g. without a frozen decoder).
+    pub fn with_params(
+        cfg: &'a Config,
+        dist: &'a Dist,
+        obj: O,
+        params: Params,
+        device: Device,
+    ) -> Trainer<'a, O> {
         let adam = Adam::new(&params, cfg.train.lr);
         let mut metrics = Metrics::default();
         metrics.scalars.extend(obj.scalars());
@@ -90,12 +153,13 @@ impl<'a, O: Objective> Trainer<'a, O> {
             cfg,
             dist,
             obj,
-            device: vs.device(),
+            device,
             params,
             adam,
             metrics,
             step: 0,
             rdkit_version: crate::chem::rdkit_version(),
+            allreduce_len: 0,
         }
     }
 
@@ -142,6 +206,12 @@ impl<'a, O: Objective> Trainer<'a, O> {
         Ok(())
     }
 
+    /// Steps of the whole stage.
+    pub fn total_steps(&self) -> usize {
+        let tc = &self.cfg.train;
+        (tc.epochs * self.steps_per_epoch()).min(tc.max_steps.unwrap_or(usize::MAX))
+    }
+
     fn write_checkpoint(&self) -> anyhow::Result<()> {
         let ck = Checkpoint {
             step: self.step as u64,
@@ -153,8 +223,18 @@ impl<'a, O: Objective> Trainer<'a, O> {
             adam_v: self.params.to_arrays(&self.adam.v),
             adam_t: self.adam.t,
             metrics: self.metrics.clone(),
+            stage_key: self.stage_key(),
+            complete: self.step >= self.total_steps(),
         };
         ck.write(&self.checkpoint_path())
+    }
+
+    fn stage_key(&self) -> String {
+        self.cfg
+            .train
+            .stage
+            .map(|s| self.cfg.stage_key(s))
+            .unwrap_or_default()
     }
 
     fn write_metrics(&self, devices: &str) -> anyhow::Result<()> {
@@ -196,9 +276,12 @@ impl<'a, O: Objective> Trainer<'a, O> {
         let root = self.dist.is_root();
         let tc = &self.cfg.train;
         let spe = self.steps_per_epoch();
-        let total = (tc.epochs * spe).min(tc.max_steps.unwrap_or(usize::MAX));
+        let total = self.total_steps();
         let n_train = self.obj.n_train();
         let terms = self.obj.terms();
+        let counters = self.obj.counters();
+        let phases = self.obj.phases();
+        let n_proj = self.obj.n_projections();
         let bar = (root && std::io::stderr().is_terminal()).then(|| {
             let pb = indicatif::ProgressBar::new(total as u64);
             pb.set_style(
@@ -240,38 +323,106 @@ impl<'a, O: Objective> Trainer<'a, O> {
             let mine = &global[self.dist.shard(global.len())];
 
             self.params.zero_grad();
-            let (loss_sum, term_sums) = if mine.is_empty() {
-                (0.0, vec![0.0; terms.len()])
+            let out = if mine.is_empty() {
+                StepOut::default()
             } else {
-                timer.time("forward_backward", || {
-                    let (loss, t) = self.obj.loss(mine, self.step);
-                    loss.backward();
-                    (loss.double_value(&[]), t)
-                })
+                let t0 = Instant::now();
+                let mut out = self.obj.step(mine, self.step);
+                let secs = t0.elapsed().as_secs_f64();
+                *timer.0.entry("forward_backward").or_default() += secs;
+                for (p, s) in phases.iter().zip(&out.phase_s) {
+                    *timer.0.entry(p).or_default() += s;
+                }
+                out.phase_s.push(secs);
+                out
             };
+            // One allreduce per step: [gradients | loss | terms | projections |
+            // counters | per-rank phase seconds (ranks × (phases + 1))].
             let mut flat = self.params.flat_grad();
             let n_params = flat.len();
-            flat.push(loss_sum as f32);
-            flat.extend(term_sums.iter().map(|&t| t as f32));
-            timer.time("allreduce", || self.dist.allreduce_sum_f32(&mut flat));
-            let scale = 1.0 / global.len() as f64;
-            let batch_loss = f64::from(flat[n_params]) * scale;
-            for (k, name) in terms.iter().enumerate() {
-                let v = f64::from(flat[n_params + 1 + k]) * scale;
-                self.metrics
-                    .step_terms
-                    .entry(name.to_string())
-                    .or_default()
-                    .push(v);
+            flat.push(out.loss as f32);
+            fn pad(v: &[f64], n: usize) -> Vec<f32> {
+                (0..n)
+                    .map(|i| v.get(i).copied().unwrap_or(0.0) as f32)
+                    .collect()
             }
-            flat.truncate(n_params);
-            timer.time("optimizer", || {
-                let inv = scale as f32;
-                flat.iter_mut().for_each(|g| *g *= inv);
-                clip_global_norm(&mut flat, tc.clip_norm);
-                let grads = self.params.unflatten(&flat);
-                self.adam.step(&self.params, &grads);
-            });
+            flat.extend(pad(&out.terms, terms.len()));
+            flat.extend(pad(&out.projections, n_proj));
+            flat.extend(pad(&out.counts, counters.len()));
+            let per_rank = phases.len() + 1;
+            let mut times = vec![0f32; self.dist.size * per_rank];
+            for (i, v) in pad(&out.phase_s, per_rank).into_iter().enumerate() {
+                times[self.dist.rank * per_rank + i] = v;
+            }
+            flat.extend(times);
+            if self.allreduce_len != flat.len() {
+                self.allreduce_len = flat.len();
+                let m = &mut self.metrics.scalars;
+                m.insert("allreduce_floats_per_step".into(), flat.len() as f64);
+                m.insert("trained_parameters".into(), n_params as f64);
+                m.insert("projection_scalars_per_step".into(), n_proj as f64);
+            }
+            let t_ar = Instant::now();
+            self.dist.allreduce_sum_f32(&mut flat);
+            let ar_s = t_ar.elapsed().as_secs_f64();
+            *timer.0.entry("allreduce").or_default() += ar_s;
+            let scale = 1.0 / global.len() as f64;
+            let tail = flat.split_off(n_params);
+            let batch_loss = f64::from(tail[0]) * scale;
+            let mut at = 1;
+            let mut take = |n: usize| {
+                let v: Vec<f64> = tail[at..at + n].iter().map(|&x| f64::from(x)).collect();
+                at += n;
+                v
+            };
+            let term_sums = take(terms.len());
+            let projections = take(n_proj);
+            let counts = take(counters.len());
+            let times = take(self.dist.size * per_rank);
+            for (name, v) in terms.iter().zip(&term_sums) {
+                self.metrics.push_step(name, v * scale);
+            }
+            for (name, v) in counters.iter().zip(&counts) {
+                self.metrics.push_step(name, *v);
+            }
+            let ranks = self.dist.size as f64;
+            let col = |i: usize| -> (f64, f64) {
+                let v = (0..self.dist.size).map(|r| times[r * per_rank + i]);
+                (v.clone().fold(0f64, f64::max), v.sum::<f64>() / ranks)
+            };
+            for (i, p) in phases.iter().enumerate() {
+                let (max, mean) = col(i);
+                self.metrics.push_step(&format!("time_{p}"), max);
+                self.metrics.push_step(&format!("time_{p}_mean"), mean);
+            }
+            let (step_max, step_mean) = col(phases.len());
+            if !phases.is_empty() {
+                self.metrics.push_step("time_allreduce", ar_s);
+                self.metrics.push_step("time_step", step_max);
+                self.metrics.push_step(
+                    "imbalance",
+                    if step_mean > 0.0 {
+                        step_max / step_mean
+                    } else {
+                        1.0
+                    },
+                );
+                for (name, v) in self.obj.derived(&counts, step_max) {
+                    self.metrics.push_step(name, v);
+                }
+            }
+            let t_opt = Instant::now();
+            self.obj.apply_reduced(self.step, &projections, &mut flat);
+            let inv = scale as f32;
+            flat.iter_mut().for_each(|g| *g *= inv);
+            clip_global_norm(&mut flat, tc.clip_norm);
+            let grads = self.params.unflatten(&flat);
+            self.adam.step(&self.params, &grads);
+            let opt_s = t_opt.elapsed().as_secs_f64();
+            *timer.0.entry("optimizer").or_default() += opt_s;
+            if !phases.is_empty() {
+                self.metrics.push_step("time_optimizer", opt_s);
+            }
             if !batch_loss.is_finite() {
                 anyhow::bail!(
                     "training diverged at step {}: loss is {batch_loss}",
@@ -291,7 +442,12 @@ impl<'a, O: Objective> Trainer<'a, O> {
                     .map(|t| {
                         format!(
                             "{t} {:.4}",
-                            self.metrics.step_terms[*t].last().copied().unwrap_or(0.0)
+                            self.metrics
+                                .step_terms
+                                .get(*t)
+                                .and_then(|v| v.last())
+                                .copied()
+                                .unwrap_or(0.0)
                         )
                     })
                     .collect();
@@ -363,7 +519,9 @@ impl<'a, O: Objective> Trainer<'a, O> {
     }
 
     fn finish_epoch(&mut self, timer: &mut Timer, start: Instant, values: &[(String, f64)]) {
-        let vals: Vec<f64> = PHASES
+        let mut names: Vec<&str> = PHASES.to_vec();
+        names.extend(self.obj.phases());
+        let vals: Vec<f64> = names
             .iter()
             .map(|p| timer.0.get(p).copied().unwrap_or(0.0))
             .collect();
@@ -371,7 +529,7 @@ impl<'a, O: Objective> Trainer<'a, O> {
         let mut sum = vals;
         self.dist.allreduce_max_f64(&mut max);
         self.dist.allreduce_sum_f64(&mut sum);
-        for (i, p) in PHASES.iter().enumerate() {
+        for (i, p) in names.iter().enumerate() {
             self.metrics
                 .timing_max
                 .entry(p.to_string())

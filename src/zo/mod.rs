@@ -1,3 +1,9 @@
-//! Zeroth-order machinery. For now the counter-based random streams that every
-//! random draw of the project (splits, shuffles, later ZO directions) comes from.
+//! Zeroth-order machinery: the counter-based random streams that every random
+//! draw of the project comes from (`rng`), the keyed perturbation directions
+//! (`directions`), the gradient estimators built from function values only
+//! (`estimator`), and their checks against autograd on a smooth stand-in for the
+//! black box (`gradcheck`).
+pub mod directions;
+pub mod estimator;
+pub mod gradcheck;
 pub mod rng;

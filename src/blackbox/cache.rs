@@ -1,0 +1,125 @@
+//! A bounded cache of black-box answers by canonical SMILES, in front of any
+//! `KnowledgeSource`. In Stage 2 most perturbed latents decode to a handful of
+//! molecules, so most featurizations repeat. The answer for a molecule never
+//! depends on the cache (featurization is deterministic), so the eviction policy
+//! (oldest first) only changes speed, never results.
+use super::{KnowledgeSource, QueryError};
+use crate::chem::MolGraph;
+use std::collections::{HashMap, VecDeque};
+use std::sync::Arc;
+
+pub type Answer = Arc<Result<MolGraph, QueryError>>;
+
+pub struct FeatureCache {
+    capacity: usize,
+    map: HashMap<String, Answer>,
+    order: VecDeque<String>,
+}
+
+/// Hits and misses of one `query` call.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct CacheStats {
+    pub hits: usize,
+    pub misses: usize,
+}
+
+impl FeatureCache {
+    /// `capacity` 0 disables caching (every query goes to the source).
+    pub fn new(capacity: usize) -> Self {
+        FeatureCache {
+            capacity,
+            map: HashMap::new(),
+            order: VecDeque::new(),
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        self.map.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.map.is_empty()
+    }
+
+    /// One answer per SMILES (in order); the misses go to `source` in one batch.
+    pub fn query(
+        &mut self,
+        source: &dyn KnowledgeSource,
+        smiles: &[String],
+    ) -> (Vec<Answer>, CacheStats) {
+        let mut out: Vec<Option<Answer>> =
+            smiles.iter().map(|s| self.map.get(s).cloned()).collect();
+        let mut missing: Vec<String> = Vec::new();
+        for (s, o) in smiles.iter().zip(&out) {
+            if o.is_none() && !missing.contains(s) {
+                missing.push(s.clone());
+            }
+        }
+        let stats = CacheStats {
+            hits: out.iter().filter(|o| o.is_some()).count(),
+            misses: out.iter().filter(|o| o.is_none()).count(),
+        };
+        if !missing.is_empty() {
+            let answers: Vec<Answer> = source.query(&missing).into_iter().map(Arc::new).collect();
+            let fresh: HashMap<&String, &Answer> = missing.iter().zip(&answers).collect();
+            for (s, o) in smiles.iter().zip(out.iter_mut()) {
+                if o.is_none() {
+                    *o = Some(Arc::clone(fresh[s]));
+                }
+            }
+            for (s, a) in missing.iter().zip(answers) {
+                self.insert(s.clone(), a);
+            }
+        }
+        (out.into_iter().flatten().collect(), stats)
+    }
+
+    fn insert(&mut self, key: String, value: Answer) {
+        if self.capacity == 0 {
+            return;
+        }
+        while self.map.len() >= self.capacity {
+            match self.order.pop_front() {
+                Some(old) => {
+                    self.map.remove(&old);
+                }
+                None => break,
+            }
+        }
+        if self.map.insert(key.clone(), value).is_none() {
+            self.order.push_back(key);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::blackbox::RdkitSource;
+    use crate::chem::Featurizer;
+
+    #[test]
+    fn hits_misses_eviction_and_failures() {
+        let src = RdkitSource::new(Featurizer::full());
+        let mut c = FeatureCache::new(2);
+        let q = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        let (a, s) = c.query(&src, &q(&["CCO", "CCO", "c1ccccc1"]));
+        assert_eq!(s, CacheStats { hits: 0, misses: 3 });
+        assert_eq!(a.len(), 3);
+        assert_eq!(a[0].as_ref().as_ref().unwrap().n_atoms, 3);
+        let (b, s) = c.query(&src, &q(&["CCO", "not a smiles"]));
+        assert_eq!(s, CacheStats { hits: 1, misses: 1 });
+        assert!(
+            b[1].is_err(),
+            "a rejected molecule is an Err, cached like any answer"
+        );
+        // capacity 2: the oldest entry (CCO) was evicted by the failure's entry
+        assert_eq!(c.len(), 2);
+        let (_, s) = c.query(&src, &q(&["CCO"]));
+        assert_eq!(s.misses, 1);
+        let mut off = FeatureCache::new(0);
+        off.query(&src, &q(&["CCO"]));
+        let (_, s) = off.query(&src, &q(&["CCO"]));
+        assert_eq!((s.hits, off.len()), (0, 0));
+    }
+}

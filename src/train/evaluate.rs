@@ -1,0 +1,168 @@
+//! `zo-hpc eval` for the pipeline: the paper's Table 1 on the held-out split.
+//! For Stage 1 (the JT-VAE and MPNN checkpoints, trained separately) and Stage 2
+//! (the "zo" checkpoint, when it exists): reconstruction accuracy, RMSE through
+//! the pipeline (x → encoder mean → decoder → RDKit → MPNN → ŷ), the MPNN's RMSE
+//! on the true molecules and the predict-the-mean baseline, with decode and
+//! featurization failures counted (and a second RMSE that predicts the training
+//! mean for them, so a failure is never dropped silently).
+use super::device;
+use super::params::Params;
+use super::zo_stage::{is_decoder_param, labeled, load_stage1, Pipeline};
+use crate::config::{Config, DecoderMode, Stage};
+use crate::dist::Dist;
+use crate::io::checkpoint::Checkpoint;
+use crate::io::dataset::Dataset;
+use crate::io::h5;
+use crate::jtvae::vocab::Vocab;
+use anyhow::Context;
+use std::path::PathBuf;
+use std::time::Instant;
+use tch::nn::VarStore;
+
+/// One column of Table 1.
+#[derive(Debug, Clone)]
+pub struct Column {
+    pub label: &'static str,
+    pub checkpoints: Vec<PathBuf>,
+    pub values: Vec<(String, f64)>,
+}
+
+/// Evaluates Stage 1 and (when trained) Stage 2 on the first `limit` test molecules.
+pub fn table1(cfg: &Config, dist: &Dist, limit: usize) -> anyhow::Result<Vec<Column>> {
+    let root = dist.is_root();
+    let device = device::choose(cfg.train.device, dist.local_rank)?;
+    let ds = Dataset::read(&cfg.dataset_path())?;
+    let jk = cfg.stage_checkpoint(Stage::Jtvae);
+    let mk = cfg.stage_checkpoint(Stage::Mpnn);
+    let zk = cfg.run.out_dir.join("zo").join("checkpoint.h5");
+    for ck in [&jk, &mk] {
+        if !ck.is_file() {
+            anyhow::bail!(
+                "no Stage-1 checkpoint at {} (train the pipeline first)",
+                ck.display()
+            );
+        }
+    }
+    let mut columns = Vec::new();
+    let mut test = None;
+    for (label, stage2) in [("stage1", false), ("stage2", true)] {
+        if stage2 && !zk.is_file() {
+            if root {
+                log::info!("no Stage-2 checkpoint at {}: Stage 1 only", zk.display());
+            }
+            continue;
+        }
+        tch::manual_seed(cfg.run.seed as i64);
+        let vs = VarStore::new(device);
+        let pipe = Pipeline::new(cfg, &ds, &vs)?;
+        load_stage1(&vs, &jk, &mk)?;
+        let mut cks = vec![jk.clone(), mk.clone()];
+        if stage2 {
+            let frozen = cfg.zo.decoder == DecoderMode::Frozen;
+            let part = Params::of_filtered(&vs, |n| !(frozen && is_decoder_param(n)));
+            let (_, arrays) = Checkpoint::read_params(&zk, &part.names)
+                .with_context(|| format!("reading the Stage-2 model {}", zk.display()))?;
+            part.load_arrays(&arrays, &part.tensors)?;
+            cks = vec![zk.clone()];
+        }
+        let (mols, skipped) = test.get_or_insert_with(|| {
+            let vocab = Vocab::new(pipe.vocab.iter().cloned());
+            let idx: Vec<u64> = ds.test.iter().take(limit).copied().collect();
+            labeled(&ds, &idx, &vocab, 0)
+        });
+        let t0 = Instant::now();
+        let idx: Vec<usize> = dist.shard(mols.len()).collect();
+        let mut e = pipe
+            .evaluate(mols, &idx, cfg.train.eval_batch_size)
+            .reduce(dist);
+        // Molecules the JT-VAE cannot encode are pipeline failures too.
+        let mut outside = [*skipped as f64];
+        if dist.size > 1 {
+            // every rank built the same list; count it once
+            outside[0] /= dist.size as f64;
+            dist.allreduce_sum_f64(&mut outside);
+        }
+        e.molecules += outside[0];
+        e.decode_failed += outside[0];
+        let mut values = e.table(ds.target_std);
+        values.push(("not_encodable".into(), outside[0]));
+        values.push(("wall_s".into(), t0.elapsed().as_secs_f64()));
+        if root {
+            log::info!(
+                "{label}: {} molecules evaluated in {:.1} s",
+                e.molecules,
+                t0.elapsed().as_secs_f64()
+            );
+        }
+        columns.push(Column {
+            label,
+            checkpoints: cks,
+            values,
+        });
+    }
+    Ok(columns)
+}
+
+/// Table 1 as Markdown.
+pub fn markdown(columns: &[Column], target: &str) -> String {
+    let mut s = format!(
+        "| {target} (test split) | {} |\n|---|{}\n",
+        columns
+            .iter()
+            .map(|c| c.label)
+            .collect::<Vec<_>>()
+            .join(" | "),
+        "---|".repeat(columns.len())
+    );
+    let names: Vec<&String> = columns
+        .first()
+        .map(|c| c.values.iter().map(|(k, _)| k).collect())
+        .unwrap_or_default();
+    for name in names {
+        let cells: Vec<String> = columns
+            .iter()
+            .map(|c| {
+                let v = c
+                    .values
+                    .iter()
+                    .find(|(k, _)| k == name)
+                    .map_or(f64::NAN, |(_, v)| *v);
+                if name == "recon_acc" {
+                    format!("{:.2}%", 100.0 * v)
+                } else if v.fract() == 0.0 && v.abs() < 1e9 {
+                    format!("{v:.0}")
+                } else {
+                    format!("{v:.4}")
+                }
+            })
+            .collect();
+        s.push_str(&format!("| {name} | {} |\n", cells.join(" | ")));
+    }
+    s
+}
+
+/// Writes `eval.h5`: one group per column with its values as attributes.
+pub fn write(path: &std::path::Path, columns: &[Column], cfg: &Config) -> anyhow::Result<()> {
+    h5::write_atomically(path, |f| {
+        h5::write_str_attr(f, "config", &cfg.text)?;
+        h5::write_str_attr(f, "target_column", &cfg.data.target_column)?;
+        h5::write_str_attr(
+            f,
+            "compare",
+            "reconstruction: canonical SMILES without stereo; RMSE in target units",
+        )?;
+        for c in columns {
+            let g = f.create_group(c.label)?;
+            let cks: Vec<String> = c
+                .checkpoints
+                .iter()
+                .map(|p| p.display().to_string())
+                .collect();
+            h5::write_str_attr(&g, "checkpoints", &cks.join(","))?;
+            for (k, v) in &c.values {
+                h5::write_attr(&g, k, v)?;
+            }
+        }
+        Ok(())
+    })
+}

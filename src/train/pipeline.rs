@@ -1,0 +1,117 @@
+//! The paper's pipeline as one command: the stages of `train.stages` (Stage 1
+//! JT-VAE, Stage 1 MPNN, Stage 2 zeroth-order) in order, each in its own
+//! sub-folder `<out_dir>/<stage>/` with its own checkpoint and metrics. A stage
+//! whose checkpoint is complete and was made with the same settings is skipped;
+//! `--resume` continues the first stage that is not complete.
+use super::RunOptions;
+use crate::config::{Config, Stage};
+use crate::dist::Dist;
+use crate::io::checkpoint::Checkpoint;
+
+/// What to do with one stage.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Plan {
+    Fresh = 0,
+    Resume = 1,
+    Skip = 2,
+}
+
+/// Decides on rank 0 (which reads the checkpoint), shared with every rank.
+fn plan(sc: &Config, stage: Stage, resume: bool, dist: &Dist) -> anyhow::Result<Plan> {
+    let ck = sc.run.out_dir.join("checkpoint.h5");
+    let mut code = 0u64;
+    let mut err = None;
+    if dist.is_root() {
+        let p = if ck.is_file() {
+            match Checkpoint::head(&ck) {
+                Ok(h) if h.complete && h.stage_key == sc.stage_key(stage) => {
+                    log::info!(
+                        "stage {}: complete at step {} in {} (same settings): skipped",
+                        stage.name(),
+                        h.step,
+                        ck.display()
+                    );
+                    Plan::Skip
+                }
+                Ok(h) if resume && h.stage_key == sc.stage_key(stage) => Plan::Resume,
+                Ok(h) => {
+                    let why = if h.stage_key != sc.stage_key(stage) {
+                        "was made with other settings"
+                    } else {
+                        "is not complete (use --resume to continue it)"
+                    };
+                    if resume {
+                        log::warn!("stage {}: {} {why}", stage.name(), ck.display());
+                    }
+                    log::warn!(
+                        "stage {}: {} {why}: training the stage from the start",
+                        stage.name(),
+                        ck.display()
+                    );
+                    Plan::Fresh
+                }
+                Err(e) => {
+                    log::warn!("stage {}: unreadable checkpoint ({e:#}): training the stage from the start", stage.name());
+                    Plan::Fresh
+                }
+            }
+        } else if resume {
+            err = Some(format!("--resume: no checkpoint at {}", ck.display()));
+            Plan::Fresh
+        } else {
+            Plan::Fresh
+        };
+        code = p as u64 + if err.is_some() { 10 } else { 0 };
+    }
+    let code = dist.broadcast_u64(code);
+    if code >= 10 {
+        anyhow::bail!(
+            "{}",
+            err.unwrap_or_else(|| "--resume: no checkpoint on rank 0".into())
+        );
+    }
+    Ok(match code {
+        1 => Plan::Resume,
+        2 => Plan::Skip,
+        _ => Plan::Fresh,
+    })
+}
+
+/// Runs `only` or every stage of `cfg.stages()`.
+pub fn run(
+    cfg: &Config,
+    dist: &Dist,
+    only: Option<Stage>,
+    opts: &RunOptions,
+) -> anyhow::Result<()> {
+    let stages = only.map_or_else(|| cfg.stages(), |s| vec![s]);
+    let mut resume = opts.resume;
+    for stage in stages {
+        let sc = cfg.for_stage(stage);
+        let p = plan(&sc, stage, resume, dist)?;
+        if p == Plan::Skip {
+            continue;
+        }
+        // --resume applies to the first stage that still has work.
+        resume = false;
+        let o = RunOptions {
+            resume: p == Plan::Resume,
+            ..opts.clone()
+        };
+        if dist.is_root() {
+            log::info!(
+                "stage {}: {} in {}",
+                stage.name(),
+                if o.resume { "resuming" } else { "training" },
+                sc.run.out_dir.display()
+            );
+        }
+        match stage {
+            Stage::Jtvae => super::jtvae_stage::run(&sc, dist, &o),
+            Stage::Mpnn => super::mpnn_stage::run(&sc, dist, &o),
+            Stage::Zo => super::zo_stage::run(&sc, dist, &o),
+        }
+        .map_err(|e| e.context(format!("stage {}", stage.name())))?;
+    }
+    Ok(())
+}
