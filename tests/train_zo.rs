@@ -272,3 +272,52 @@ fn stage_two_without_stage_one_names_the_missing_checkpoint() {
         "{err}"
     );
 }
+
+#[test]
+fn gradcheck_reports_estimators_and_flip_rates() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = with_stage1(dir.path(), "gc");
+    let o = zo(&[
+        "gradcheck",
+        &tiny(),
+        "--out-dir",
+        out.to_str().unwrap(),
+        "--trials",
+        "40",
+        "--molecules",
+        "8",
+        "--directions",
+        "2",
+    ]);
+    assert_ok(&o);
+    let table = String::from_utf8_lossy(&o.stdout);
+    assert!(table.contains("| forward | 64 |"), "{table}");
+    assert!(table.contains("flip rate"), "{table}");
+    let f = hdf5::File::open(out.join("gradcheck.h5")).unwrap();
+    let g = f.group("standin").unwrap();
+    let est = zo_hpc::io::h5::read_strings(&g, "estimator").unwrap();
+    let q: Vec<f64> = zo_hpc::io::h5::read_vec(&g, "q").unwrap();
+    let r: Vec<f64> = zo_hpc::io::h5::read_vec(&g, "radius").unwrap();
+    let cos: Vec<f64> = zo_hpc::io::h5::read_vec(&g, "cosine_mean").unwrap();
+    let fwd = |qq: f64| {
+        (0..est.len())
+            .find(|&i| est[i] == "forward" && q[i] == qq && r[i] < 1e-3)
+            .map(|i| cos[i])
+            .unwrap()
+    };
+    assert!(fwd(1.0) < fwd(4.0) && fwd(4.0) < fwd(16.0) && fwd(16.0) < fwd(64.0));
+    let c = f.group("chained").unwrap();
+    let err: Vec<f64> = zo_hpc::io::h5::read_vec(&c, "rel_err").unwrap();
+    let pred: Vec<f64> = zo_hpc::io::h5::read_vec(&c, "predicted_rel_err").unwrap();
+    for (e, p) in err.iter().zip(&pred) {
+        assert!(*e <= 2.0 * p, "chained error {e} vs predicted {p}");
+    }
+    let p = f.group("pipeline").unwrap();
+    let flip: Vec<f64> = zo_hpc::io::h5::read_vec(&p, "flip_rate").unwrap();
+    assert_eq!(flip.len(), 9);
+    assert_eq!(flip[0], 0.0, "a radius of 1e-4 flipped a molecule");
+    assert!(
+        flip.iter().any(|&x| x > 0.0),
+        "no radius flipped a molecule"
+    );
+}

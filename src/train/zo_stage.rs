@@ -140,7 +140,7 @@ impl Pipeline {
     }
 
     /// Decodes one latent (no gradient) into a canonical SMILES.
-    fn decode(&self, z: &[f32]) -> Option<String> {
+    pub(crate) fn decode(&self, z: &[f32]) -> Option<String> {
         let t = Tensor::from_slice(z).to_device(self.device);
         self.jtvae
             .decode(
