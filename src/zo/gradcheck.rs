@@ -15,17 +15,19 @@ use super::directions::latent_direction;
 use super::estimator::Estimator;
 use super::rng::Stream;
 
-/// A fixed random smooth map f(z) = a · tanh(W2 · tanh(W1 z + b1) + b2) from
-/// R^d to R, computed in f64 so that finite differences at tiny µ stay accurate.
-/// `curvature` scales W1: the pre-activations have standard deviation ≈
-/// curvature for z ~ N(0, I), so a larger value means more of tanh's bend is seen
-/// within a given radius.
+/// A fixed random smooth map f(z) = a · tanh(W2 · tanh(W1 z + b1) + b2) +
+/// (bowl/2)·‖z‖² from R^d to R, computed in f64 so that finite differences at tiny
+/// µ stay accurate. `curvature` scales W1: the pre-activations have standard
+/// deviation ≈ curvature for z ~ N(0, I), so a larger value means more of tanh's
+/// bend is seen within a given radius. The bowl term is 0 unless set with
+/// [`SmoothStandIn::with_bowl`].
 pub struct SmoothStandIn {
     w1: Tensor,
     b1: Tensor,
     w2: Tensor,
     b2: Tensor,
     a: Tensor,
+    bowl: f64,
     dim: usize,
 }
 
@@ -49,8 +51,19 @@ impl SmoothStandIn {
             w2: draw(2, &[out_dim, h], 1.0 / (h as f64).sqrt()),
             b2: draw(3, &[out_dim], 0.5),
             a: draw(4, &[out_dim], 1.0 / (out_dim as f64).sqrt()),
+            bowl: 0.0,
             dim,
         }
+    }
+
+    /// Adds (bowl/2)·‖z‖². In the tanh map every derivative order scales with
+    /// `curvature` together, so its Taylor remainders grow together with the
+    /// radius; the bowl adds second-order curvature alone (Hessian bowl·I, trace
+    /// bowl·d), the regime in which antithetic (central) differences pay for their
+    /// second query.
+    pub fn with_bowl(mut self, bowl: f64) -> Self {
+        self.bowl = bowl;
+        self
     }
 
     /// Input dimension d.
@@ -64,7 +77,12 @@ impl SmoothStandIn {
         let z = z.to_kind(Kind::Double);
         let hidden = (z.matmul(&self.w1.tr()) + &self.b1).tanh();
         let out = (hidden.matmul(&self.w2.tr()) + &self.b2).tanh();
-        out.matmul(&self.a)
+        let f = out.matmul(&self.a);
+        if self.bowl == 0.0 {
+            f
+        } else {
+            f + z.square().sum_dim_intlist(-1, false, Kind::Double) * (0.5 * self.bowl)
+        }
     }
 
     /// f at one point.
@@ -305,7 +323,7 @@ mod tests {
 
     #[test]
     fn autograd_gradient_matches_central_differences() {
-        let g = SmoothStandIn::new(1, 6, 8, 1.5);
+        let g = SmoothStandIn::new(1, 6, 8, 1.5).with_bowl(0.7);
         let z = [0.3, -0.2, 0.9, -1.1, 0.0, 0.5];
         let grad: Vec<f64> = Vec::try_from(&g.gradient(&Tensor::from_slice(&z))).unwrap();
         let h = 1e-5;
