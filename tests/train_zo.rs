@@ -321,3 +321,21 @@ fn gradcheck_reports_estimators_and_flip_rates() {
         "no radius flipped a molecule"
     );
 }
+
+#[test]
+fn every_estimator_runs_in_stage_two_with_its_query_count() {
+    let dir = tempfile::tempdir().unwrap();
+    // latent 8: coordinate makes 8 queries per sample, central 2 per direction
+    for (est, per_sample) in [("central", 4.0), ("sphere", 2.0), ("coordinate", 8.0)] {
+        let cfg = variant(dir.path(), &format!("{est}.toml"), |t| {
+            t.replace("estimator = \"forward\"", &format!("estimator = \"{est}\""))
+        });
+        let out = with_stage1(dir.path(), est);
+        assert_ok(&zo_on(1, &cfg, &out, &["--max-steps", "2"]));
+        let m = read_metrics(&out.join("zo/metrics.h5"));
+        let queries: f64 = m.step_terms["queries"].iter().sum();
+        let bases: f64 = 16.0 - m.step_terms["base_failed"].iter().sum::<f64>();
+        assert_eq!(queries, per_sample * bases, "{est}");
+        assert!(m.step_loss.iter().all(|l| l.is_finite()), "{est}");
+    }
+}

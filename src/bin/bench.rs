@@ -4,7 +4,6 @@
 //! 2. MPNN training throughput (molecules/s) of `zo-hpc train inputs/bench.toml`
 //!    on 1 and 2 MPI ranks, measured side by side in one invocation.
 //!
-//!
 //! `zo-bench --jtvae` instead measures the JT-VAE chemistry on the full shipped data
 //! sets: decomposition throughput, vocabulary sizes, vocabulary coverage of test
 //! molecules, and the gold-path rebuild rate.
@@ -14,8 +13,19 @@
 //! with the share of decode time in the tree decoder, candidate enumeration (RDKit)
 //! and assembly scoring, through `zo-hpc eval`.
 //!
+//! `zo-bench --zo CONFIG --run DIR [--steps N] [--qs 1,4,16]` measures Stage-2
+//! throughput: for every ranks × q × `zo.skip_unchanged` (true, false) it copies the
+//! Stage 1 of DIR (a run of CONFIG: `jtvae/` and `mpnn/` checkpoints, `dataset.h5`)
+//! into a fresh temporary folder, runs `zo-hpc train VARIANT --stage zo --max-steps N`
+//! (default 10) and, from the per-step metrics without the first (warm-up) step,
+//! prints samples/s, queries/s, the flip rate, the share of the step time in each
+//! phase, the rank imbalance and the ratio of the step time to the (1 + q)-query
+//! bound (the measured cost of one query, decode + featurize + embed, times the
+//! 1 + q queries of each sample of a rank).
+//!
 //! Usage: `zo-bench [--repeat N] [--ranks 1,2] [--jtvae [--gold N]]
-//! [--jtvae-speed CONFIG --run DIR [--limit N]]` from the repository root (or `make bench`).
+//! [--jtvae-speed CONFIG --run DIR [--limit N]] [--zo CONFIG --run DIR [--steps N]
+//! [--qs 1,4,16]]` from the repository root (or `make bench`).
 use anyhow::{bail, Context};
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -65,7 +75,8 @@ fn train_rate(zo: &Path, ranks: usize, out: &Path) -> anyhow::Result<(f64, f64)>
             String::from_utf8_lossy(&o.stderr)
         );
     }
-    let f = hdf5::File::open(out.join("metrics.h5"))?;
+    let path = out.join("mpnn/metrics.h5");
+    let f = hdf5::File::open(&path).with_context(|| format!("opening {}", path.display()))?;
     let m = zo_hpc::io::metrics::Metrics::read_from(&f)?;
     let cfg = zo_hpc::config::Config::load(Path::new("inputs/bench.toml"))?;
     let phases = ["forward_backward", "allreduce", "optimizer"];
@@ -76,6 +87,30 @@ fn train_rate(zo: &Path, ranks: usize, out: &Path) -> anyhow::Result<(f64, f64)>
         .sum();
     let molecules = (cfg.data.n_train * m.epoch_step.len()) as f64;
     Ok((molecules / secs, wall))
+}
+
+/// A comma-separated list of positive numbers given as `name` (or `default`).
+fn parse_list(name: &str, value: Option<String>, default: &str) -> anyhow::Result<Vec<usize>> {
+    let text = value.unwrap_or_else(|| default.into());
+    let list = text
+        .split(',')
+        .map(|s| s.trim().parse::<usize>())
+        .collect::<Result<Vec<_>, _>>()
+        .with_context(|| format!("{name} {text}: expected numbers such as {default}"))?;
+    if list.is_empty() || list.contains(&0) {
+        bail!("{name} {text}: expected positive numbers such as {default}");
+    }
+    Ok(list)
+}
+
+fn check_exists(zo: &Path) -> anyhow::Result<()> {
+    if !zo.exists() {
+        bail!(
+            "{} not found: build with `scripts/cargo.sh build --release --bins`",
+            zo.display()
+        );
+    }
+    Ok(())
 }
 
 /// `zo-hpc` itself for one rank, `mpirun -n N zo-hpc` for more.
@@ -112,11 +147,7 @@ fn main() -> anyhow::Result<()> {
         .map(|s| s.parse())
         .transpose()?
         .unwrap_or(5);
-    let ranks: Vec<usize> = flag("--ranks")
-        .unwrap_or_else(|| "1,2".into())
-        .split(',')
-        .map(|s| s.parse())
-        .collect::<Result<_, _>>()?;
+    let ranks = parse_list("--ranks", flag("--ranks"), "1,2")?;
     if args.iter().any(|a| a == "--jtvae") {
         let gold: usize = flag("--gold")
             .map(|s| s.parse())
@@ -131,12 +162,22 @@ fn main() -> anyhow::Result<()> {
         let limit = flag("--limit").unwrap_or_else(|| "200".into());
         return jtvae_speed(&zo, &config, Path::new(&run), &limit, &ranks);
     }
-    if !zo.exists() {
-        bail!(
-            "{} not found: build with `cargo build --release --bins`",
-            zo.display()
-        );
+    if let Some(config) = flag("--zo") {
+        let run = flag("--run").context("--zo needs --run DIR (a run of CONFIG with Stage 1)")?;
+        let steps: usize = flag("--steps")
+            .map(|s| s.parse())
+            .transpose()
+            .context("--steps: not a number")?
+            .unwrap_or(10);
+        let grid = ZoGrid {
+            ranks,
+            qs: parse_list("--qs", flag("--qs"), "1,4,16")?,
+            steps,
+        };
+        check_exists(&zo)?;
+        return zo_bench(&zo, Path::new(&config), Path::new(&run), &grid);
     }
+    check_exists(&zo)?;
     println!("zo-bench: RDKit {}", zo_hpc::chem::rdkit_version());
     println!("\nfeaturization (RDKit black box, all 78 + 12 columns, {repeat} passes):");
     for (name, file) in [
@@ -319,4 +360,304 @@ fn jtvae_speed(
         );
     }
     Ok(())
+}
+
+/// The cases of `zo-bench --zo`: every ranks × q × skip_unchanged.
+struct ZoGrid {
+    ranks: Vec<usize>,
+    qs: Vec<usize>,
+    steps: usize,
+}
+
+/// One Stage-2 run of the grid.
+#[derive(Debug, Clone, Copy)]
+struct ZoCase {
+    ranks: usize,
+    q: usize,
+    skip: bool,
+}
+
+/// Phases whose share of the step time is shown, with the series read for each:
+/// per-rank phases as the mean over ranks (so the rest of the step is waiting for
+/// the slowest rank or untimed work), allreduce and optimizer as timed on rank 0.
+const SHARE_PHASES: [(&str, &str); 7] = [
+    ("encode", "time_encode_mean"),
+    ("decode", "time_decode_mean"),
+    ("featurize", "time_featurize_mean"),
+    ("embed", "time_embed_mean"),
+    ("backward", "time_backward_mean"),
+    ("allreduce", "time_allreduce"),
+    ("optimizer", "time_optimizer"),
+];
+
+/// Sums over the kept steps (the first, warm-up step dropped) of one run.
+#[derive(Debug, Clone)]
+struct ZoSums {
+    steps: usize,
+    samples: f64,
+    /// Perturbed queries (q per sample with a base molecule).
+    queries: f64,
+    /// Black-box queries of every kind: base + perturbed + decoder.
+    all_queries: f64,
+    changed: f64,
+    /// Perturbed queries that decoded (the denominator of the flip rate).
+    answered: f64,
+    /// Σ (time_step + time_allreduce + time_optimizer): the wall time of the steps.
+    step_s: f64,
+    /// Σ (time_decode + time_featurize + time_embed), max over ranks: query work.
+    query_s: f64,
+    /// Seconds in each of `SHARE_PHASES`.
+    phase_s: [f64; SHARE_PHASES.len()],
+    /// Mean over the kept steps of the slowest / mean rank compute time.
+    imbalance: f64,
+}
+
+impl ZoSums {
+    fn from_metrics(m: &zo_hpc::io::metrics::Metrics) -> anyhow::Result<ZoSums> {
+        let kept = |name: &str| -> anyhow::Result<&[f64]> {
+            let v = m
+                .step_terms
+                .get(name)
+                .with_context(|| format!("metrics.h5 has no /step/{name}"))?;
+            v.get(1..)
+                .filter(|k| !k.is_empty())
+                .with_context(|| format!("/step/{name}: {} step(s), need 2 or more", v.len()))
+        };
+        let sum = |name: &str| -> anyhow::Result<f64> { Ok(kept(name)?.iter().sum()) };
+        let mut phase_s = [0.0; SHARE_PHASES.len()];
+        for (s, (_, series)) in phase_s.iter_mut().zip(SHARE_PHASES) {
+            *s = sum(series)?;
+        }
+        let imbalance = kept("imbalance")?;
+        Ok(ZoSums {
+            steps: imbalance.len(),
+            samples: sum("samples")?,
+            queries: sum("queries")?,
+            all_queries: sum("samples")? + sum("queries")? + sum("decoder_queries")?,
+            changed: sum("changed")?,
+            answered: sum("queries")? - sum("failed_decode")?,
+            step_s: sum("time_step")? + sum("time_allreduce")? + sum("time_optimizer")?,
+            query_s: sum("time_decode")? + sum("time_featurize")? + sum("time_embed")?,
+            phase_s,
+            imbalance: imbalance.iter().sum::<f64>() / imbalance.len() as f64,
+        })
+    }
+
+    /// Seconds of one query (decode + featurize + embed) per base or perturbed query.
+    fn query_cost(&self) -> f64 {
+        self.query_s / (self.samples + self.queries).max(1.0)
+    }
+
+    /// Measured step time over the (1 + q)-query bound: `c` seconds per query times
+    /// 1 + q queries for each sample of one rank.
+    fn bound_ratio(&self, case: ZoCase, c: f64) -> f64 {
+        let per_rank_samples = self.samples / case.ranks as f64;
+        self.step_s / (c * (1 + case.q) as f64 * per_rank_samples)
+    }
+}
+
+/// Removes a file when dropped (the config variants written next to the config).
+struct TempFile(PathBuf);
+
+impl Drop for TempFile {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
+}
+
+/// The config text with `zo.q` and `zo.skip_unchanged` set (a `[zo]` section is
+/// added where there is none).
+fn zo_variant(text: &str, case: ZoCase) -> anyhow::Result<String> {
+    let mut doc: toml::Table = text.parse().context("parsing the config")?;
+    let zo = doc
+        .entry("zo")
+        .or_insert_with(|| toml::Value::Table(toml::Table::new()))
+        .as_table_mut()
+        .context("config: `zo` is not a section")?;
+    zo.insert("q".into(), toml::Value::Integer(case.q as i64));
+    zo.insert("skip_unchanged".into(), toml::Value::Boolean(case.skip));
+    toml::to_string(&doc).context("writing the config variant")
+}
+
+/// Writes the variant of `config` for `case` next to it (relative paths in the
+/// config stay valid) under a name of this process; removed when dropped.
+fn write_variant(config: &Path, text: &str, case: ZoCase) -> anyhow::Result<TempFile> {
+    let dir = config.parent().unwrap_or(Path::new("."));
+    let name = format!(
+        ".zo-bench-{}-r{}-q{}-{}.toml",
+        std::process::id(),
+        case.ranks,
+        case.q,
+        if case.skip { "skip" } else { "noskip" }
+    );
+    let path = dir.join(name);
+    std::fs::write(&path, zo_variant(text, case)?)
+        .with_context(|| format!("writing {}", path.display()))?;
+    Ok(TempFile(path))
+}
+
+/// Copies Stage 1 of `run` (JT-VAE and MPNN checkpoints, dataset file) into `out`.
+fn copy_stage1(run: &Path, out: &Path) -> anyhow::Result<()> {
+    for file in ["jtvae/checkpoint.h5", "mpnn/checkpoint.h5", "dataset.h5"] {
+        let (from, to) = (run.join(file), out.join(file));
+        if let Some(dir) = to.parent() {
+            std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+        }
+        std::fs::copy(&from, &to).with_context(|| {
+            format!(
+                "copying {} (--run must hold a finished Stage 1 of the config)",
+                from.display()
+            )
+        })?;
+    }
+    Ok(())
+}
+
+/// Runs Stage 2 of one case on a fresh copy of Stage 1 and sums its metrics.
+fn run_zo_case(
+    zo: &Path,
+    config: &Path,
+    text: &str,
+    run: &Path,
+    case: ZoCase,
+    steps: usize,
+    out: &Path,
+) -> anyhow::Result<ZoSums> {
+    let _ = std::fs::remove_dir_all(out);
+    copy_stage1(run, out)?;
+    let variant = write_variant(config, text, case)?;
+    let mut cmd = launcher(zo, case.ranks);
+    cmd.arg("train")
+        .arg(&variant.0)
+        .args([
+            "--stage",
+            "zo",
+            "--max-steps",
+            &steps.to_string(),
+            "--out-dir",
+        ])
+        .arg(out);
+    let o = cmd.output().context("starting zo-hpc")?;
+    if !o.status.success() {
+        let err = String::from_utf8_lossy(&o.stderr);
+        let tail: Vec<&str> = err.lines().rev().take(20).collect();
+        bail!(
+            "zo-hpc train --stage zo failed ({case:?}):\n{}",
+            tail.into_iter().rev().collect::<Vec<_>>().join("\n")
+        );
+    }
+    let path = out.join("zo/metrics.h5");
+    let f = hdf5::File::open(&path).with_context(|| format!("opening {}", path.display()))?;
+    let m = zo_hpc::io::metrics::Metrics::read_from(&f)
+        .with_context(|| format!("reading {}", path.display()))?;
+    let sums = ZoSums::from_metrics(&m).with_context(|| format!("{}", path.display()))?;
+    let _ = std::fs::remove_dir_all(out);
+    Ok(sums)
+}
+
+/// Prints the machine, the threads per rank and the command line.
+fn print_zo_setup(cfg: &zo_hpc::config::Config, grid: &ZoGrid) {
+    let nproc = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let load = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
+    let args: Vec<String> = std::env::args().collect();
+    println!("zo-bench --zo: RDKit {}", zo_hpc::chem::rdkit_version());
+    println!("command: {}", args.join(" "));
+    println!(
+        "machine: nproc {nproc}, load average {}",
+        load.split_whitespace()
+            .take(3)
+            .collect::<Vec<_>>()
+            .join(" ")
+    );
+    let threads: Vec<String> = grid
+        .ranks
+        .iter()
+        .map(|&r| match cfg.train.threads {
+            Some(t) => format!("{r} rank(s): {t} (train.threads)"),
+            None => format!("{r} rank(s): {} (nproc / ranks)", (nproc / r).max(1)),
+        })
+        .collect();
+    println!("threads per rank: {}", threads.join(", "));
+    println!(
+        "{} Stage-2 steps per case, the first (warm-up) dropped; estimator {:?}, mu {}",
+        grid.steps, cfg.zo.estimator, cfg.zo.mu
+    );
+}
+
+/// The case whose query cost is the reference c: skip_unchanged off (every query
+/// pays decode + featurize + embed), the fewest ranks and the smallest q.
+fn reference(results: &[(ZoCase, ZoSums)]) -> Option<&(ZoCase, ZoSums)> {
+    results
+        .iter()
+        .filter(|(c, _)| !c.skip)
+        .min_by_key(|(c, _)| (c.ranks, c.q))
+}
+
+fn print_zo_table(results: &[(ZoCase, ZoSums)]) -> anyhow::Result<()> {
+    let (rc, rs) = reference(results).context("no skip_unchanged = false case")?;
+    let c = rs.query_cost();
+    println!(
+        "\nc = {:.2} ms per query (decode + featurize + embed) per base or perturbed \
+         query, measured with ranks {} q {} skip false",
+        1e3 * c,
+        rc.ranks,
+        rc.q
+    );
+    let shares: Vec<&str> = SHARE_PHASES.iter().map(|(n, _)| *n).collect();
+    println!(
+        "\n| ranks | q | skip | samples/s | queries/s | flip rate | step s | share of step time: {} | imbalance | ratio to (1+q)-query bound |",
+        shares.join(" / ")
+    );
+    println!("|---|---|---|---|---|---|---|---|---|---|");
+    for (case, s) in results {
+        let share: Vec<String> = s
+            .phase_s
+            .iter()
+            .map(|p| format!("{:.0}%", 100.0 * p / s.step_s))
+            .collect();
+        println!(
+            "| {} | {} | {} | {:.2} | {:.1} | {:.3} | {:.3} | {} | {:.2} | {:.2} |",
+            case.ranks,
+            case.q,
+            case.skip,
+            s.samples / s.step_s,
+            s.all_queries / s.step_s,
+            s.changed / s.answered.max(1.0),
+            s.step_s / s.steps as f64,
+            share.join(" / "),
+            s.imbalance,
+            s.bound_ratio(*case, c)
+        );
+    }
+    println!(
+        "\nsamples/s and queries/s (base + perturbed + decoder queries) over the step time \
+         (slowest rank's compute + allreduce + optimizer); flip rate = perturbed queries \
+         decoding to another molecule / perturbed queries decoded; per-rank phase shares \
+         are means over ranks; step s = mean step time"
+    );
+    Ok(())
+}
+
+/// `zo-bench --zo`: Stage-2 throughput over ranks × q × skip_unchanged.
+fn zo_bench(zo: &Path, config: &Path, run: &Path, grid: &ZoGrid) -> anyhow::Result<()> {
+    let text =
+        std::fs::read_to_string(config).with_context(|| format!("reading {}", config.display()))?;
+    let cfg = zo_hpc::config::Config::load(config)
+        .with_context(|| format!("loading {}", config.display()))?;
+    print_zo_setup(&cfg, grid);
+    let tmp = std::env::temp_dir().join(format!("zo-bench-zo-{}", std::process::id()));
+    let mut results = Vec::new();
+    for &ranks in &grid.ranks {
+        for &q in &grid.qs {
+            for skip in [true, false] {
+                let case = ZoCase { ranks, q, skip };
+                eprintln!("zo-bench: ranks {ranks} q {q} skip {skip} ...");
+                let out = tmp.join(format!("r{ranks}-q{q}-{skip}"));
+                let sums = run_zo_case(zo, config, &text, run, case, grid.steps, &out);
+                results.push((case, sums?));
+            }
+        }
+    }
+    let _ = std::fs::remove_dir_all(&tmp);
+    print_zo_table(&results)
 }
