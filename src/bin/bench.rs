@@ -169,6 +169,9 @@ fn main() -> anyhow::Result<()> {
             .transpose()
             .context("--steps: not a number")?
             .unwrap_or(10);
+        if steps < 2 {
+            bail!("--steps {steps}: need 2 or more (the first, warm-up step is dropped)");
+        }
         let grid = ZoGrid {
             ranks,
             qs: parse_list("--qs", flag("--qs"), "1,4,16")?,
@@ -456,12 +459,17 @@ impl ZoSums {
     }
 }
 
-/// Removes a file when dropped (the config variants written next to the config).
-struct TempFile(PathBuf);
+/// Removes a file or folder when dropped (config variants, temporary run folders),
+/// also when a run fails.
+struct Cleanup(PathBuf);
 
-impl Drop for TempFile {
+impl Drop for Cleanup {
     fn drop(&mut self) {
-        let _ = std::fs::remove_file(&self.0);
+        let _ = if self.0.is_dir() {
+            std::fs::remove_dir_all(&self.0)
+        } else {
+            std::fs::remove_file(&self.0)
+        };
     }
 }
 
@@ -481,7 +489,7 @@ fn zo_variant(text: &str, case: ZoCase) -> anyhow::Result<String> {
 
 /// Writes the variant of `config` for `case` next to it (relative paths in the
 /// config stay valid) under a name of this process; removed when dropped.
-fn write_variant(config: &Path, text: &str, case: ZoCase) -> anyhow::Result<TempFile> {
+fn write_variant(config: &Path, text: &str, case: ZoCase) -> anyhow::Result<Cleanup> {
     let dir = config.parent().unwrap_or(Path::new("."));
     let name = format!(
         ".zo-bench-{}-r{}-q{}-{}.toml",
@@ -493,7 +501,7 @@ fn write_variant(config: &Path, text: &str, case: ZoCase) -> anyhow::Result<Temp
     let path = dir.join(name);
     std::fs::write(&path, zo_variant(text, case)?)
         .with_context(|| format!("writing {}", path.display()))?;
-    Ok(TempFile(path))
+    Ok(Cleanup(path))
 }
 
 /// Copies Stage 1 of `run` (JT-VAE and MPNN checkpoints, dataset file) into `out`.
@@ -524,6 +532,7 @@ fn run_zo_case(
     out: &Path,
 ) -> anyhow::Result<ZoSums> {
     let _ = std::fs::remove_dir_all(out);
+    let _out = Cleanup(out.to_path_buf());
     copy_stage1(run, out)?;
     let variant = write_variant(config, text, case)?;
     let mut cmd = launcher(zo, case.ranks);
@@ -550,9 +559,7 @@ fn run_zo_case(
     let f = hdf5::File::open(&path).with_context(|| format!("opening {}", path.display()))?;
     let m = zo_hpc::io::metrics::Metrics::read_from(&f)
         .with_context(|| format!("reading {}", path.display()))?;
-    let sums = ZoSums::from_metrics(&m).with_context(|| format!("{}", path.display()))?;
-    let _ = std::fs::remove_dir_all(out);
-    Ok(sums)
+    ZoSums::from_metrics(&m).with_context(|| format!("{}", path.display()))
 }
 
 /// Prints the machine, the threads per rank and the command line.
@@ -646,6 +653,7 @@ fn zo_bench(zo: &Path, config: &Path, run: &Path, grid: &ZoGrid) -> anyhow::Resu
         .with_context(|| format!("loading {}", config.display()))?;
     print_zo_setup(&cfg, grid);
     let tmp = std::env::temp_dir().join(format!("zo-bench-zo-{}", std::process::id()));
+    let _tmp = Cleanup(tmp.clone());
     let mut results = Vec::new();
     for &ranks in &grid.ranks {
         for &q in &grid.qs {
@@ -653,11 +661,10 @@ fn zo_bench(zo: &Path, config: &Path, run: &Path, grid: &ZoGrid) -> anyhow::Resu
                 let case = ZoCase { ranks, q, skip };
                 eprintln!("zo-bench: ranks {ranks} q {q} skip {skip} ...");
                 let out = tmp.join(format!("r{ranks}-q{q}-{skip}"));
-                let sums = run_zo_case(zo, config, &text, run, case, grid.steps, &out);
-                results.push((case, sums?));
+                let sums = run_zo_case(zo, config, &text, run, case, grid.steps, &out)?;
+                results.push((case, sums));
             }
         }
     }
-    let _ = std::fs::remove_dir_all(&tmp);
     print_zo_table(&results)
 }

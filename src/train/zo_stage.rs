@@ -771,7 +771,7 @@ impl Objective for ZoObjective {
                 }
                 tch::no_grad(|| {
                     for ((_, t, _), s) in self.decoder.iter().zip(&saved) {
-                        let _ = t.shallow_clone().copy_(s);
+                        t.shallow_clone().copy_(s);
                     }
                 });
                 let mut ck = 0.0;
@@ -798,7 +798,7 @@ impl Objective for ZoObjective {
             let g = Tensor::from_slice(&ghat)
                 .view([ok.len() as i64, l as i64])
                 .to_device(dev);
-            surrogate = surrogate + (zsel * g).sum(Kind::Float);
+            surrogate += (zsel * g).sum(Kind::Float);
         }
         let eps = self.noise(samples, step);
         let jl = p

@@ -132,7 +132,10 @@ impl Estimator {
         }
         match self {
             Estimator::Central => {
-                assert!(offsets.len() % 2 == 0, "central needs (+, −) pairs");
+                assert!(
+                    offsets.len().is_multiple_of(2),
+                    "central needs (+, −) pairs"
+                );
                 for (pair, d) in offsets.chunks(2).zip(deltas.chunks(2)) {
                     if let (Some(plus), Some(minus)) = (d[0], d[1]) {
                         add(&mut g, (plus - minus) / (2.0 * r), &pair[0]);
