@@ -11,7 +11,14 @@ const D: usize = 56;
 const TRIALS: usize = 200;
 
 fn stand_in() -> SmoothStandIn {
+    one_thread();
     SmoothStandIn::new(1, D, 16, 1.0)
+}
+
+/// The tensors here are tiny: libtorch's intra-op thread pool only adds
+/// synchronization, which on a busy machine made a test several times slower.
+fn one_thread() {
+    tch::set_num_threads(1);
 }
 
 /// Forward differences at small µ: the mean cosine grows with q and follows
@@ -89,6 +96,7 @@ fn central_beats_forward_on_a_curved_function() {
 /// 0.85–0.90), cosine ≈ 0.98.
 #[test]
 fn chained_encoder_gradient_matches_autograd() {
+    one_thread();
     let (b, n_in, d) = (4i64, 6i64, 12usize);
     let g = SmoothStandIn::new(5, d, 16, 1.0);
     let mut s = Stream::new(7, "test-encoder", &[0]);

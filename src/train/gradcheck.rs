@@ -88,6 +88,9 @@ pub fn run(cfg: &Config, dist: &Dist, o: &Options) -> anyhow::Result<Report> {
     // 1a. Estimators on the stand-in (moderate curvature: tanh's bend within µ ~ 1).
     let g = SmoothStandIn::new(seed, d, m, 1.0);
     let mut standin = Vec::new();
+    // The stand-in's tensors are tiny: libtorch's thread pool only adds overhead.
+    let threads = tch::get_num_threads();
+    tch::set_num_threads(1);
     for est in Estimator::ALL {
         let qs: &[usize] = if est == Estimator::Coordinate {
             &[1]
@@ -108,6 +111,8 @@ pub fn run(cfg: &Config, dist: &Dist, o: &Options) -> anyhow::Result<Report> {
             }
         }
     }
+
+    tch::set_num_threads(threads);
 
     // 1b. The chain rule through the real encoder (a few molecules, large q).
     let vocab = Vocab::new(pipe.vocab.iter().cloned());
