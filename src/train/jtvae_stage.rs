@@ -312,16 +312,27 @@ impl JtvaeObjective {
 
     /// Reparameterization noise of each sample, keyed (seed, "vae", step, sample).
     fn noise(&self, samples: &[usize], step: usize) -> Tensor {
-        let latent = self.model.latent() as usize;
-        let mut eps = Vec::with_capacity(samples.len() * latent);
-        for &gid in samples {
-            let mut s = Stream::new(self.seed, "vae", &[step as u64, gid as u64]);
-            eps.extend((0..latent).map(|_| s.normal() as f32));
-        }
-        Tensor::from_slice(&eps)
-            .view([samples.len() as i64, latent as i64])
-            .to_device(self.device)
+        vae_noise(self.seed, samples, step, self.model.latent(), self.device)
     }
+}
+
+/// Reparameterization noise `[B, latent]` of samples `gids` at `step`, keyed
+/// (seed, "vae", step, gid): the same on whichever rank owns a sample.
+pub(crate) fn vae_noise(
+    seed: u64,
+    gids: &[usize],
+    step: usize,
+    latent: i64,
+    device: Device,
+) -> Tensor {
+    let mut eps = Vec::with_capacity(gids.len() * latent as usize);
+    for &gid in gids {
+        let mut s = Stream::new(seed, "vae", &[step as u64, gid as u64]);
+        eps.extend((0..latent).map(|_| s.normal() as f32));
+    }
+    Tensor::from_slice(&eps)
+        .view([gids.len() as i64, latent])
+        .to_device(device)
 }
 
 impl Objective for JtvaeObjective {

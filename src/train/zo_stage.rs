@@ -16,7 +16,7 @@
 //! - λ·∇ of the JT-VAE loss (teacher forced, VAE noise keyed (seed, "vae", step, gid)).
 //!
 //! Model code stays free of MPI: everything crossing ranks goes through the loop.
-use super::jtvae_stage::{flat, Example};
+use super::jtvae_stage::{flat, vae_noise, Example};
 use super::params::{to_vec_f32, Params};
 use super::trainer::{Objective, StepOut, Trainer};
 use super::{device, RunOptions};
@@ -34,7 +34,6 @@ use crate::jtvae::vocab::Vocab;
 use crate::models::batch::GraphBatch;
 use crate::models::mpnn::{Mpnn, MpnnDims};
 use crate::zo::directions::{decoder_direction, latent_direction};
-use crate::zo::rng::Stream;
 use anyhow::Context;
 use std::cell::RefCell;
 use std::path::Path;
@@ -508,18 +507,6 @@ impl ZoObjective {
         params
     }
 
-    fn noise(&self, gids: &[usize], step: usize) -> Tensor {
-        let latent = self.pipe.jtvae.latent() as usize;
-        let mut eps = Vec::with_capacity(gids.len() * latent);
-        for &gid in gids {
-            let mut s = Stream::new(self.seed, "vae", &[step as u64, gid as u64]);
-            eps.extend((0..latent).map(|_| s.normal() as f32));
-        }
-        Tensor::from_slice(&eps)
-            .view([gids.len() as i64, latent as i64])
-            .to_device(self.pipe.device)
-    }
-
     /// Decoder direction k of `step` for one named tensor.
     fn decoder_dir(&self, step: usize, k: usize, name: &str, numel: usize) -> Vec<f32> {
         decoder_direction(self.seed, step as u64, k as u64, name, numel)
@@ -800,7 +787,7 @@ impl Objective for ZoObjective {
                 .to_device(dev);
             surrogate += (zsel * g).sum(Kind::Float);
         }
-        let eps = self.noise(samples, step);
+        let eps = vae_noise(self.seed, samples, step, p.jtvae.latent(), dev);
         let jl = p
             .jtvae
             .losses_encoded(&batch, &t, &mean, &logvar, &eps, dev);
