@@ -216,16 +216,12 @@ impl Pipeline {
                             e.exact += 1.0;
                         }
                         let a = answers.next().expect("one answer per decoded molecule");
-                        match a.as_ref() {
-                            Ok(g) => {
-                                pipe_graphs.push(std::sync::Arc::clone(&a));
-                                pipe_y.push(m.y);
-                                let _ = g;
-                            }
-                            Err(_) => {
-                                e.featurize_failed += 1.0;
-                                e.sse_fill += f64::from(m.y).powi(2);
-                            }
+                        if a.is_ok() {
+                            pipe_graphs.push(a);
+                            pipe_y.push(m.y);
+                        } else {
+                            e.featurize_failed += 1.0;
+                            e.sse_fill += f64::from(m.y).powi(2);
                         }
                     }
                 }
