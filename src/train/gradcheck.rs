@@ -181,12 +181,25 @@ pub fn run(cfg: &Config, dist: &Dist, o: &Options) -> anyhow::Result<Report> {
     })
 }
 
-/// The smallest radius whose flip rate is at least 10% with at most 10% failed
+/// The flip rate at the smallest radius: molecules whose decode sits on a tie
+/// (a zero-margin choice) flip under any perturbation, however small.
+pub fn tie_floor(flips: &[FlipRow]) -> f64 {
+    flips
+        .first()
+        .filter(|r| r.queries > 0.0)
+        .map_or(0.0, |r| r.flipped / r.queries)
+}
+
+/// The smallest radius at which the decoder responds to the radius itself: a
+/// flip rate at least 10 points above the tie floor, with at most 10% failed
 /// decodes (None when no radius qualifies).
 pub fn suggested_radius(flips: &[FlipRow]) -> Option<f64> {
+    let floor = tie_floor(flips);
     flips
         .iter()
-        .find(|r| r.queries > 0.0 && r.flipped / r.queries >= 0.1 && r.failed / r.queries <= 0.1)
+        .find(|r| {
+            r.queries > 0.0 && r.flipped / r.queries >= floor + 0.1 && r.failed / r.queries <= 0.1
+        })
         .map(|r| r.radius)
 }
 
@@ -244,12 +257,19 @@ pub fn markdown(r: &Report, cfg: &Config) -> String {
     s.push_str(&format!(
         "\nThe config's µ·σ = {now:e}: flip rate ≈ {at_now:.3} at the nearest radius measured."
     ));
+    let floor = tie_floor(&r.flips);
+    if floor > 0.0 {
+        s.push_str(&format!(
+            " At the smallest radius {:.1}% of queries already flip: those molecules sit on a tie in the decoder, so their difference is a jump of O(1) however small µ is (the estimate is then jump/µ, not a derivative).",
+            100.0 * floor
+        ));
+    }
     match suggested_radius(&r.flips) {
         Some(x) => s.push_str(&format!(
-            " The data support µ·σ ≥ {x:e} (the smallest radius with a flip rate ≥ 10% and ≤ 10% failed decodes); below it most differences are exactly zero and the latent estimate carries little signal.\n"
+            " The data support µ·σ ≥ {x:e}: the smallest radius whose flip rate is at least 10 points above that floor with ≤ 10% failed decodes; below it the decoder does not respond to the radius and the latent estimate carries little signal.\n"
         )),
         None => s.push_str(
-            " No radius gave a flip rate ≥ 10% with ≤ 10% failed decodes.\n",
+            " No radius raised the flip rate 10 points above that floor with ≤ 10% failed decodes.\n",
         ),
     }
     s
@@ -286,6 +306,7 @@ pub fn write(path: &std::path::Path, r: &Report, cfg: &Config) -> anyhow::Result
         h5::write_vec(&g, "queries", &col(|x| x.queries))?;
         h5::write_vec(&g, "flip_rate", &col(|x| x.flipped / x.queries.max(1.0)))?;
         h5::write_vec(&g, "failed_share", &col(|x| x.failed / x.queries.max(1.0)))?;
+        h5::write_attr(&g, "tie_floor", &tie_floor(&r.flips))?;
         if let Some(x) = suggested_radius(&r.flips) {
             h5::write_attr(&g, "suggested_min_radius", &x)?;
         }

@@ -852,3 +852,4 @@ pub fn run(cfg: &Config, dist: &Dist, opts: &RunOptions) -> anyhow::Result<()> {
     }
     t.run(opts)
 }
+
