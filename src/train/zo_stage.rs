@@ -852,4 +852,3 @@ pub fn run(cfg: &Config, dist: &Dist, opts: &RunOptions) -> anyhow::Result<()> {
     }
     t.run(opts)
 }
-
