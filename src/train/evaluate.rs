@@ -10,7 +10,6 @@ use super::params::Params;
 use super::zo_stage::{is_decoder_param, labeled, load_stage1, Pipeline};
 use crate::config::{Config, DecoderMode, Stage};
 use crate::dist::Dist;
-use crate::io::checkpoint::Checkpoint;
 use crate::io::dataset::Dataset;
 use crate::io::h5;
 use crate::jtvae::vocab::Vocab;
@@ -59,10 +58,9 @@ pub fn table1(cfg: &Config, dist: &Dist, limit: usize) -> anyhow::Result<Vec<Col
         let mut cks = vec![jk.clone(), mk.clone()];
         if stage2 {
             let frozen = cfg.zo.decoder == DecoderMode::Frozen;
-            let part = Params::of_filtered(&vs, |n| !(frozen && is_decoder_param(n)));
-            let (_, arrays) = Checkpoint::read_params(&zk, &part.names)
+            Params::of_filtered(&vs, |n| !(frozen && is_decoder_param(n)))
+                .load_from(&zk)
                 .with_context(|| format!("reading the Stage-2 model {}", zk.display()))?;
-            part.load_arrays(&arrays, &part.tensors)?;
             cks = vec![zk.clone()];
         }
         let (mols, skipped) = test.get_or_insert_with(|| {

@@ -18,7 +18,6 @@ use super::params::{to_vec_f32, Params};
 use super::zo_stage::{labeled, Pipeline};
 use crate::config::{Config, Stage};
 use crate::dist::Dist;
-use crate::io::checkpoint::Checkpoint;
 use crate::io::dataset::Dataset;
 use crate::io::h5;
 use crate::jtvae::vocab::Vocab;
@@ -67,12 +66,10 @@ pub fn run(cfg: &Config, dist: &Dist, o: &Options) -> anyhow::Result<Report> {
     tch::manual_seed(cfg.run.seed as i64);
     let vs = VarStore::new(device);
     let pipe = Pipeline::new(cfg, &ds, &vs)?;
-    let jk = cfg.for_stage(Stage::Jtvae).stage_checkpoint(Stage::Jtvae);
+    let jk = cfg.stage_checkpoint(Stage::Jtvae);
     let trained = jk.is_file();
     if trained {
-        let part = Params::of_filtered(&vs, |n| n.starts_with("jtvae."));
-        let (_, arrays) = Checkpoint::read_params(&jk, &part.names)?;
-        part.load_arrays(&arrays, &part.tensors)?;
+        Params::of_filtered(&vs, |n| n.starts_with("jtvae.")).load_from(&jk)?;
         log::info!("JT-VAE from {}", jk.display());
     } else {
         log::warn!(

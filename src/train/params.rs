@@ -105,6 +105,12 @@ impl Params {
             .collect()
     }
 
+    /// Loads these parameters (by name) from a checkpoint that may hold more.
+    pub fn load_from(&self, checkpoint: &std::path::Path) -> anyhow::Result<()> {
+        let (_, arrays) = crate::io::checkpoint::Checkpoint::read_params(checkpoint, &self.names)?;
+        self.load_arrays(&arrays, &self.tensors)
+    }
+
     /// Copies arrays (same names and shapes) into `dst` tensors.
     pub fn load_arrays(&self, arrays: &[NamedArray], dst: &[Tensor]) -> anyhow::Result<()> {
         for ((a, t), name) in arrays.iter().zip(dst).zip(&self.names) {

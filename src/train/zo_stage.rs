@@ -24,7 +24,6 @@ use crate::blackbox::{FeatureCache, KnowledgeSource, RdkitSource};
 use crate::chem::{Featurizer, MolGraph};
 use crate::config::{Config, DecoderMode, JtvaeConfig, ZoConfig};
 use crate::dist::Dist;
-use crate::io::checkpoint::Checkpoint;
 use crate::io::dataset::Dataset;
 use crate::jtvae::candidates::LabelGraphs;
 use crate::jtvae::decode::DecodeTimes;
@@ -358,19 +357,17 @@ impl PipelineEval {
 
 /// Loads the Stage-1 checkpoints into the pipeline's parameters.
 pub fn load_stage1(vs: &VarStore, jtvae_ck: &Path, mpnn_ck: &Path) -> anyhow::Result<()> {
-    let all = Params::of(vs);
     for (prefix, ck) in [("jtvae.", jtvae_ck), ("mpnn.", mpnn_ck)] {
-        let part = Params::of_filtered(vs, |n| n.starts_with(prefix));
-        let (_, arrays) = Checkpoint::read_params(ck, &part.names).with_context(|| {
-            format!(
-                "reading the Stage-1 model {} (train its stage first, or set zo.init_{})",
-                ck.display(),
-                prefix.trim_end_matches('.')
-            )
-        })?;
-        part.load_arrays(&arrays, &part.tensors)?;
+        Params::of_filtered(vs, |n| n.starts_with(prefix))
+            .load_from(ck)
+            .with_context(|| {
+                format!(
+                    "reading the Stage-1 model {} (train its stage first, or set zo.init_{})",
+                    ck.display(),
+                    prefix.trim_end_matches('.')
+                )
+            })?;
     }
-    debug_assert!(all.numel() > 0);
     Ok(())
 }
 
