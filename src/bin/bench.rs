@@ -256,6 +256,13 @@ fn coverage(train: &[&Option<Vec<String>>], test: &[&Option<Vec<String>>]) -> (u
     (vocab.len(), covered as f64 / test.len().max(1) as f64)
 }
 
+/// The value after `name` on the command line.
+fn flag_value(name: &str) -> Option<String> {
+    let args: Vec<String> = std::env::args().collect();
+    let i = args.iter().position(|a| a == name)?;
+    args.get(i + 1).cloned()
+}
+
 fn jtvae(gold: usize) -> anyhow::Result<()> {
     println!("zo-bench --jtvae: RDKit {}", zo_hpc::chem::rdkit_version());
     // ZINC: the JT-VAE authors' split (valid = training material, test = held out).
@@ -270,7 +277,22 @@ fn jtvae(gold: usize) -> anyhow::Result<()> {
             "\n{name}: {} molecules, decomposed at {rate:.0} molecules/s, {failed} failed",
             smiles.len()
         );
-        println!("  vocabulary over all molecules: {} clusters", all.len());
+        let multi_ring: Vec<&String> = all
+            .labels()
+            .iter()
+            .filter(|l| zo_hpc::chem::parse_kekule(l).is_ok_and(|k| k.rings.len() > 1))
+            .collect();
+        println!(
+            "  vocabulary over all molecules: {} clusters ({} of them multi-ring systems, e.g. {:?})",
+            all.len(),
+            multi_ring.len(),
+            &multi_ring[..multi_ring.len().min(6)]
+        );
+        if let Some(path) = flag_value("--vocab-out") {
+            let file = format!("{path}.{}.txt", name.to_lowercase());
+            std::fs::write(&file, all.labels().join("\n") + "\n")
+                .with_context(|| format!("writing {file}"))?;
+        }
         // Coverage of a held-out split by a vocabulary of the training split.
         let splits: Vec<(&str, Vec<usize>, Vec<usize>)> = if name == "ZINC" {
             let tr = (0..rows.len()).filter(|&i| rows[i].1 == "valid").collect();
@@ -301,7 +323,11 @@ fn jtvae(gold: usize) -> anyhow::Result<()> {
                 100.0 * cov
             );
         }
-        let n = gold.min(smiles.len());
+        let n = if gold == 0 {
+            smiles.len()
+        } else {
+            gold.min(smiles.len())
+        };
         let step = (smiles.len() / n).max(1);
         let sample: Vec<String> = smiles.iter().step_by(step).take(n).cloned().collect();
         let t0 = Instant::now();

@@ -72,6 +72,7 @@ pub fn candidates(partial: &MolGraph, parent_atoms: &[usize], child: &MolGraph) 
                             out.push(Attachment {
                                 pairs: vec![(ci, a), (cj, b)],
                             });
+                            closures(partial, parent_atoms, child, [(ci, a), (cj, b)], &mut out);
                         }
                     }
                 }
@@ -79,6 +80,39 @@ pub fn candidates(partial: &MolGraph, parent_atoms: &[usize], child: &MolGraph) 
         }
     }
     out
+}
+
+/// Peri-fused closures of a ring fused along `bond`: besides the shared bond, one
+/// more child atom next to a shared atom coincides with an atom of the partial
+/// molecule outside the parent that is bonded the same way to that shared atom
+/// (the third ring around a peri atom, e.g. in acenaphthene, closes onto the ring
+/// placed before it).
+fn closures(
+    partial: &MolGraph,
+    parent_atoms: &[usize],
+    child: &MolGraph,
+    bond: [(usize, usize); 2],
+    out: &mut Vec<Attachment>,
+) {
+    for (end, (ci, pa)) in bond.into_iter().enumerate() {
+        let other = bond[1 - end].0;
+        for &(ck, cb) in &child.adj[ci] {
+            if ck == other {
+                continue;
+            }
+            for &(pk, pb) in &partial.adj[pa] {
+                if parent_atoms.contains(&pk)
+                    || partial.bonds[pb].order != child.bonds[cb].order
+                    || !MolGraph::same_kind(&child.atoms[ck], &partial.atoms[pk])
+                {
+                    continue;
+                }
+                let mut pairs = bond.to_vec();
+                pairs.push((ck, pk));
+                out.push(Attachment { pairs });
+            }
+        }
+    }
 }
 
 /// Applies an attachment: the child's other atoms are appended, its bonds added
@@ -185,10 +219,12 @@ pub fn walk_gold<F: FnMut(&GoldStep)>(
         if parent == usize::MAX {
             continue;
         }
+        // The node's atoms already in the molecule: those shared with the parent,
+        // and for a peri-fused closure one more atom of an earlier ring.
         let shared: Vec<usize> = tree.clusters[node]
             .iter()
             .copied()
-            .filter(|a| tree.clusters[parent].contains(a))
+            .filter(|a| orig.contains(a))
             .collect();
         let label = &labels[node];
         let cands = candidates(&partial, &node_atoms[parent], label);
