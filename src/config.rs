@@ -136,6 +136,11 @@ pub struct JtvaeConfig {
     /// (fast_jtnn: 100). Bounds the work of one decode.
     #[serde(default = "default_max_tree_nodes")]
     pub max_tree_nodes: usize,
+    /// Threads per rank for the decoder's chemistry (candidate enumeration with
+    /// RDKit, in parallel over the molecules of a decode batch); default: the
+    /// rank's share of the node's cores.
+    #[serde(default)]
+    pub decode_threads: Option<usize>,
     /// Held-out molecules decoded at the end of every epoch for reconstruction
     /// accuracy (0: skip).
     #[serde(default = "default_recon_samples")]
@@ -170,6 +175,7 @@ impl Default for JtvaeConfig {
             beta_warmup: 0,
             max_candidates: default_max_candidates(),
             max_tree_nodes: default_max_tree_nodes(),
+            decode_threads: None,
             recon_samples: default_recon_samples(),
         }
     }

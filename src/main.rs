@@ -78,6 +78,9 @@ enum Command {
         /// Read and write in this folder instead of the config's `run.out_dir`.
         #[arg(long, value_name = "DIR")]
         out_dir: Option<PathBuf>,
+        /// Molecules encoded and decoded together (default `train.eval_batch_size`).
+        #[arg(long, value_name = "N")]
+        batch: Option<usize>,
     },
     /// Check the zeroth-order estimators before spending a long run on them:
     /// (1) on a smooth, differentiable stand-in for decode + featurize + embed,
@@ -154,8 +157,13 @@ fn run(cli: Cli, dist: &Dist) -> anyhow::Result<()> {
             checkpoint,
             limit,
             out_dir,
+            batch,
         } => {
-            let cfg = load(&config, out_dir)?;
+            let mut cfg = load(&config, out_dir)?;
+            if let Some(b) = batch {
+                anyhow::ensure!(b >= 1, "--batch {b}: need 1 or more");
+                cfg.train.eval_batch_size = b;
+            }
             let threads = cfg.train.threads.unwrap_or_else(|| dist.cpus_per_rank());
             tch::set_num_threads(threads as i32);
             prepare_if_missing(&cfg, dist)?;

@@ -4,7 +4,7 @@
 //! depends on the cache (featurization is deterministic), so the eviction policy
 //! (oldest first) only changes speed, never results.
 use super::{KnowledgeSource, QueryError};
-use crate::chem::MolGraph;
+use crate::chem::{MolGraph, Molecule};
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 
@@ -47,12 +47,38 @@ impl FeatureCache {
         source: &dyn KnowledgeSource,
         smiles: &[String],
     ) -> (Vec<Answer>, CacheStats) {
-        let mut out: Vec<Option<Answer>> =
-            smiles.iter().map(|s| self.map.get(s).cloned()).collect();
-        let mut missing: Vec<String> = Vec::new();
-        for (s, o) in smiles.iter().zip(&out) {
-            if o.is_none() && !missing.contains(s) {
-                missing.push(s.clone());
+        let keys: Vec<&str> = smiles.iter().map(String::as_str).collect();
+        self.lookup(&keys, |miss| {
+            let miss: Vec<String> = miss.iter().map(|&i| smiles[i].clone()).collect();
+            source.query(&miss)
+        })
+    }
+
+    /// Like `query` for molecules already held by RDKit (keyed by their canonical
+    /// SMILES): the misses are featurized from the molecules, without parsing.
+    pub fn query_molecules(
+        &mut self,
+        source: &dyn KnowledgeSource,
+        items: &[(&str, &Molecule)],
+    ) -> (Vec<Answer>, CacheStats) {
+        let keys: Vec<&str> = items.iter().map(|(s, _)| *s).collect();
+        self.lookup(&keys, |miss| {
+            let mols: Vec<&Molecule> = miss.iter().map(|&i| items[i].1).collect();
+            source.query_molecules(&mols)
+        })
+    }
+
+    /// Answers `keys` from the cache; `answer` gets the positions (first
+    /// occurrences) of the distinct missing keys and answers them in order.
+    fn lookup<F>(&mut self, keys: &[&str], answer: F) -> (Vec<Answer>, CacheStats)
+    where
+        F: FnOnce(&[usize]) -> Vec<Result<MolGraph, QueryError>>,
+    {
+        let mut out: Vec<Option<Answer>> = keys.iter().map(|s| self.map.get(*s).cloned()).collect();
+        let mut missing: Vec<usize> = Vec::new();
+        for (i, (s, o)) in keys.iter().zip(&out).enumerate() {
+            if o.is_none() && !missing.iter().any(|&m| keys[m] == *s) {
+                missing.push(i);
             }
         }
         let stats = CacheStats {
@@ -60,15 +86,16 @@ impl FeatureCache {
             misses: out.iter().filter(|o| o.is_none()).count(),
         };
         if !missing.is_empty() {
-            let answers: Vec<Answer> = source.query(&missing).into_iter().map(Arc::new).collect();
-            let fresh: HashMap<&String, &Answer> = missing.iter().zip(&answers).collect();
-            for (s, o) in smiles.iter().zip(out.iter_mut()) {
+            let answers: Vec<Answer> = answer(&missing).into_iter().map(Arc::new).collect();
+            let fresh: HashMap<&str, &Answer> =
+                missing.iter().map(|&i| keys[i]).zip(&answers).collect();
+            for (s, o) in keys.iter().zip(out.iter_mut()) {
                 if o.is_none() {
-                    *o = Some(Arc::clone(fresh[s]));
+                    *o = fresh.get(s).map(|a| Arc::clone(a));
                 }
             }
-            for (s, a) in missing.iter().zip(answers) {
-                self.insert(s.clone(), a);
+            for (&i, a) in missing.iter().zip(answers) {
+                self.insert(keys[i].to_string(), a);
             }
         }
         (out.into_iter().flatten().collect(), stats)

@@ -1,6 +1,6 @@
 //! In-process RDKit backend of `KnowledgeSource`: the featurizer of `chem`.
 use super::{KnowledgeSource, QueryError};
-use crate::chem::{Featurizer, MolGraph};
+use crate::chem::{Featurizer, MolGraph, Molecule};
 
 pub struct RdkitSource {
     featurizer: Featurizer,
@@ -27,6 +27,16 @@ impl KnowledgeSource for RdkitSource {
             .map(|s| {
                 self.featurizer
                     .featurize(s)
+                    .map_err(|e| QueryError::Rejected(e.to_string()))
+            })
+            .collect()
+    }
+
+    fn query_molecules(&self, mols: &[&Molecule]) -> Vec<Result<MolGraph, QueryError>> {
+        mols.iter()
+            .map(|m| {
+                self.featurizer
+                    .molecule(m)
                     .map_err(|e| QueryError::Rejected(e.to_string()))
             })
             .collect()

@@ -3,7 +3,7 @@
 //! bond featurizers, plus an explicit "other element" column, ring membership and
 //! chirality. Columns that are constant over a training set can be dropped; the
 //! kept columns are part of the data set (see `io::dataset`).
-use super::mol::{parse, AtomRecord, BondRecord, ChemError, MolRecord};
+use super::mol::{AtomRecord, BondRecord, ChemError, MolRecord, Molecule};
 
 /// Element symbols with their own one-hot column (DGL-LifeSci's 43), in column order.
 pub const ELEMENTS: [(&str, i32); 43] = [
@@ -165,7 +165,6 @@ pub fn bond_row(b: &BondRecord) -> [f32; BOND_DIM] {
 /// A featurized molecule: atom rows, and directed edges (each bond both ways).
 #[derive(Debug, Clone, PartialEq)]
 pub struct MolGraph {
-    pub canonical: String,
     pub n_atoms: usize,
     pub atom_dim: usize,
     /// `n_atoms × atom_dim`, row-major.
@@ -220,16 +219,20 @@ impl Featurizer {
 
     /// Featurizes a parsed molecule.
     pub fn graph(&self, m: &MolRecord) -> MolGraph {
-        let mut atom_x = Vec::with_capacity(m.atoms.len() * self.atom_dim());
-        for a in &m.atoms {
+        self.rows(&m.atoms, &m.bonds)
+    }
+
+    fn rows(&self, atoms: &[AtomRecord], bonds: &[BondRecord]) -> MolGraph {
+        let mut atom_x = Vec::with_capacity(atoms.len() * self.atom_dim());
+        for a in atoms {
             let row = atom_row(a);
             atom_x.extend(self.atom_keep.iter().map(|&c| row[c]));
         }
-        let n_edges = 2 * m.bonds.len();
+        let n_edges = 2 * bonds.len();
         let mut edge_x = Vec::with_capacity(n_edges * self.bond_dim());
         let mut src = Vec::with_capacity(n_edges);
         let mut dst = Vec::with_capacity(n_edges);
-        for b in &m.bonds {
+        for b in bonds {
             let row = bond_row(b);
             for (s, d) in [(b.begin, b.end), (b.end, b.begin)] {
                 edge_x.extend(self.bond_keep.iter().map(|&c| row[c]));
@@ -238,8 +241,7 @@ impl Featurizer {
             }
         }
         MolGraph {
-            canonical: m.canonical.clone(),
-            n_atoms: m.atoms.len(),
+            n_atoms: atoms.len(),
             atom_dim: self.atom_dim(),
             atom_x,
             edge_dim: self.bond_dim(),
@@ -249,9 +251,15 @@ impl Featurizer {
         }
     }
 
-    /// Parses and featurizes a SMILES.
+    /// Featurizes a molecule held by RDKit (e.g. one the decoder built): no parse.
+    pub fn molecule(&self, mol: &Molecule) -> Result<MolGraph, ChemError> {
+        let (atoms, bonds) = mol.facts()?;
+        Ok(self.rows(&atoms, &bonds))
+    }
+
+    /// Parses and featurizes a SMILES (no canonical SMILES is written).
     pub fn featurize(&self, smiles: &str) -> Result<MolGraph, ChemError> {
-        parse(smiles).map(|m| self.graph(&m))
+        self.molecule(&Molecule::from_smiles(smiles)?)
     }
 }
 

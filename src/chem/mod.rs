@@ -5,4 +5,6 @@ pub mod mol;
 pub mod rdkit_ffi;
 
 pub use featurize::{Featurizer, MolGraph};
-pub use mol::{canonicalize, graph_smiles, parse, parse_kekule, rdkit_version, ChemError};
+pub use mol::{
+    canonicalize, graph_smiles, parse, parse_kekule, rdkit_version, ChemError, Molecule,
+};

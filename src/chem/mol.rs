@@ -1,7 +1,7 @@
 //! Safe Rust face of the RDKit bridge: parse a SMILES into atom and bond records,
-//! canonicalize. RDKit failures come back as `ChemError`, never as a panic.
-use super::rdkit_ffi::ffi;
+//! canonicalize, and hold a sanitized molecule (`Molecule`) to featurize directly. RDKit failures come back as `ChemError`, never as a panic.
 pub use super::rdkit_ffi::ffi::{AtomRecord, BondRecord, KAtom, KBond, KekuleMol, MolRecord, Ring};
+use super::rdkit_ffi::{ffi, ATOM_FIELDS, BOND_FIELDS};
 use std::sync::Once;
 
 #[derive(Debug, Clone, thiserror::Error, PartialEq)]
@@ -25,6 +25,103 @@ pub fn parse(smiles: &str) -> Result<MolRecord, ChemError> {
         smiles: smiles.to_string(),
         message: e.what().to_string(),
     })
+}
+
+/// A sanitized RDKit molecule, kept on the C++ side: built once (from a SMILES or
+/// from an assembled graph), then written as SMILES and featurized without parsing
+/// again.
+pub struct Molecule(cxx::UniquePtr<ffi::Molecule>);
+
+impl Molecule {
+    /// Parses and sanitizes a SMILES.
+    pub fn from_smiles(smiles: &str) -> Result<Molecule, ChemError> {
+        quiet();
+        ffi::molecule_from_smiles(smiles)
+            .map(Molecule)
+            .map_err(|e| ChemError {
+                smiles: smiles.to_string(),
+                message: e.what().to_string(),
+            })
+    }
+
+    /// Builds a molecule from atoms and Kekulé bonds and sanitizes it (valences,
+    /// aromaticity); an invalid graph is an error.
+    pub fn from_graph(atoms: &[KAtom], bonds: &[KBond]) -> Result<Molecule, ChemError> {
+        quiet();
+        ffi::molecule_from_graph(atoms, bonds)
+            .map(Molecule)
+            .map_err(|e| ChemError {
+                smiles: format!("<graph of {} atoms>", atoms.len()),
+                message: e.what().to_string(),
+            })
+    }
+
+    fn inner(&self) -> Result<&ffi::Molecule, ChemError> {
+        self.0.as_ref().ok_or_else(|| ChemError {
+            smiles: String::new(),
+            message: "empty molecule handle".into(),
+        })
+    }
+
+    /// Canonical non-isomeric SMILES.
+    pub fn smiles(&self) -> Result<String, ChemError> {
+        ffi::molecule_smiles(self.inner()?).map_err(|e| ChemError {
+            smiles: String::new(),
+            message: e.what().to_string(),
+        })
+    }
+
+    /// The raw atom and bond facts, in one bridge call.
+    pub fn facts(&self) -> Result<(Vec<AtomRecord>, Vec<BondRecord>), ChemError> {
+        let facts = ffi::molecule_facts(self.inner()?).map_err(|e| ChemError {
+            smiles: String::new(),
+            message: e.what().to_string(),
+        })?;
+        let f = facts.as_slice();
+        let broken = || ChemError {
+            smiles: String::new(),
+            message: "malformed facts from the RDKit bridge".into(),
+        };
+        let (n_atoms, n_bonds) = match f {
+            [a, b, ..] => (
+                usize::try_from(*a).map_err(|_| broken())?,
+                usize::try_from(*b).map_err(|_| broken())?,
+            ),
+            _ => return Err(broken()),
+        };
+        let split = 2 + n_atoms * ATOM_FIELDS;
+        if f.len() != split + n_bonds * BOND_FIELDS {
+            return Err(broken());
+        }
+        let (fa, fb) = (&f[2..split], &f[split..]);
+        let atoms = fa
+            .chunks_exact(ATOM_FIELDS)
+            .map(|r| AtomRecord {
+                atomic_num: r[0],
+                degree: r[1],
+                implicit_hs: r[2],
+                total_hs: r[3],
+                formal_charge: r[4],
+                radical_electrons: r[5],
+                hybridization: r[6],
+                aromatic: r[7] != 0,
+                in_ring: r[8] != 0,
+                chirality: r[9],
+            })
+            .collect();
+        let bonds = fb
+            .chunks_exact(BOND_FIELDS)
+            .map(|r| BondRecord {
+                begin: r[0],
+                end: r[1],
+                bond_type: r[2],
+                conjugated: r[3] != 0,
+                in_ring: r[4] != 0,
+                stereo: r[5],
+            })
+            .collect();
+        Ok((atoms, bonds))
+    }
 }
 
 /// RDKit canonical (isomeric) SMILES.

@@ -75,6 +75,18 @@ pub mod ffi {
     unsafe extern "C++" {
         include!("zo-hpc/src/chem/rdkit_shim.h");
 
+        /// A sanitized RDKit molecule owned by Rust.
+        type Molecule;
+        fn molecule_from_smiles(smiles: &str) -> Result<UniquePtr<Molecule>>;
+        fn molecule_from_graph(atoms: &[KAtom], bonds: &[KBond]) -> Result<UniquePtr<Molecule>>;
+        /// Canonical non-isomeric SMILES.
+        fn molecule_smiles(mol: &Molecule) -> Result<String>;
+        /// The atom and bond facts, flat: `[n_atoms, n_bonds]`, then `ATOM_FIELDS`
+        /// integers per atom and `BOND_FIELDS` per bond, in the field order of
+        /// `AtomRecord` and `BondRecord` (booleans as 0/1). A C++ vector read in
+        /// place: one bridge call per molecule, none per atom.
+        fn molecule_facts(mol: &Molecule) -> Result<UniquePtr<CxxVector<i32>>>;
+
         fn parse_molecule(smiles: &str) -> Result<MolRecord>;
         fn canonical_smiles(smiles: &str) -> Result<String>;
         fn rdkit_version() -> String;
@@ -83,3 +95,13 @@ pub mod ffi {
         fn quiet_rdkit_logs();
     }
 }
+
+/// Integers per atom in `MolFacts::atoms`.
+pub const ATOM_FIELDS: usize = 10;
+/// Integers per bond in `MolFacts::bonds`.
+pub const BOND_FIELDS: usize = 6;
+
+// SAFETY: a `Molecule` owns its RDKit molecule exclusively (no shared state, RDKit
+// objects are not tied to a thread); it is only read through `&` after creation.
+unsafe impl Send for ffi::Molecule {}
+unsafe impl Sync for ffi::Molecule {}

@@ -11,6 +11,7 @@
 #include <RDGeneral/versions.h>
 
 #include <stdexcept>
+#include <vector>
 #include <string>
 
 namespace zo {
@@ -76,7 +77,99 @@ std::unique_ptr<RDKit::ROMol> parse_or_throw(rust::Str smiles) {
   return mol;
 }
 
+// Builds and sanitizes a molecule from Kekulé atoms and bonds.
+std::unique_ptr<RDKit::RWMol> build_graph(rust::Slice<const KAtom> atoms, rust::Slice<const KBond> bonds) {
+  auto mol = std::make_unique<RDKit::RWMol>();
+  try {
+    for (const KAtom &k : atoms) {
+      auto *a = new RDKit::Atom(k.atomic_num);
+      a->setFormalCharge(k.formal_charge);
+      a->setNumExplicitHs(static_cast<unsigned int>(k.explicit_hs));
+      mol->addAtom(a, false, true);
+    }
+    for (const KBond &k : bonds) {
+      RDKit::Bond::BondType t = k.order == 2   ? RDKit::Bond::DOUBLE
+                                : k.order == 3 ? RDKit::Bond::TRIPLE
+                                               : RDKit::Bond::SINGLE;
+      if (k.begin < 0 || k.end < 0 || k.begin >= static_cast<int32_t>(atoms.size()) ||
+          k.end >= static_cast<int32_t>(atoms.size()) || k.begin == k.end ||
+          mol->getBondBetweenAtoms(k.begin, k.end) != nullptr)
+        throw std::runtime_error("invalid or repeated bond");
+      mol->addBond(static_cast<unsigned int>(k.begin), static_cast<unsigned int>(k.end), t);
+    }
+    RDKit::MolOps::sanitizeMol(*mol);
+  } catch (const std::exception &e) {
+    throw std::runtime_error(std::string("not a valid molecule: ") + e.what());
+  } catch (...) {
+    throw std::runtime_error("not a valid molecule (unknown RDKit error)");
+  }
+  return mol;
+}
+
 }  // namespace
+
+Molecule::Molecule() = default;
+Molecule::~Molecule() = default;
+
+std::unique_ptr<Molecule> molecule_from_smiles(rust::Str smiles) {
+  auto m = std::make_unique<Molecule>();
+  m->mol = parse_or_throw(smiles);
+  return m;
+}
+
+std::unique_ptr<Molecule> molecule_from_graph(rust::Slice<const KAtom> atoms, rust::Slice<const KBond> bonds) {
+  auto m = std::make_unique<Molecule>();
+  m->mol = build_graph(atoms, bonds);
+  return m;
+}
+
+rust::String molecule_smiles(const Molecule &m) {
+  try {
+    return rust::String(RDKit::MolToSmiles(*m.mol, false));
+  } catch (const std::exception &e) {
+    throw std::runtime_error(std::string("RDKit could not write SMILES: ") + e.what());
+  }
+}
+
+std::unique_ptr<std::vector<int32_t>> molecule_facts(const Molecule &m) {
+  const RDKit::ROMol &mol = *m.mol;
+  auto f = std::make_unique<std::vector<int32_t>>();
+  try {
+    f->reserve(2 + mol.getNumAtoms() * 10 + mol.getNumBonds() * 6);
+    f->push_back(static_cast<int32_t>(mol.getNumAtoms()));
+    f->push_back(static_cast<int32_t>(mol.getNumBonds()));
+    const RDKit::RingInfo *rings = mol.getRingInfo();
+    for (const RDKit::Atom *a : mol.atoms()) {
+      int32_t row[10] = {
+          a->getAtomicNum(),
+          static_cast<int32_t>(a->getDegree()),
+          static_cast<int32_t>(a->getNumImplicitHs()),
+          static_cast<int32_t>(a->getTotalNumHs()),
+          a->getFormalCharge(),
+          static_cast<int32_t>(a->getNumRadicalElectrons()),
+          hybridization_code(a->getHybridization()),
+          a->getIsAromatic() ? 1 : 0,
+          rings->numAtomRings(a->getIdx()) > 0 ? 1 : 0,
+          chiral_code(a->getChiralTag()),
+      };
+      f->insert(f->end(), row, row + 10);
+    }
+    for (const RDKit::Bond *b : mol.bonds()) {
+      int32_t row[6] = {
+          static_cast<int32_t>(b->getBeginAtomIdx()),
+          static_cast<int32_t>(b->getEndAtomIdx()),
+          bond_type_code(b->getBondType()),
+          b->getIsConjugated() ? 1 : 0,
+          rings->numBondRings(b->getIdx()) > 0 ? 1 : 0,
+          stereo_code(b->getStereo()),
+      };
+      f->insert(f->end(), row, row + 6);
+    }
+  } catch (const std::exception &e) {
+    throw std::runtime_error(std::string("RDKit failed on the molecule: ") + e.what());
+  }
+  return f;
+}
 
 MolRecord parse_molecule(rust::Str smiles) {
   auto mol = parse_or_throw(smiles);
@@ -162,30 +255,11 @@ KekuleMol parse_kekule(rust::Str smiles) {
 }
 
 rust::String graph_smiles(rust::Slice<const KAtom> atoms, rust::Slice<const KBond> bonds, bool kekule) {
-  RDKit::RWMol mol;
+  auto mol = build_graph(atoms, bonds);
   try {
-    for (const KAtom &k : atoms) {
-      auto *a = new RDKit::Atom(k.atomic_num);
-      a->setFormalCharge(k.formal_charge);
-      a->setNumExplicitHs(static_cast<unsigned int>(k.explicit_hs));
-      mol.addAtom(a, false, true);
-    }
-    for (const KBond &k : bonds) {
-      RDKit::Bond::BondType t = k.order == 2   ? RDKit::Bond::DOUBLE
-                                : k.order == 3 ? RDKit::Bond::TRIPLE
-                                               : RDKit::Bond::SINGLE;
-      if (k.begin < 0 || k.end < 0 || k.begin >= static_cast<int32_t>(atoms.size()) ||
-          k.end >= static_cast<int32_t>(atoms.size()) || k.begin == k.end ||
-          mol.getBondBetweenAtoms(k.begin, k.end) != nullptr)
-        throw std::runtime_error("invalid or repeated bond");
-      mol.addBond(static_cast<unsigned int>(k.begin), static_cast<unsigned int>(k.end), t);
-    }
-    RDKit::MolOps::sanitizeMol(mol);
-    return rust::String(RDKit::MolToSmiles(mol, false, kekule));
+    return rust::String(RDKit::MolToSmiles(*mol, false, kekule));
   } catch (const std::exception &e) {
     throw std::runtime_error(std::string("not a valid molecule: ") + e.what());
-  } catch (...) {
-    throw std::runtime_error("not a valid molecule (unknown RDKit error)");
   }
 }
 

@@ -4,13 +4,32 @@
 // to `Err`.
 #pragma once
 #include "rust/cxx.h"
+#include <cstdint>
 #include <memory>
+#include <vector>
+
+namespace RDKit {
+class ROMol;
+}
 
 namespace zo {
 struct MolRecord;
 struct KekuleMol;
 struct KAtom;
 struct KBond;
+
+// A sanitized RDKit molecule held across the bridge (opaque to Rust). The
+// destructor is defined where RDKit's types are complete (rdkit_shim.cc).
+struct Molecule {
+  Molecule();
+  ~Molecule();
+  std::unique_ptr<RDKit::ROMol> mol;
+};
+std::unique_ptr<Molecule> molecule_from_smiles(rust::Str smiles);
+std::unique_ptr<Molecule> molecule_from_graph(rust::Slice<const KAtom> atoms, rust::Slice<const KBond> bonds);
+rust::String molecule_smiles(const Molecule &mol);
+std::unique_ptr<std::vector<int32_t>> molecule_facts(const Molecule &mol);
+
 MolRecord parse_molecule(rust::Str smiles);
 rust::String canonical_smiles(rust::Str smiles);
 rust::String rdkit_version();

@@ -101,7 +101,9 @@ fn closures(
                 continue;
             }
             for &(pk, pb) in &partial.adj[pa] {
+                // Only onto a ring bond of a ring placed before (the peri case).
                 if parent_atoms.contains(&pk)
+                    || !partial.bonds[pb].in_ring
                     || partial.bonds[pb].order != child.bonds[cb].order
                     || !MolGraph::same_kind(&child.atoms[ck], &partial.atoms[pk])
                 {

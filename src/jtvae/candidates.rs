@@ -36,6 +36,11 @@ impl LabelGraphs {
         Ok(&self.graphs[label])
     }
 
+    /// A label parsed before (by `get`), without parsing; for read-only sharing.
+    pub fn parsed(&self, label: &str) -> Option<&MolGraph> {
+        self.graphs.get(label)
+    }
+
     /// Whether a `child` cluster can be attached to a `parent` cluster on its own
     /// (some candidate attachment gives a valid molecule). A necessary condition for
     /// the pair to be neighbours in a decodable tree.
@@ -110,7 +115,6 @@ pub fn local_graph(
         }
     }
     chem::MolGraph {
-        canonical: String::new(),
         n_atoms: atoms.len(),
         atom_dim: CAND_ATOM_DIM,
         atom_x,

@@ -1,19 +1,30 @@
-//! Decoding a latent into a molecule. The tree decoder walks depth first; each
-//! new cluster is attached to the molecule built so far as soon as it is created:
-//! its valid, distinct attachments to the parent's atoms are enumerated, scored by
-//! the assembly scorer against the graph half of the latent, and the best one is
-//! applied. The tree decoder takes the most likely of its `LABEL_TOP_K` labels that
-//! can be attached at all; when none can, it backtracks instead of expanding. Every
-//! intermediate molecule is valid (RDKit sanitizes it), so a decode ends either with
-//! a molecule or with a counted failure (a tree larger than `jtvae.max_tree_nodes`,
-//! by default `MAX_TREE_NODES`),
-//! never a hang. Deterministic for a given latent.
+//! Decoding latents into molecules, many at once. The tree decoders of all
+//! molecules of a batch walk depth first together (one network call per kind of
+//! step for all unfinished trees, `TreeDecoder::decode_batch_with`); each new
+//! cluster is attached to its molecule as soon as it is created: its valid,
+//! distinct attachments to the parent's atoms are enumerated (RDKit; the
+//! molecules of a round in parallel on a thread pool), the candidates of all
+//! molecules of the round are scored in one call of the assembly scorer against
+//! the graph half of each latent, and the best one is applied. Scores equal up to
+//! float rounding (attachments whose local graphs are the same up to atom order)
+//! are ties, broken by the smaller canonical SMILES of the resulting molecule, so
+//! that the choice does not depend on rounding (batch size, perturbation size).
+//!
+//! A new tree node takes the most likely of its `LABEL_TOP_K` labels that can be
+//! attached at all; when none can, the walk backtracks instead of expanding. Every
+//! intermediate molecule is valid (RDKit sanitizes it), so a decode ends either
+//! with a molecule or with a counted failure (a tree larger than
+//! `jtvae.max_tree_nodes`, by default `MAX_TREE_NODES`), never a hang. The result
+//! of a latent does not depend on the batch it is decoded in.
 use super::assemble::{attach, candidates, flat_smiles};
 use super::candidates::{local_graph, LabelGraphs, CAND_ATOM_DIM, CAND_BOND_DIM};
+use super::decoder::ChildRequest;
 use super::graph::MolGraph;
 use super::model::JtVae;
+use crate::chem;
 use crate::chem::mol::KAtom;
 use crate::models::batch::GraphBatch;
+use rayon::prelude::*;
 use std::time::Instant;
 use tch::Tensor;
 
@@ -21,6 +32,8 @@ use tch::Tensor;
 pub const MAX_TREE_NODES: usize = 100;
 /// A new tree node takes the most likely of this many labels that can be attached.
 pub const LABEL_TOP_K: usize = 5;
+/// Candidate scores within this relative distance of the best are ties.
+const TIE_TOLERANCE: f64 = 1e-4;
 
 #[derive(Debug, Clone, thiserror::Error, PartialEq)]
 pub enum DecodeError {
@@ -36,12 +49,87 @@ pub enum DecodeError {
 /// Where decoding time goes, for the benchmark.
 #[derive(Debug, Default, Clone)]
 pub struct DecodeTimes {
-    /// Tree decoder networks (topology and labels).
+    /// Tree decoder networks (topology and labels) and bookkeeping.
     pub tree_s: f64,
     /// Candidate enumeration and validity checks (RDKit).
     pub enumerate_s: f64,
     /// Assembly scorer network.
     pub score_s: f64,
+}
+
+/// A decoded molecule: its canonical non-isomeric SMILES and the sanitized RDKit
+/// molecule itself, so that the black box can featurize it without parsing.
+pub struct Decoded {
+    pub smiles: String,
+    pub mol: chem::Molecule,
+}
+
+/// The molecule one walk is building.
+struct Assembly {
+    partial: MolGraph,
+    /// Atoms (in `partial`) of every tree node, in creation order.
+    node_atoms: Vec<Vec<usize>>,
+}
+
+/// The distinct valid attachments of one request's first attachable label.
+struct Options {
+    label: usize,
+    /// (next molecule, child atom index, SMILES) of each distinct attachment.
+    built: Vec<(MolGraph, Vec<usize>, String)>,
+    /// Local graphs to score (empty when there is only one option).
+    graphs: Vec<chem::MolGraph>,
+}
+
+/// The options of the first label of `req` that can be attached to `a`.
+fn options(
+    a: &Assembly,
+    req: &ChildRequest,
+    vocab: &[String],
+    labels: &LabelGraphs,
+) -> Option<Options> {
+    let parent = &a.node_atoms[req.parent];
+    for &label in &req.labels {
+        let Some(child) = labels.parsed(&vocab[label]) else {
+            continue;
+        };
+        let mut built: Vec<(MolGraph, Vec<usize>, String)> = Vec::new();
+        for cand in candidates(&a.partial, parent, child) {
+            let (next, index) = attach(&a.partial, child, &cand);
+            let Ok(smi) = flat_smiles(&next) else {
+                continue;
+            };
+            if !built.iter().any(|(_, _, s)| *s == smi) {
+                built.push((next, index, smi));
+            }
+        }
+        if built.is_empty() {
+            continue;
+        }
+        let graphs = if built.len() > 1 {
+            built
+                .iter()
+                .map(|(g, idx, _)| local_graph(g, parent, idx))
+                .collect()
+        } else {
+            Vec::new()
+        };
+        return Some(Options {
+            label,
+            built,
+            graphs,
+        });
+    }
+    None
+}
+
+/// The best-scoring option; ties (within `TIE_TOLERANCE`) go to the smaller SMILES.
+fn choose(scores: &[f32], built: &[(MolGraph, Vec<usize>, String)]) -> usize {
+    let best = scores.iter().fold(f32::NEG_INFINITY, |m, &s| m.max(s));
+    let tol = TIE_TOLERANCE * (1.0 + f64::from(best).abs());
+    (0..scores.len())
+        .filter(|&k| f64::from(best - scores[k]) <= tol)
+        .min_by(|&a, &b| built[a].2.cmp(&built[b].2))
+        .unwrap_or(0)
 }
 
 impl JtVae {
@@ -53,80 +141,143 @@ impl JtVae {
         labels: &mut LabelGraphs,
         times: &mut DecodeTimes,
     ) -> Result<String, DecodeError> {
+        let z = z.reshape([1, -1]);
+        self.decode_batch(&z, vocab, labels, times, None)
+            .pop()
+            .unwrap_or(Err(DecodeError::TreeTooLarge))
+            .map(|d| d.smiles)
+    }
+
+    /// Decodes latents `[B, latent]`, one result per row (see the module doc).
+    /// `pool`: threads for the chemistry (candidate enumeration); `None` runs it
+    /// on the calling thread.
+    pub fn decode_batch(
+        &self,
+        z: &Tensor,
+        vocab: &[String],
+        labels: &mut LabelGraphs,
+        times: &mut DecodeTimes,
+        pool: Option<&rayon::ThreadPool>,
+    ) -> Vec<Result<Decoded, DecodeError>> {
         let _guard = tch::no_grad_guard();
         let t_all = Instant::now();
         let half = self.latent() / 2;
-        let z = z.reshape([-1]);
-        let (z_tree, z_graph) = (z.narrow(0, 0, half), z.narrow(0, half, half));
-        let root_name = &vocab[self.decoder.root_label(&z_tree)];
-        let root = labels
-            .get(root_name)
-            .map_err(|_| DecodeError::Label(root_name.clone()))?;
-        let mut partial = MolGraph::new(
-            root.atoms
-                .iter()
-                .map(|a| KAtom {
-                    explicit_hs: 0,
-                    ..a.clone()
-                })
-                .collect(),
-            root.bonds.clone(),
-        );
-        let mut node_atoms: Vec<Vec<usize>> = vec![(0..partial.n_atoms()).collect()];
+        let z = z.reshape([-1, self.latent()]);
+        let b = z.size()[0] as usize;
+        let (z_tree, z_graph) = (z.narrow(1, 0, half), z.narrow(1, half, half));
+        let roots = self.decoder.root_labels(&z_tree);
+        // The molecule of each walk starts as its root cluster (None: unparsable).
+        let mut label_error: Vec<Option<String>> = vec![None; b];
+        let mut asm: Vec<Option<Assembly>> = roots
+            .iter()
+            .enumerate()
+            .map(|(i, &r)| match labels.get(&vocab[r]) {
+                Ok(root) => Some(Assembly {
+                    partial: MolGraph::new(
+                        root.atoms
+                            .iter()
+                            .map(|a| KAtom {
+                                explicit_hs: 0,
+                                ..a.clone()
+                            })
+                            .collect(),
+                        root.bonds.clone(),
+                    ),
+                    node_atoms: vec![(0..root.n_atoms()).collect()],
+                }),
+                Err(_) => {
+                    label_error[i] = Some(vocab[r].clone());
+                    None
+                }
+            })
+            .collect();
         let (mut enumerate_s, mut score_s) = (0.0, 0.0);
-        let mut accept = |parent: usize, label: usize| -> bool {
+        let mut accept = |reqs: &[ChildRequest]| -> Vec<Option<usize>> {
             let t1 = Instant::now();
-            let Ok(child) = labels.get(&vocab[label]).cloned() else {
-                return false;
-            };
-            let mut seen: Vec<String> = Vec::new();
-            let mut options = Vec::new();
-            for cand in candidates(&partial, &node_atoms[parent], &child) {
-                let (next, index) = attach(&partial, &child, &cand);
-                let Ok(smi) = flat_smiles(&next) else {
-                    continue;
-                };
-                if !seen.contains(&smi) {
-                    seen.push(smi);
-                    options.push((next, index));
+            for r in reqs {
+                for &l in &r.labels {
+                    let _ = labels.get(&vocab[l]);
                 }
             }
-            enumerate_s += t1.elapsed().as_secs_f64();
-            if options.is_empty() {
-                return false;
-            }
-            let t2 = Instant::now();
-            let best = if options.len() == 1 {
-                0
-            } else {
-                let graphs: Vec<_> = options
-                    .iter()
-                    .map(|(g, idx)| local_graph(g, &node_atoms[parent], idx))
-                    .collect();
-                let refs: Vec<&_> = graphs.iter().collect();
-                let batch = GraphBatch::new(&refs, CAND_ATOM_DIM, CAND_BOND_DIM, z.device());
-                let zs = z_graph
-                    .unsqueeze(0)
-                    .expand([options.len() as i64, half], false);
-                // Ties go to the first candidate: argmax returns the first maximum.
-                self.scorer
-                    .score(&batch, &zs)
-                    .argmax(0, false)
-                    .int64_value(&[]) as usize
+            let labels: &LabelGraphs = labels;
+            let asm_ref = &asm;
+            let one = |r: &ChildRequest| -> Option<Options> {
+                options(asm_ref[r.mol].as_ref()?, r, vocab, labels)
             };
+            let found: Vec<Option<Options>> = match pool {
+                Some(p) => p.install(|| reqs.par_iter().map(one).collect()),
+                None => reqs.iter().map(one).collect(),
+            };
+            enumerate_s += t1.elapsed().as_secs_f64();
+            let t2 = Instant::now();
+            // One scorer call for the candidates of every request of the round.
+            let scored: Vec<usize> = (0..reqs.len())
+                .filter(|&k| found[k].as_ref().is_some_and(|o| !o.graphs.is_empty()))
+                .collect();
+            let mut picks = vec![0usize; reqs.len()];
+            if !scored.is_empty() {
+                let mut refs: Vec<&chem::MolGraph> = Vec::new();
+                let mut rows: Vec<i64> = Vec::new();
+                for &k in &scored {
+                    let o = found[k].as_ref().expect("scored requests have options");
+                    refs.extend(o.graphs.iter());
+                    rows.extend(std::iter::repeat_n(reqs[k].mol as i64, o.graphs.len()));
+                }
+                let batch = GraphBatch::new(&refs, CAND_ATOM_DIM, CAND_BOND_DIM, z.device());
+                let zs = z_graph.index_select(0, &Tensor::from_slice(&rows).to_device(z.device()));
+                let scores =
+                    Vec::<f32>::try_from(self.scorer.score(&batch, &zs)).unwrap_or_default();
+                let mut at = 0;
+                for &k in &scored {
+                    let o = found[k].as_ref().expect("scored requests have options");
+                    let n = o.graphs.len();
+                    if scores.len() >= at + n {
+                        picks[k] = choose(&scores[at..at + n], &o.built);
+                    }
+                    at += n;
+                }
+            }
             score_s += t2.elapsed().as_secs_f64();
-            let (next, index) = options.swap_remove(best);
-            partial = next;
-            node_atoms.push(index);
-            true
+            found
+                .into_iter()
+                .zip(reqs)
+                .zip(picks)
+                .map(|((o, r), pick)| {
+                    let mut o = o?;
+                    let (next, index, _) = o.built.swap_remove(pick);
+                    let a = asm[r.mol].as_mut()?;
+                    a.partial = next;
+                    a.node_atoms.push(index);
+                    Some(o.label)
+                })
+                .collect()
         };
-        let tree = self
-            .decoder
-            .decode_with(&z_tree, self.max_tree_nodes, LABEL_TOP_K, &mut accept);
+        let trees = self.decoder.decode_batch_with(
+            &z_tree,
+            &roots,
+            self.max_tree_nodes,
+            LABEL_TOP_K,
+            &mut accept,
+        );
         times.enumerate_s += enumerate_s;
         times.score_s += score_s;
+        let results = trees
+            .into_iter()
+            .zip(asm)
+            .zip(label_error)
+            .map(|((tree, a), bad_label)| {
+                if let Some(l) = bad_label {
+                    return Err(DecodeError::Label(l));
+                }
+                tree.ok_or(DecodeError::TreeTooLarge)?;
+                let a = a.ok_or(DecodeError::TreeTooLarge)?;
+                let mol = chem::Molecule::from_graph(&a.partial.atoms, &a.partial.bonds)
+                    .map_err(|e| DecodeError::Invalid(e.message))?;
+                let smiles = mol.smiles().map_err(|e| DecodeError::Invalid(e.message))?;
+                Ok(Decoded { smiles, mol })
+            })
+            .collect();
         times.tree_s += t_all.elapsed().as_secs_f64() - enumerate_s - score_s;
-        tree.ok_or(DecodeError::TreeTooLarge)?;
-        flat_smiles(&partial).map_err(|e| DecodeError::Invalid(e.message))
+        results
     }
 }

@@ -251,10 +251,25 @@ impl TreeDecoder {
     /// `2 · max_nodes` steps.
     /// The most likely root label for a tree latent.
     pub fn root_label(&self, z_tree: &Tensor) -> usize {
+        self.root_labels(&z_tree.reshape([1, -1]))
+            .first()
+            .copied()
+            .unwrap_or(0)
+    }
+
+    /// The most likely root label of each row of `z_tree [B, latent/2]`.
+    pub fn root_labels(&self, z_tree: &Tensor) -> Vec<usize> {
         let _guard = tch::no_grad_guard();
-        let z = z_tree.reshape([1, -1]);
-        let logits = self.word_logits(&Tensor::zeros([1, self.hidden], (z.kind(), z.device())), &z);
-        logits.argmax(-1, false).int64_value(&[0]) as usize
+        let b = z_tree.size()[0];
+        let logits = self.word_logits(
+            &Tensor::zeros([b, self.hidden], (z_tree.kind(), z_tree.device())),
+            z_tree,
+        );
+        Vec::<i64>::try_from(logits.argmax(-1, false))
+            .unwrap_or_default()
+            .into_iter()
+            .map(|l| l as usize)
+            .collect()
     }
 
     pub fn decode(&self, z_tree: &Tensor, max_nodes: usize) -> Option<DecodedTree> {
@@ -273,77 +288,207 @@ impl TreeDecoder {
         top_k: usize,
         accept: &mut dyn FnMut(usize, usize) -> bool,
     ) -> Option<DecodedTree> {
-        if max_nodes == 0 {
-            return None;
-        }
-        let _guard = tch::no_grad_guard();
         let z = z_tree.reshape([1, -1]);
+        let roots = self.root_labels(&z);
+        let mut one = |reqs: &[ChildRequest]| -> Vec<Option<usize>> {
+            reqs.iter()
+                .map(|r| r.labels.iter().copied().find(|&l| accept(r.parent, l)))
+                .collect()
+        };
+        self.decode_batch_with(&z, &roots, max_nodes, top_k, &mut one)
+            .pop()
+            .flatten()
+    }
+}
+
+/// A request of the batched walk to the chemistry: molecule `mol` wants a child of
+/// its node `parent`, with these label candidates, most likely first.
+#[derive(Debug, Clone)]
+pub struct ChildRequest {
+    pub mol: usize,
+    pub parent: usize,
+    pub labels: Vec<usize>,
+}
+
+/// The walk state of one tree of a batched decode.
+struct Walk {
+    labels: Vec<usize>,
+    edges: Vec<(usize, usize)>,
+    /// For every node, the (sender node, message row) pairs it has received.
+    incoming: Vec<Vec<(usize, usize)>>,
+    stack: Vec<usize>,
+    failed: bool,
+}
+
+impl TreeDecoder {
+    /// `decode_with` for a batch of latents `z_tree [B, latent/2]`: all unfinished
+    /// walks advance together, with one network call per kind of step for the whole
+    /// batch; `accept` receives every round's child requests at once (so that the
+    /// chemistry can enumerate and score them together) and answers, per request,
+    /// the accepted label or `None` (then that walk backtracks). Each walk makes
+    /// exactly the decisions it makes alone; `None` for walks over `max_nodes`.
+    pub fn decode_batch_with(
+        &self,
+        z_tree: &Tensor,
+        roots: &[usize],
+        max_nodes: usize,
+        top_k: usize,
+        accept: &mut dyn FnMut(&[ChildRequest]) -> Vec<Option<usize>>,
+    ) -> Vec<Option<DecodedTree>> {
+        let _guard = tch::no_grad_guard();
+        let z = z_tree.reshape([-1, z_tree.size().last().copied().unwrap_or(1)]);
+        let b = z.size()[0] as usize;
+        if max_nodes == 0 {
+            return vec![None; b];
+        }
         let dev = z.device();
         let h = self.hidden;
         let opts = (z.kind(), dev);
-        let embed = |label: usize| self.embedding.forward(&long(&[label], dev));
-        // Sum of the given messages as `[m, H]` with all-zero item indices.
-        let gather = |ms: Vec<&Tensor>| -> (Tensor, Tensor) {
-            let item = Tensor::zeros([ms.len() as i64], (Kind::Int64, dev));
-            let nei = if ms.is_empty() {
-                Tensor::zeros([0, h], opts)
-            } else {
-                Tensor::cat(&ms, 0)
-            };
-            (nei, item)
-        };
-
-        let mut labels = vec![self.root_label(&z)];
-        let mut edges = Vec::new();
+        let mut walks: Vec<Walk> = roots
+            .iter()
+            .map(|&r| Walk {
+                labels: vec![r],
+                edges: Vec::new(),
+                incoming: vec![Vec::new()],
+                stack: vec![0],
+                failed: false,
+            })
+            .collect();
+        // Message rows of all walks, `[1, H]` each.
         let mut msgs: Vec<Tensor> = Vec::new();
-        let mut incoming: Vec<Vec<(usize, usize)>> = vec![Vec::new()];
-        let mut stack = vec![0usize];
-        while let Some(&x) = stack.last() {
-            let ex = embed(labels[x]);
-            let (nei_all, _) = gather(incoming[x].iter().map(|&(_, m)| &msgs[m]).collect());
-            let o = nei_all.sum_dim_intlist(0, true, nei_all.kind());
-            let mut expand = self.topo_logits(&ex, &o, &z).double_value(&[0]) > 0.0;
-            let mut child = None;
-            if expand {
-                // The new child has sent nothing yet: all messages into x count.
-                let (nei, item) = gather(incoming[x].iter().map(|&(_, m)| &msgs[m]).collect());
-                let m = self.gru.step(&ex, &nei, &item);
-                let logits = self.word_logits(&m, &z).reshape([-1]);
-                let k = (top_k.max(1) as i64).min(logits.size()[0]);
-                let (_, best) = logits.topk(k, -1, true, true);
-                let best = Vec::<i64>::try_from(&best).unwrap_or_default();
-                if labels.len() >= max_nodes {
-                    return None;
-                }
-                match best.iter().map(|&l| l as usize).find(|&l| accept(x, l)) {
-                    Some(l) => child = Some((m, l)),
-                    None => expand = false,
+        // Sum inputs of the GRU for rows `r` of `rows`: messages into each row's
+        // node, except those sent by `skip(r)`.
+        let gather = |msgs: &[Tensor], parts: &[Vec<usize>]| -> (Tensor, Tensor) {
+            let mut item = Vec::new();
+            let mut rows: Vec<&Tensor> = Vec::new();
+            for (r, part) in parts.iter().enumerate() {
+                for &m in part {
+                    item.push(r);
+                    rows.push(&msgs[m]);
                 }
             }
-            if let (true, Some((m, label))) = (expand, child) {
-                let y = labels.len();
-                labels.push(label);
-                edges.push((x, y));
-                incoming.push(vec![(x, msgs.len())]);
-                msgs.push(m);
-                stack.push(y);
+            let nei = if rows.is_empty() {
+                Tensor::zeros([0, h], opts)
             } else {
-                stack.pop();
-                if let Some(&p) = stack.last() {
-                    let (nei, item) = gather(
-                        incoming[x]
+                Tensor::cat(&rows, 0)
+            };
+            (nei, long(&item, dev))
+        };
+        loop {
+            let active: Vec<usize> = (0..b)
+                .filter(|&i| !walks[i].failed && !walks[i].stack.is_empty())
+                .collect();
+            if active.is_empty() {
+                break;
+            }
+            let xs: Vec<usize> = active
+                .iter()
+                .map(|&i| *walks[i].stack.last().expect("active walks have a node"))
+                .collect();
+            let ex = self.embedding.forward(&long(
+                &active
+                    .iter()
+                    .zip(&xs)
+                    .map(|(&i, &x)| walks[i].labels[x])
+                    .collect::<Vec<_>>(),
+                dev,
+            ));
+            let za = z.index_select(0, &long(&active, dev));
+            let all_in: Vec<Vec<usize>> = active
+                .iter()
+                .zip(&xs)
+                .map(|(&i, &x)| walks[i].incoming[x].iter().map(|&(_, m)| m).collect())
+                .collect();
+            let (nei, item) = gather(&msgs, &all_in);
+            let o = ex.zeros_like().index_add(0, &item, &nei);
+            let expand: Vec<f64> =
+                Vec::try_from(self.topo_logits(&ex, &o, &za)).unwrap_or_default();
+            let mut grow: Vec<usize> = (0..active.len()).filter(|&r| expand[r] > 0.0).collect();
+            // Expanding rows: the message to the new child and its label candidates.
+            let mut accepted: Vec<Option<(usize, usize)>> = vec![None; active.len()];
+            if !grow.is_empty() {
+                let sel = long(&grow, dev);
+                let parts: Vec<Vec<usize>> = grow.iter().map(|&r| all_in[r].clone()).collect();
+                let (nei, item) = gather(&msgs, &parts);
+                let m = self.gru.step(&ex.index_select(0, &sel), &nei, &item);
+                let logits = self.word_logits(&m, &za.index_select(0, &sel));
+                let k = (top_k.max(1) as i64).min(logits.size()[1]);
+                let (_, best) = logits.topk(k, -1, true, true);
+                let best = Vec::<Vec<i64>>::try_from(&best).unwrap_or_default();
+                let mut requests = Vec::new();
+                let mut req_rows = Vec::new();
+                for (g, &r) in grow.iter().enumerate() {
+                    let i = active[r];
+                    if walks[i].labels.len() >= max_nodes {
+                        walks[i].failed = true;
+                        continue;
+                    }
+                    requests.push(ChildRequest {
+                        mol: i,
+                        parent: xs[r],
+                        labels: best[g].iter().map(|&l| l as usize).collect(),
+                    });
+                    req_rows.push((r, g));
+                }
+                let answers = if requests.is_empty() {
+                    Vec::new()
+                } else {
+                    accept(&requests)
+                };
+                for ((r, g), label) in req_rows.into_iter().zip(answers) {
+                    if let Some(label) = label {
+                        msgs.push(m.narrow(0, g as i64, 1));
+                        accepted[r] = Some((label, msgs.len() - 1));
+                    }
+                }
+                grow.retain(|&r| accepted[r].is_some());
+            }
+            for &r in &grow {
+                let (label, row) = accepted[r].expect("kept only accepted rows");
+                let (i, x) = (active[r], xs[r]);
+                let w = &mut walks[i];
+                let y = w.labels.len();
+                w.labels.push(label);
+                w.edges.push((x, y));
+                w.incoming.push(vec![(x, row)]);
+                w.stack.push(y);
+            }
+            // Backtracking rows (no expansion, or no acceptable label): the message
+            // up to the parent, from everything the node received except the parent's.
+            let back: Vec<usize> = (0..active.len())
+                .filter(|&r| accepted[r].is_none() && !walks[active[r]].failed)
+                .collect();
+            let mut up = Vec::new();
+            let mut parts = Vec::new();
+            for &r in &back {
+                let (i, x) = (active[r], xs[r]);
+                let w = &mut walks[i];
+                w.stack.pop();
+                if let Some(&p) = w.stack.last() {
+                    parts.push(
+                        w.incoming[x]
                             .iter()
                             .filter(|&&(k, _)| k != p)
-                            .map(|&(_, m)| &msgs[m])
-                            .collect(),
+                            .map(|&(_, m)| m)
+                            .collect::<Vec<_>>(),
                     );
-                    let m = self.gru.step(&ex, &nei, &item);
-                    incoming[p].push((x, msgs.len()));
-                    msgs.push(m);
+                    up.push((r, p));
+                }
+            }
+            if !up.is_empty() {
+                let sel = long(&up.iter().map(|&(r, _)| r).collect::<Vec<_>>(), dev);
+                let (nei, item) = gather(&msgs, &parts);
+                let m = self.gru.step(&ex.index_select(0, &sel), &nei, &item);
+                for (n, &(r, p)) in up.iter().enumerate() {
+                    msgs.push(m.narrow(0, n as i64, 1));
+                    walks[active[r]].incoming[p].push((xs[r], msgs.len() - 1));
                 }
             }
         }
-        Some((labels, edges))
+        walks
+            .into_iter()
+            .map(|w| (!w.failed).then_some((w.labels, w.edges)))
+            .collect()
     }
 }
 

@@ -61,14 +61,17 @@ impl AssemblyScorer {
     /// One vector `[n_graphs, latent_graph]` per candidate graph.
     pub fn forward(&self, g: &GraphBatch) -> Tensor {
         let mut h = self.w_in.forward(&g.atom_x).relu();
+        // w_msg [h_src; e] = W_h h_src + (W_e e + b): the large product is taken
+        // once per atom and then gathered per edge (there are twice as many edges).
+        let hidden = h.size()[1];
+        let w_h = self.w_msg.ws.narrow(1, 0, hidden);
+        let w_e = self.w_msg.ws.narrow(1, hidden, CAND_BOND_DIM as i64);
+        let from_edge = match &self.w_msg.bs {
+            Some(b) => g.edge_x.matmul(&w_e.tr()) + b,
+            None => g.edge_x.matmul(&w_e.tr()),
+        };
         for _ in 0..self.steps {
-            let m = self
-                .w_msg
-                .forward(&Tensor::cat(
-                    &[h.index_select(0, &g.src), g.edge_x.shallow_clone()],
-                    1,
-                ))
-                .relu();
+            let m = (h.matmul(&w_h.tr()).index_select(0, &g.src) + &from_edge).relu();
             let agg = h.zeros_like().index_add(0, &g.dst, &m);
             h = self.w_upd.forward(&Tensor::cat(&[h, agg], 1)).relu();
         }

@@ -65,7 +65,7 @@ pub fn run(cfg: &Config, dist: &Dist, o: &Options) -> anyhow::Result<Report> {
     let ds = Dataset::read(&cfg.dataset_path())?;
     tch::manual_seed(cfg.run.seed as i64);
     let vs = VarStore::new(device);
-    let pipe = Pipeline::new(cfg, &ds, &vs)?;
+    let pipe = Pipeline::new(cfg, &ds, &vs, super::zo_stage::chem_threads(cfg, dist))?;
     let jk = cfg.stage_checkpoint(Stage::Jtvae);
     let trained = jk.is_file();
     if trained {
@@ -140,8 +140,10 @@ pub fn run(cfg: &Config, dist: &Dist, o: &Options) -> anyhow::Result<Report> {
             let (gb, tb) = pipe.jtvae.batches(&samples, device);
             to_vec_f32(&pipe.jtvae.encode(&gb, &tb).0)
         });
-        let base: Vec<Option<String>> = (0..mols.len())
-            .map(|i| pipe.decode(&z[i * d..(i + 1) * d]))
+        let base: Vec<Option<String>> = pipe
+            .decode_many(&z[..mols.len() * d])
+            .into_iter()
+            .map(|x| x.map(|x| x.smiles))
             .collect();
         for &radius in &RADII {
             let mut row = FlipRow {
@@ -150,21 +152,28 @@ pub fn run(cfg: &Config, dist: &Dist, o: &Options) -> anyhow::Result<Report> {
                 flipped: 0.0,
                 failed: 0.0,
             };
+            // All perturbed latents of this radius as one decode batch.
+            let mut zq: Vec<f32> = Vec::new();
+            let mut whose: Vec<&String> = Vec::new();
             for (i, b) in base.iter().enumerate() {
                 let Some(b) = b else { continue };
                 for k in 0..o.directions {
                     let u = latent_direction(seed, 0, i as u64, k as u64, d);
-                    let zq: Vec<f32> = z[i * d..(i + 1) * d]
-                        .iter()
-                        .zip(&u)
-                        .map(|(&a, &b)| a + (radius as f32) * b)
-                        .collect();
-                    row.queries += 1.0;
-                    match pipe.decode(&zq) {
-                        None => row.failed += 1.0,
-                        Some(s) if &s != b => row.flipped += 1.0,
-                        Some(_) => {}
-                    }
+                    zq.extend(
+                        z[i * d..(i + 1) * d]
+                            .iter()
+                            .zip(&u)
+                            .map(|(&a, &b)| a + (radius as f32) * b),
+                    );
+                    whose.push(b);
+                }
+            }
+            for (got, b) in pipe.decode_many(&zq).iter().zip(whose) {
+                row.queries += 1.0;
+                match got {
+                    None => row.failed += 1.0,
+                    Some(x) if &x.smiles != b => row.flipped += 1.0,
+                    Some(_) => {}
                 }
             }
             flips.push(row);

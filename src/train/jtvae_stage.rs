@@ -97,6 +97,8 @@ pub struct JtvaeObjective {
     seed: u64,
     cfg: JtvaeConfig,
     eval_batch: usize,
+    /// Threads for the decoder's chemistry (None: the calling thread).
+    pool: Option<rayon::ThreadPool>,
 }
 
 /// Builds the examples of `smiles` (with their trees, when already known).
@@ -216,6 +218,7 @@ impl JtvaeObjective {
             seed: cfg.run.seed,
             cfg: jc,
             eval_batch: cfg.train.eval_batch_size,
+            pool: super::zo_stage::chem_pool(super::zo_stage::chem_threads(cfg, dist)),
         })
     }
 
@@ -254,17 +257,19 @@ impl JtvaeObjective {
                 let _ = mean.sum(Kind::Float).double_value(&[]);
                 r[5] += te.elapsed().as_secs_f64();
                 let td = Instant::now();
-                for (k, &i) in chunk.iter().enumerate() {
+                let decoded = self.model.decode_batch(
+                    &mean,
+                    &self.vocab,
+                    &mut labels,
+                    &mut times,
+                    self.pool.as_ref(),
+                );
+                for (d, &i) in decoded.into_iter().zip(chunk) {
                     r[0] += 1.0;
-                    match self.model.decode(
-                        &mean.get(k as i64),
-                        &self.vocab,
-                        &mut labels,
-                        &mut times,
-                    ) {
-                        Ok(smi) => {
+                    match d {
+                        Ok(d) => {
                             r[2] += 1.0;
-                            if flat(&self.test_smiles[i]).as_deref() == Some(smi.as_str()) {
+                            if flat(&self.test_smiles[i]).as_deref() == Some(d.smiles.as_str()) {
                                 r[1] += 1.0;
                             }
                         }

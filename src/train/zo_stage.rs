@@ -26,7 +26,7 @@ use crate::config::{Config, DecoderMode, JtvaeConfig, ZoConfig};
 use crate::dist::Dist;
 use crate::io::dataset::Dataset;
 use crate::jtvae::candidates::LabelGraphs;
-use crate::jtvae::decode::DecodeTimes;
+use crate::jtvae::decode::{DecodeTimes, Decoded};
 use crate::jtvae::model::JtVae;
 use crate::jtvae::tree::LabelCache;
 use crate::jtvae::vocab::Vocab;
@@ -84,6 +84,29 @@ pub(crate) fn labeled(
     (out, skipped)
 }
 
+/// Threads for the decoder's chemistry on this rank: `jtvae.decode_threads`, by
+/// default the rank's share of the node's cores.
+pub(crate) fn chem_threads(cfg: &Config, dist: &Dist) -> usize {
+    cfg.jtvae
+        .as_ref()
+        .and_then(|j| j.decode_threads)
+        .unwrap_or_else(|| dist.cpus_per_rank())
+        .max(1)
+}
+
+/// A pool of `n` threads for the decoder's chemistry; none for one thread.
+pub(crate) fn chem_pool(n: usize) -> Option<rayon::ThreadPool> {
+    if n <= 1 {
+        return None;
+    }
+    rayon::ThreadPoolBuilder::new()
+        .num_threads(n)
+        .thread_name(|i| format!("zo-chem-{i}"))
+        .build()
+        .map_err(|e| log::warn!("no chemistry thread pool ({e}); decoding on one thread"))
+        .ok()
+}
+
 /// The models of the pipeline and what querying them needs.
 pub struct Pipeline {
     pub jtvae: JtVae,
@@ -97,11 +120,19 @@ pub struct Pipeline {
     cache: RefCell<FeatureCache>,
     labels: RefCell<LabelGraphs>,
     times: RefCell<DecodeTimes>,
+    /// Threads for the decoder's chemistry (None: the calling thread).
+    pool: Option<rayon::ThreadPool>,
 }
 
 impl Pipeline {
     /// Builds the JT-VAE (`vs / "jtvae"`) and the MPNN (`vs / "mpnn"`) for `ds`.
-    pub fn new(cfg: &Config, ds: &Dataset, vs: &VarStore) -> anyhow::Result<Pipeline> {
+    /// `chem_threads`: threads for the decoder's chemistry (see `chem_threads`).
+    pub fn new(
+        cfg: &Config,
+        ds: &Dataset,
+        vs: &VarStore,
+        chem_threads: usize,
+    ) -> anyhow::Result<Pipeline> {
         let path = cfg.dataset_path();
         let Some(j) = &ds.jtvae else {
             anyhow::bail!(
@@ -134,25 +165,48 @@ impl Pipeline {
             cache: RefCell::new(FeatureCache::new(cfg.zo.cache_size)),
             labels: RefCell::new(LabelGraphs::default()),
             times: RefCell::new(DecodeTimes::default()),
+            pool: chem_pool(chem_threads),
         })
     }
 
-    /// Decodes one latent (no gradient) into a canonical SMILES.
-    pub(crate) fn decode(&self, z: &[f32]) -> Option<String> {
-        let t = Tensor::from_slice(z).to_device(self.device);
+    /// Decodes latents (`n × latent`, row-major) as one batch (no gradient).
+    pub(crate) fn decode_many(&self, z: &[f32]) -> Vec<Option<Decoded>> {
+        let l = self.jtvae.latent();
+        if z.is_empty() {
+            return Vec::new();
+        }
+        let t = Tensor::from_slice(z).view([-1, l]).to_device(self.device);
         self.jtvae
-            .decode(
+            .decode_batch(
                 &t,
                 &self.vocab,
                 &mut self.labels.borrow_mut(),
                 &mut self.times.borrow_mut(),
+                self.pool.as_ref(),
             )
-            .ok()
+            .into_iter()
+            .map(Result::ok)
+            .collect()
     }
 
     /// Black-box answers for SMILES through the cache; returns (answers, hits).
     fn featurize(&self, smiles: &[String]) -> (Vec<crate::blackbox::cache::Answer>, usize) {
         let (a, s) = self.cache.borrow_mut().query(self.source.as_ref(), smiles);
+        (a, s.hits)
+    }
+
+    /// Black-box answers for decoded molecules through the cache (keyed by their
+    /// SMILES; a miss is featurized from the RDKit molecule, without parsing).
+    fn featurize_decoded(
+        &self,
+        items: &[&Decoded],
+    ) -> (Vec<crate::blackbox::cache::Answer>, usize) {
+        let items: Vec<(&str, &crate::chem::Molecule)> =
+            items.iter().map(|d| (d.smiles.as_str(), &d.mol)).collect();
+        let (a, s) = self
+            .cache
+            .borrow_mut()
+            .query_molecules(self.source.as_ref(), &items);
         (a, s.hits)
     }
 
@@ -195,11 +249,9 @@ impl Pipeline {
             let l = self.jtvae.latent() as usize;
             let mut pipe_graphs = Vec::new();
             let mut pipe_y = Vec::new();
-            let decoded: Vec<Option<String>> = (0..part.len())
-                .map(|k| self.decode(&mean[k * l..(k + 1) * l]))
-                .collect();
-            let smiles: Vec<String> = decoded.iter().flatten().cloned().collect();
-            let (answers, _) = self.featurize(&smiles);
+            let decoded = self.decode_many(&mean[..part.len() * l]);
+            let items: Vec<&Decoded> = decoded.iter().flatten().collect();
+            let (answers, _) = self.featurize_decoded(&items);
             let mut answers = answers.into_iter();
             for (k, &i) in part.iter().enumerate() {
                 let m = &mols[i];
@@ -210,8 +262,8 @@ impl Pipeline {
                         e.decode_failed += 1.0;
                         e.sse_fill += f64::from(m.y).powi(2);
                     }
-                    Some(smi) => {
-                        if flat(&m.ex.smiles).as_deref() == Some(smi.as_str()) {
+                    Some(d) => {
+                        if flat(&m.ex.smiles).as_deref() == Some(d.smiles.as_str()) {
                             e.exact += 1.0;
                         }
                         let a = answers.next().expect("one answer per decoded molecule");
@@ -420,7 +472,7 @@ impl ZoObjective {
         let root = dist.is_root();
         let path = cfg.dataset_path();
         let ds = Dataset::read(&path)?;
-        let pipe = Pipeline::new(cfg, &ds, vs)?;
+        let pipe = Pipeline::new(cfg, &ds, vs, chem_threads(cfg, dist))?;
         let jc = pipe.jc.clone();
         let vocab = Vocab::new(pipe.vocab.iter().cloned());
         let t0 = Instant::now();
@@ -568,25 +620,46 @@ impl Objective for ZoObjective {
         let z = to_vec_f32(&mean);
         ph[0] += t0.elapsed().as_secs_f64();
 
-        // Base queries.
+        // Decode every sample's base latent and its estimator's queries as one batch
+        // (the directions depend only on the key, not on the base molecule).
+        let est = self.zc.estimator;
         let t1 = Instant::now();
-        let base: Vec<Option<String>> = (0..samples.len())
-            .map(|k| p.decode(&z[k * l..(k + 1) * l]))
+        let offsets: Vec<Vec<Vec<f32>>> = samples
+            .iter()
+            .map(|&gid| {
+                est.offsets(self.zc.q, l, |kk| {
+                    latent_direction(self.seed, step as u64, gid as u64, kk as u64, l)
+                })
+            })
             .collect();
+        let mut zs: Vec<f32> = Vec::new();
+        let mut first_row = Vec::with_capacity(samples.len());
+        for (k, offs) in offsets.iter().enumerate() {
+            let zi = &z[k * l..(k + 1) * l];
+            first_row.push(zs.len() / l);
+            zs.extend_from_slice(zi);
+            for u in offs {
+                zs.extend(zi.iter().zip(u).map(|(&a, &b)| a + (r as f32) * b));
+            }
+        }
+        let decoded = p.decode_many(&zs);
         ph[1] += t1.elapsed().as_secs_f64();
         let t2 = Instant::now();
-        let base_smiles: Vec<String> = base.iter().flatten().cloned().collect();
-        let (answers, hits) = p.featurize(&base_smiles);
+        let base_items: Vec<&Decoded> = first_row
+            .iter()
+            .filter_map(|&row| decoded[row].as_ref())
+            .collect();
+        let (answers, hits) = p.featurize_decoded(&base_items);
         c[count("cache_hits")] += hits as f64;
         ph[2] += t2.elapsed().as_secs_f64();
         let mut answers = answers.into_iter();
         // (position in the shard, base SMILES, base answer) of samples with a base graph.
         let mut ok = Vec::new();
-        for (k, b) in base.iter().enumerate() {
-            if let Some(smi) = b {
+        for (k, &row) in first_row.iter().enumerate() {
+            if let Some(d) = &decoded[row] {
                 let a = answers.next().expect("one answer per decoded molecule");
                 if a.is_ok() {
-                    ok.push((k, smi.clone(), a));
+                    ok.push((k, d.smiles.clone(), a));
                     continue;
                 }
             }
@@ -635,45 +708,30 @@ impl Objective for ZoObjective {
         };
 
         // Latent ZO: the estimator's queries of every sample with a base graph.
-        let est = self.zc.estimator;
-        let mut offsets = Vec::with_capacity(ok.len());
         let mut deltas: Vec<Vec<Option<f64>>> = Vec::with_capacity(ok.len());
         // (row in ok, query index, graph) of changed molecules to embed.
         let mut pending: Vec<(usize, usize, crate::blackbox::cache::Answer)> = Vec::new();
+        let tf = Instant::now();
         for (row, (k, base_smi, base_ans)) in ok.iter().enumerate() {
-            let gid = samples[*k] as u64;
-            let offs = est.offsets(self.zc.q, l, |kk| {
-                latent_direction(self.seed, step as u64, gid, kk as u64, l)
-            });
-            let zi = &z[k * l..(k + 1) * l];
-            let mut d = vec![None; offs.len()];
-            for (j, u) in offs.iter().enumerate() {
-                let zq: Vec<f32> = zi
-                    .iter()
-                    .zip(u)
-                    .map(|(&a, &b)| a + (r as f32) * b)
-                    .collect();
+            let n = offsets[*k].len();
+            let mut d = vec![None; n];
+            for (j, dj) in d.iter_mut().enumerate() {
                 c[count("queries")] += 1.0;
-                let td = Instant::now();
-                let smi = p.decode(&zq);
-                ph[1] += td.elapsed().as_secs_f64();
-                let Some(smi) = smi else {
+                let Some(q) = &decoded[first_row[*k] + 1 + j] else {
                     c[count("failed_decode")] += 1.0;
                     continue;
                 };
-                if &smi == base_smi {
+                if &q.smiles == base_smi {
                     c[count("unchanged")] += 1.0;
                     if self.zc.skip_unchanged {
-                        d[j] = Some(0.0);
+                        *dj = Some(0.0);
                         continue;
                     }
                     pending.push((row, j, std::sync::Arc::clone(base_ans)));
                     continue;
                 }
                 c[count("changed")] += 1.0;
-                let tf = Instant::now();
-                let (mut ans, hits) = p.featurize(std::slice::from_ref(&smi));
-                ph[2] += tf.elapsed().as_secs_f64();
+                let (mut ans, hits) = p.featurize_decoded(&[q]);
                 c[count("cache_hits")] += hits as f64;
                 let a = ans.remove(0);
                 if a.is_err() {
@@ -682,9 +740,10 @@ impl Objective for ZoObjective {
                 }
                 pending.push((row, j, a));
             }
-            offsets.push(offs);
             deltas.push(d);
         }
+        ph[2] += tf.elapsed().as_secs_f64();
+        let offsets: Vec<&Vec<Vec<f32>>> = ok.iter().map(|(k, _, _)| &offsets[*k]).collect();
         let te = Instant::now();
         if !pending.is_empty() {
             let graphs: Vec<&MolGraph> = pending
@@ -699,7 +758,7 @@ impl Objective for ZoObjective {
         }
         ph[3] += te.elapsed().as_secs_f64();
         let mut ghat = vec![0f32; ok.len() * l];
-        for (row, (offs, d)) in offsets.iter().zip(&deltas).enumerate() {
+        for (row, (&offs, d)) in offsets.iter().zip(&deltas).enumerate() {
             if let Some((g, _)) = est.combine(offs, d, r) {
                 for (dst, v) in ghat[row * l..(row + 1) * l].iter_mut().zip(g) {
                     *dst = v as f32;
@@ -729,17 +788,22 @@ impl Objective for ZoObjective {
                 });
                 let mut graphs = Vec::new();
                 let mut rows = Vec::new();
-                for (row, (kk, base_smi, _)) in ok.iter().enumerate() {
+                let zk: Vec<f32> = ok
+                    .iter()
+                    .flat_map(|(kk, _, _)| z[kk * l..(kk + 1) * l].iter().copied())
+                    .collect();
+                let dec = p.decode_many(&zk);
+                for (row, ((_, base_smi, _), d)) in ok.iter().zip(&dec).enumerate() {
                     c[count("decoder_queries")] += 1.0;
-                    let Some(smi) = p.decode(&z[kk * l..(kk + 1) * l]) else {
+                    let Some(d) = d else {
                         c[count("failed_decode")] += 1.0;
                         continue;
                     };
-                    if &smi == base_smi {
+                    if &d.smiles == base_smi {
                         continue;
                     }
                     c[count("decoder_changed")] += 1.0;
-                    let (mut ans, hits) = p.featurize(std::slice::from_ref(&smi));
+                    let (mut ans, hits) = p.featurize_decoded(&[d]);
                     c[count("cache_hits")] += hits as f64;
                     let a = ans.remove(0);
                     if a.is_err() {
