@@ -4,7 +4,7 @@
 //! depends on the cache (featurization is deterministic), so the eviction policy
 //! (oldest first) only changes speed, never results.
 use super::{KnowledgeSource, QueryError};
-use crate::chem::{MolGraph, Molecule};
+use crate::chem::MolGraph;
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 
@@ -51,20 +51,6 @@ impl FeatureCache {
         self.lookup(&keys, |miss| {
             let miss: Vec<String> = miss.iter().map(|&i| smiles[i].clone()).collect();
             source.query(&miss)
-        })
-    }
-
-    /// Like `query` for molecules already held by RDKit (keyed by their canonical
-    /// SMILES): the misses are featurized from the molecules, without parsing.
-    pub fn query_molecules(
-        &mut self,
-        source: &dyn KnowledgeSource,
-        items: &[(&str, &Molecule)],
-    ) -> (Vec<Answer>, CacheStats) {
-        let keys: Vec<&str> = items.iter().map(|(s, _)| *s).collect();
-        self.lookup(&keys, |miss| {
-            let mols: Vec<&Molecule> = miss.iter().map(|&i| items[i].1).collect();
-            source.query_molecules(&mols)
         })
     }
 

@@ -27,9 +27,8 @@ pub fn parse(smiles: &str) -> Result<MolRecord, ChemError> {
     })
 }
 
-/// A sanitized RDKit molecule, kept on the C++ side: built once (from a SMILES or
-/// from an assembled graph), then written as SMILES and featurized without parsing
-/// again.
+/// A sanitized RDKit molecule, kept on the C++ side: parsed once, then featurized
+/// (one bridge call) or written as SMILES without parsing again.
 pub struct Molecule(cxx::UniquePtr<ffi::Molecule>);
 
 impl Molecule {
@@ -40,18 +39,6 @@ impl Molecule {
             .map(Molecule)
             .map_err(|e| ChemError {
                 smiles: smiles.to_string(),
-                message: e.what().to_string(),
-            })
-    }
-
-    /// Builds a molecule from atoms and Kekulé bonds and sanitizes it (valences,
-    /// aromaticity); an invalid graph is an error.
-    pub fn from_graph(atoms: &[KAtom], bonds: &[KBond]) -> Result<Molecule, ChemError> {
-        quiet();
-        ffi::molecule_from_graph(atoms, bonds)
-            .map(Molecule)
-            .map_err(|e| ChemError {
-                smiles: format!("<graph of {} atoms>", atoms.len()),
                 message: e.what().to_string(),
             })
     }

@@ -78,7 +78,6 @@ pub mod ffi {
         /// A sanitized RDKit molecule owned by Rust.
         type Molecule;
         fn molecule_from_smiles(smiles: &str) -> Result<UniquePtr<Molecule>>;
-        fn molecule_from_graph(atoms: &[KAtom], bonds: &[KBond]) -> Result<UniquePtr<Molecule>>;
         /// Canonical non-isomeric SMILES.
         fn molecule_smiles(mol: &Molecule) -> Result<String>;
         /// The atom and bond facts, flat: `[n_atoms, n_bonds]`, then `ATOM_FIELDS`

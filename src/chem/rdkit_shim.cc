@@ -117,12 +117,6 @@ std::unique_ptr<Molecule> molecule_from_smiles(rust::Str smiles) {
   return m;
 }
 
-std::unique_ptr<Molecule> molecule_from_graph(rust::Slice<const KAtom> atoms, rust::Slice<const KBond> bonds) {
-  auto m = std::make_unique<Molecule>();
-  m->mol = build_graph(atoms, bonds);
-  return m;
-}
-
 rust::String molecule_smiles(const Molecule &m) {
   try {
     return rust::String(RDKit::MolToSmiles(*m.mol, false));

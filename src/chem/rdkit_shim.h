@@ -26,7 +26,6 @@ struct Molecule {
   std::unique_ptr<RDKit::ROMol> mol;
 };
 std::unique_ptr<Molecule> molecule_from_smiles(rust::Str smiles);
-std::unique_ptr<Molecule> molecule_from_graph(rust::Slice<const KAtom> atoms, rust::Slice<const KBond> bonds);
 rust::String molecule_smiles(const Molecule &mol);
 std::unique_ptr<std::vector<int32_t>> molecule_facts(const Molecule &mol);
 

@@ -57,11 +57,10 @@ pub struct DecodeTimes {
     pub score_s: f64,
 }
 
-/// A decoded molecule: its canonical non-isomeric SMILES and the sanitized RDKit
-/// molecule itself, so that the black box can featurize it without parsing.
+/// A decoded molecule: its canonical non-isomeric SMILES (what the black box is
+/// queried with; see `train::zo_stage` for why not the RDKit molecule itself).
 pub struct Decoded {
     pub smiles: String,
-    pub mol: chem::Molecule,
 }
 
 /// The molecule one walk is building.
@@ -271,10 +270,8 @@ impl JtVae {
                 }
                 tree.ok_or(DecodeError::TreeTooLarge)?;
                 let a = a.ok_or(DecodeError::TreeTooLarge)?;
-                let mol = chem::Molecule::from_graph(&a.partial.atoms, &a.partial.bonds)
-                    .map_err(|e| DecodeError::Invalid(e.message))?;
-                let smiles = mol.smiles().map_err(|e| DecodeError::Invalid(e.message))?;
-                Ok(Decoded { smiles, mol })
+                let smiles = flat_smiles(&a.partial).map_err(|e| DecodeError::Invalid(e.message))?;
+                Ok(Decoded { smiles })
             })
             .collect();
         times.tree_s += t_all.elapsed().as_secs_f64() - enumerate_s - score_s;

@@ -195,19 +195,16 @@ impl Pipeline {
         (a, s.hits)
     }
 
-    /// Black-box answers for decoded molecules through the cache (keyed by their
-    /// SMILES; a miss is featurized from the RDKit molecule, without parsing).
-    fn featurize_decoded(
-        &self,
-        items: &[&Decoded],
-    ) -> (Vec<crate::blackbox::cache::Answer>, usize) {
-        let items: Vec<(&str, &crate::chem::Molecule)> =
-            items.iter().map(|d| (d.smiles.as_str(), &d.mol)).collect();
-        let (a, s) = self
-            .cache
-            .borrow_mut()
-            .query_molecules(self.source.as_ref(), &items);
-        (a, s.hits)
+    /// Black-box answers for decoded molecules through the cache, by their
+    /// canonical SMILES. A miss is featurized from that SMILES, not from the
+    /// RDKit molecule the decoder built: that one differs from the parsed molecule
+    /// in atom and bond order and in how hydrogens are recorded (implicit, where
+    /// parsing a bracket atom such as [nH] gives explicit), so its features would
+    /// depend on how the molecule was reached and the MPNN would see hydrogen
+    /// columns unlike those of its training molecules.
+    fn featurize_decoded(&self, items: &[&Decoded]) -> (Vec<crate::blackbox::cache::Answer>, usize) {
+        let smiles: Vec<String> = items.iter().map(|d| d.smiles.clone()).collect();
+        self.featurize(&smiles)
     }
 
     fn batch(&self, graphs: &[&MolGraph]) -> GraphBatch {
