@@ -294,3 +294,33 @@ fn dropping_constant_columns_keeps_what_varies() {
     assert_eq!(g.atom_dim, f.atom_keep.len());
     assert_eq!(g.atom_x.len(), 3 * f.atom_keep.len());
 }
+
+#[test]
+fn one_call_featurization_equals_the_record_path() {
+    // The black box featurizes through one bridge call per molecule (no canonical
+    // SMILES, no per-atom records); it must give exactly the rows of the record
+    // path (`parse` → `AtomRecord`s → rows), for charged, aromatic, stereo and
+    // bracket-H molecules, with all columns and with a subset.
+    use zo_hpc::chem::{parse, Molecule};
+    let subset = Featurizer {
+        atom_keep: vec![0, 1, 2, 44, 45, 46, 69, 75],
+        bond_keep: vec![0, 3, 5],
+    };
+    for f in [Featurizer::full(), subset] {
+        for s in [
+            "CC(=O)Nc1ccc(O)cc1",
+            "C[NH3+]",
+            "c1cc[nH]c1",
+            "F/C=C/F",
+            "C[C@H](N)C(=O)[O-]",
+            "[Xe]",
+            "C1CC2CCC1C2",
+        ] {
+            let want = f.graph(&parse(s).unwrap());
+            assert_eq!(f.featurize(s).unwrap(), want, "{s}");
+            let held = Molecule::from_smiles(s).unwrap();
+            assert_eq!(f.molecule(&held).unwrap(), want, "{s}");
+        }
+    }
+    assert!(Molecule::from_smiles("C1CC").is_err());
+}

@@ -121,6 +121,42 @@ fn options(
     None
 }
 
+/// For every request, the index (into the returned list of representatives, which
+/// are request indices) of the first request asking the same question: the same
+/// molecule so far, the same parent atoms and the same label candidates.
+fn group_requests(reqs: &[ChildRequest], asm: &[Option<Assembly>]) -> (Vec<usize>, Vec<usize>) {
+    use std::collections::HashMap;
+    use std::hash::{Hash, Hasher};
+    let question = |k: usize| {
+        let r = &reqs[k];
+        asm[r.mol].as_ref().map(|a| {
+            (
+                &a.partial.atoms,
+                &a.partial.bonds,
+                &a.node_atoms[r.parent],
+                &r.labels,
+            )
+        })
+    };
+    let mut buckets: HashMap<u64, Vec<usize>> = HashMap::new();
+    let (mut rep, mut reps) = (Vec::with_capacity(reqs.len()), Vec::new());
+    for k in 0..reqs.len() {
+        let q = question(k);
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        q.hash(&mut h);
+        let bucket = buckets.entry(h.finish()).or_default();
+        match bucket.iter().find(|&&g| question(reps[g]) == q) {
+            Some(&g) => rep.push(g),
+            None => {
+                bucket.push(reps.len());
+                rep.push(reps.len());
+                reps.push(k);
+            }
+        }
+    }
+    (rep, reps)
+}
+
 /// The best-scoring option; ties (within `TIE_TOLERANCE`) go to the smaller SMILES.
 fn choose(scores: &[f32], built: &[(MolGraph, Vec<usize>, String)]) -> usize {
     let best = scores.iter().fold(f32::NEG_INFINITY, |m, &s| m.max(s));
@@ -199,54 +235,68 @@ impl JtVae {
                 }
             }
             let labels: &LabelGraphs = labels;
+            // Requests that ask the same question (same molecule so far, parent and
+            // labels: in Stage 2 most perturbed latents of a sample walk like its
+            // base) are enumerated, and their candidates run through the scorer
+            // network, once; only the product with each latent differs.
+            let (rep, reps) = group_requests(reqs, &asm);
             let asm_ref = &asm;
-            let one = |r: &ChildRequest| -> Option<Options> {
+            let one = |&k: &usize| -> Option<Options> {
+                let r = &reqs[k];
                 options(asm_ref[r.mol].as_ref()?, r, vocab, labels)
             };
             let found: Vec<Option<Options>> = match pool {
-                Some(p) => p.install(|| reqs.par_iter().map(one).collect()),
-                None => reqs.iter().map(one).collect(),
+                Some(p) => p.install(|| reps.par_iter().map(one).collect()),
+                None => reps.iter().map(one).collect(),
             };
             enumerate_s += t1.elapsed().as_secs_f64();
             let t2 = Instant::now();
-            // One scorer call for the candidates of every request of the round.
-            let scored: Vec<usize> = (0..reqs.len())
-                .filter(|&k| found[k].as_ref().is_some_and(|o| !o.graphs.is_empty()))
-                .collect();
             let mut picks = vec![0usize; reqs.len()];
-            if !scored.is_empty() {
-                let mut refs: Vec<&chem::MolGraph> = Vec::new();
-                let mut rows: Vec<i64> = Vec::new();
-                for &k in &scored {
-                    let o = found[k].as_ref().expect("scored requests have options");
+            // Candidate vectors of every distinct question in one network call.
+            let mut first = vec![0usize; found.len()];
+            let mut refs: Vec<&chem::MolGraph> = Vec::new();
+            for (g, o) in found.iter().enumerate() {
+                first[g] = refs.len();
+                if let Some(o) = o {
                     refs.extend(o.graphs.iter());
-                    rows.extend(std::iter::repeat_n(reqs[k].mol as i64, o.graphs.len()));
                 }
-                let batch = GraphBatch::new(&refs, CAND_ATOM_DIM, CAND_BOND_DIM, z.device());
-                let zs = z_graph.index_select(0, &Tensor::from_slice(&rows).to_device(z.device()));
-                let scores =
-                    Vec::<f32>::try_from(self.scorer.score(&batch, &zs)).unwrap_or_default();
-                let mut at = 0;
-                for &k in &scored {
-                    let o = found[k].as_ref().expect("scored requests have options");
-                    let n = o.graphs.len();
-                    if scores.len() >= at + n {
-                        picks[k] = choose(&scores[at..at + n], &o.built);
+            }
+            if !refs.is_empty() {
+                let dev = z.device();
+                let batch = GraphBatch::new(&refs, CAND_ATOM_DIM, CAND_BOND_DIM, dev);
+                let v = self.scorer.forward(&batch);
+                let (mut cand, mut mol) = (Vec::<i64>::new(), Vec::<i64>::new());
+                for (k, r) in reqs.iter().enumerate() {
+                    if let Some(o) = &found[rep[k]] {
+                        let n = o.graphs.len();
+                        cand.extend((first[rep[k]]..first[rep[k]] + n).map(|c| c as i64));
+                        mol.extend(std::iter::repeat_n(r.mol as i64, n));
                     }
-                    at += n;
+                }
+                let vs = v.index_select(0, &Tensor::from_slice(&cand).to_device(dev));
+                let zs = z_graph.index_select(0, &Tensor::from_slice(&mol).to_device(dev));
+                let scores =
+                    Vec::<f32>::try_from(self.scorer.score_vectors(&vs, &zs)).unwrap_or_default();
+                let mut at = 0;
+                for (k, pick) in picks.iter_mut().enumerate() {
+                    if let Some(o) = &found[rep[k]] {
+                        let n = o.graphs.len();
+                        if n > 0 && scores.len() >= at + n {
+                            *pick = choose(&scores[at..at + n], &o.built);
+                        }
+                        at += n;
+                    }
                 }
             }
             score_s += t2.elapsed().as_secs_f64();
-            found
-                .into_iter()
-                .zip(reqs)
-                .zip(picks)
-                .map(|((o, r), pick)| {
-                    let mut o = o?;
-                    let (next, index, _) = o.built.swap_remove(pick);
+            reqs.iter()
+                .enumerate()
+                .map(|(k, r)| {
+                    let o = found[rep[k]].as_ref()?;
+                    let (next, index, _) = &o.built[picks[k]];
                     let a = asm[r.mol].as_mut()?;
-                    a.partial = next;
-                    a.node_atoms.push(index);
+                    a.partial = next.clone();
+                    a.node_atoms.push(index.clone());
                     Some(o.label)
                 })
                 .collect()
@@ -270,7 +320,8 @@ impl JtVae {
                 }
                 tree.ok_or(DecodeError::TreeTooLarge)?;
                 let a = a.ok_or(DecodeError::TreeTooLarge)?;
-                let smiles = flat_smiles(&a.partial).map_err(|e| DecodeError::Invalid(e.message))?;
+                let smiles =
+                    flat_smiles(&a.partial).map_err(|e| DecodeError::Invalid(e.message))?;
                 Ok(Decoded { smiles })
             })
             .collect();

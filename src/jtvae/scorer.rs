@@ -53,9 +53,14 @@ impl AssemblyScorer {
     /// with the latent, plus a latent-free plausibility term so that chemically
     /// typical attachments can be preferred even where the latent says little.
     pub fn score(&self, g: &GraphBatch, z_graph: &Tensor) -> Tensor {
-        let v = self.forward(g);
-        (&v * z_graph).sum_dim_intlist(-1, false, Kind::Float)
-            + self.prior.forward(&v).squeeze_dim(-1)
+        self.score_vectors(&self.forward(g), z_graph)
+    }
+
+    /// `score` from the candidate vectors `v` of `forward` (one row per candidate,
+    /// so that a graph shared by several latents is run through the network once).
+    pub fn score_vectors(&self, v: &Tensor, z_graph: &Tensor) -> Tensor {
+        (v * z_graph).sum_dim_intlist(-1, false, Kind::Float)
+            + self.prior.forward(v).squeeze_dim(-1)
     }
 
     /// One vector `[n_graphs, latent_graph]` per candidate graph.

@@ -202,7 +202,10 @@ impl Pipeline {
     /// parsing a bracket atom such as [nH] gives explicit), so its features would
     /// depend on how the molecule was reached and the MPNN would see hydrogen
     /// columns unlike those of its training molecules.
-    fn featurize_decoded(&self, items: &[&Decoded]) -> (Vec<crate::blackbox::cache::Answer>, usize) {
+    fn featurize_decoded(
+        &self,
+        items: &[&Decoded],
+    ) -> (Vec<crate::blackbox::cache::Answer>, usize) {
         let smiles: Vec<String> = items.iter().map(|d| d.smiles.clone()).collect();
         self.featurize(&smiles)
     }
