@@ -293,7 +293,30 @@ fn run(cli: Cli, dist: &Dist) -> anyhow::Result<()> {
     }
 }
 
+/// libtorch's OpenMP threads spin while they wait by default; next to other busy
+/// processes (a shared node, oversubscribed ranks) that turns the many small tensor
+/// operations of decoding into a crawl (a decode test: 1290 s spinning against
+/// 50 s passive on a loaded 2-core machine). The policy is read when the OpenMP
+/// library loads, before `main`, so it is set by running the program again with
+/// it; a user's own `OMP_WAIT_POLICY` is respected.
+fn passive_openmp() {
+    use std::os::unix::process::CommandExt;
+    if std::env::var_os("OMP_WAIT_POLICY").is_some() {
+        return;
+    }
+    let Ok(exe) = std::env::current_exe() else {
+        return;
+    };
+    let err = std::process::Command::new(exe)
+        .args(std::env::args_os().skip(1))
+        .env("OMP_WAIT_POLICY", "PASSIVE")
+        .exec();
+    // Only reached when exec failed: go on with the default policy.
+    eprintln!("zo-hpc: could not set OMP_WAIT_POLICY=PASSIVE ({err}); continuing");
+}
+
 fn main() {
+    passive_openmp();
     let cli = Cli::parse();
     let dist = match Dist::init() {
         Ok(d) => d,
