@@ -1,16 +1,22 @@
 //! `zo-hpc prepare`: CSV → canonical, unique molecules with targets → seeded
 //! train/test split → featurizer columns that vary on the training split → one
-//! dataset HDF5 file. Nothing is dropped silently: invalid SMILES, non-numeric
-//! targets and duplicates are counted and the first ones listed by line.
+//! dataset HDF5 file; with `[jtvae]` also the vocabulary, the junction trees and
+//! the assembly candidates (computed over all MPI ranks). Nothing is dropped
+//! silently: invalid SMILES, non-numeric targets and duplicates are counted and
+//! the first ones listed by line.
 use super::csv_table::{self, BadRow};
 use super::split::split;
 use crate::chem::{self, Featurizer};
 use crate::config::Config;
-use crate::io::dataset::{Dataset, DatasetMeta, JtvaeData};
+use crate::dist::Dist;
+use crate::io::candidates::{CandidateStore, CANDIDATES_FORMAT};
+use crate::io::dataset::{Dataset, DatasetMeta, JtvaeData, StoredCandidates};
+use crate::jtvae::candidates::{compact_training_candidates, LabelGraphs};
 use crate::jtvae::tree::{decompose_smiles, LabelCache};
 use crate::jtvae::vocab::Vocab;
 use anyhow::{bail, Context};
 use std::collections::HashMap;
+use std::time::Instant;
 
 /// How many problem rows of each kind are listed in the log.
 const LIST_FIRST: usize = 10;
@@ -155,22 +161,188 @@ pub fn build(cfg: &Config) -> anyhow::Result<(Dataset, PrepareReport)> {
     Ok((ds, report))
 }
 
-/// `zo-hpc prepare`: builds the dataset and writes it to `cfg.dataset_path()`.
-pub fn run(cfg: &Config) -> anyhow::Result<Dataset> {
-    let (ds, report) = build(cfg)?;
-    report.log(&cfg.data.csv.display().to_string());
-    let out = cfg.dataset_path();
-    ds.write(&out)
-        .with_context(|| format!("writing dataset {}", out.display()))?;
+/// `zo-hpc prepare` on every rank of `dist` (collective): rank 0 builds the
+/// dataset; with `[jtvae]`, the assembly candidates of the JT-VAE's training
+/// molecules and of the held-out split are computed in contiguous blocks over the
+/// ranks and gathered to rank 0, which writes `cfg.dataset_path()`. The file is
+/// the same whatever the number of ranks. Returns the dataset on rank 0.
+pub fn run(cfg: &Config, dist: &Dist) -> anyhow::Result<Option<Dataset>> {
+    let built = dist.is_root().then(|| build(cfg));
+    let failed = matches!(built, Some(Err(_)));
+    if dist.broadcast_u64(u64::from(failed)) != 0 {
+        return Err(match built {
+            Some(Err(e)) => e,
+            _ => anyhow::anyhow!("rank 0 could not build the dataset (see its error)"),
+        });
+    }
+    let mut built = built.and_then(Result::ok);
+    let candidates = match &cfg.jtvae {
+        Some(jc) => candidates(dist, jc.max_candidates, built.as_ref().map(|(ds, _)| ds))?,
+        None => None,
+    };
+    let mut failed = 0;
+    let mut result = Ok(None);
+    if let Some((mut ds, report)) = built.take() {
+        if let Some(j) = ds.jtvae.as_mut() {
+            j.candidates = candidates;
+        }
+        report.log(&cfg.data.csv.display().to_string());
+        let out = cfg.dataset_path();
+        result = ds
+            .write(&out)
+            .with_context(|| format!("writing dataset {}", out.display()))
+            .map(|()| {
+                log::info!(
+                    "wrote {} ({} train / {} test, {} atom and {} bond feature columns kept)",
+                    out.display(),
+                    ds.train.len(),
+                    ds.test.len(),
+                    ds.featurizer.atom_dim(),
+                    ds.featurizer.bond_dim()
+                );
+                Some(ds)
+            });
+        failed = u64::from(result.is_err());
+    }
+    if dist.broadcast_u64(failed) != 0 && !dist.is_root() {
+        bail!("rank 0 could not write the dataset (see its error)");
+    }
+    result
+}
+
+/// The assembly candidates of the JT-VAE's training molecules (those with a tree)
+/// and of the held-out split, computed in contiguous blocks over the ranks
+/// (collective; `ds` is given on rank 0 only). `Some` on rank 0.
+fn candidates(
+    dist: &Dist,
+    max_candidates: usize,
+    ds: Option<&Dataset>,
+) -> anyhow::Result<Option<StoredCandidates>> {
+    let t0 = Instant::now();
+    // Work lists from rank 0: one SMILES per line, an empty line for a molecule
+    // that gets no candidates (no tree: it is not trained on).
+    let (mut train, mut test) = (Vec::new(), Vec::new());
+    if let Some((ds, j)) = ds.and_then(|d| Some((d, d.jtvae.as_ref()?))) {
+        let lines = |v: Vec<&str>| v.join("\n").into_bytes();
+        train = lines(
+            j.train_smiles
+                .iter()
+                .zip(&j.train_trees)
+                .map(|(s, t)| if t.is_some() { s.as_str() } else { "" })
+                .collect(),
+        );
+        test = lines(ds.test.iter().map(|&i| ds.smiles[i as usize].as_str()).collect());
+    }
+    dist.broadcast_bytes(&mut train);
+    dist.broadcast_bytes(&mut test);
+    let compute = |list: &[u8], what: &str| -> anyhow::Result<Option<CandidateStore>> {
+        let list = String::from_utf8_lossy(list);
+        let smiles: Vec<&str> = if list.is_empty() {
+            Vec::new()
+        } else {
+            list.split('\n').collect()
+        };
+        let block = dist.shard(smiles.len());
+        let mine = compute_block(&smiles[block], max_candidates, what, dist.is_root());
+        let all = gather_store(dist, &mine)?;
+        if let Some(all) = &all {
+            let with_tree = smiles.iter().filter(|s| !s.is_empty()).count();
+            let built = all.ok.iter().filter(|&&ok| ok != 0).count();
+            if built < with_tree {
+                log::warn!(
+                    "{} of {with_tree} {what} molecules get no assembly candidates (their gold path cannot be assembled) and are left out of JT-VAE training",
+                    with_tree - built
+                );
+            }
+        }
+        Ok(all)
+    };
+    let train = compute(&train, "training")?;
+    let test = compute(&test, "held-out")?;
+    let (Some(train), Some(test)) = (train, test) else {
+        return Ok(None);
+    };
     log::info!(
-        "wrote {} ({} train / {} test, {} atom and {} bond feature columns kept)",
-        out.display(),
-        ds.train.len(),
-        ds.test.len(),
-        ds.featurizer.atom_dim(),
-        ds.featurizer.bond_dim()
+        "assembly candidates (at most {max_candidates} per node): {} training and {} held-out molecules, {} candidate groups, on {} ranks in {:.1} s",
+        train.len(),
+        test.len(),
+        train.gold.len() + test.gold.len(),
+        dist.size,
+        t0.elapsed().as_secs_f64()
     );
-    Ok(ds)
+    Ok(Some(StoredCandidates {
+        format: CANDIDATES_FORMAT.to_string(),
+        max_candidates: max_candidates as u64,
+        train,
+        test,
+    }))
+}
+
+/// The candidates of one block of molecules (an empty SMILES gets none).
+fn compute_block(smiles: &[&str], max_candidates: usize, what: &str, log: bool) -> CandidateStore {
+    let (mut cache, mut labels) = (LabelCache::default(), LabelGraphs::default());
+    let mut store = CandidateStore::default();
+    let t0 = Instant::now();
+    let every = (smiles.len() / 10).max(1);
+    for (k, smi) in smiles.iter().enumerate() {
+        let nodes = if smi.is_empty() {
+            None
+        } else {
+            compact_training_candidates(smi, max_candidates, &mut cache, &mut labels).ok()
+        };
+        if let Err(e) = store.push(nodes.as_deref()) {
+            log::warn!("{what} molecule {smi}: {e}; it gets no assembly candidates");
+        }
+        if log && (k + 1) % every == 0 {
+            log::info!(
+                "assembly candidates of {what} molecules: {}/{} of this rank's block ({:.0} s)",
+                k + 1,
+                smiles.len(),
+                t0.elapsed().as_secs_f64()
+            );
+        }
+    }
+    store
+}
+
+/// Every rank's block, appended in rank order on rank 0 (`None` elsewhere).
+fn gather_store(dist: &Dist, s: &CandidateStore) -> anyhow::Result<Option<CandidateStore>> {
+    let too_large = |e| anyhow::anyhow!("gathering assembly candidates: {e}");
+    let ok = dist.gather(&s.ok).map_err(too_large)?;
+    let group_offset = dist.gather(&s.group_offset).map_err(too_large)?;
+    let gold = dist.gather(&s.gold).map_err(too_large)?;
+    let graph_offset = dist.gather(&s.graph_offset).map_err(too_large)?;
+    let atom_offset = dist.gather(&s.atom_offset).map_err(too_large)?;
+    let bond_offset = dist.gather(&s.bond_offset).map_err(too_large)?;
+    let atom_element = dist.gather(&s.atom_element).map_err(too_large)?;
+    let atom_charge = dist.gather(&s.atom_charge).map_err(too_large)?;
+    let atom_degree = dist.gather(&s.atom_degree).map_err(too_large)?;
+    let atom_flags = dist.gather(&s.atom_flags).map_err(too_large)?;
+    let bond_atoms = dist.gather(&s.bond_atoms).map_err(too_large)?;
+    let bond_order = dist.gather(&s.bond_order).map_err(too_large)?;
+    let bond_in_child = dist.gather(&s.bond_in_child).map_err(too_large)?;
+    if !dist.is_root() {
+        return Ok(None);
+    }
+    let mut all = CandidateStore::default();
+    for r in 0..dist.size {
+        all.append(&CandidateStore {
+            ok: ok[r].clone(),
+            group_offset: group_offset[r].clone(),
+            gold: gold[r].clone(),
+            graph_offset: graph_offset[r].clone(),
+            atom_offset: atom_offset[r].clone(),
+            bond_offset: bond_offset[r].clone(),
+            atom_element: atom_element[r].clone(),
+            atom_charge: atom_charge[r].clone(),
+            atom_degree: atom_degree[r].clone(),
+            atom_flags: atom_flags[r].clone(),
+            bond_atoms: bond_atoms[r].clone(),
+            bond_order: bond_order[r].clone(),
+            bond_in_child: bond_in_child[r].clone(),
+        });
+    }
+    Ok(Some(all))
 }
 
 /// The JT-VAE vocabulary over every molecule of `source`, and the junction trees of
@@ -255,6 +427,7 @@ fn jtvae_data(
         n_uncovered: uncovered,
         train_smiles,
         train_trees: trees,
+        candidates: None,
     })
 }
 

@@ -16,11 +16,15 @@
 //! /jtvae/trees/node_offset u64[k+1], /jtvae/trees/label u32[N]  vocabulary index per node
 //! /jtvae/trees/atom_offset u64[N+1], /jtvae/trees/atoms u32[·]  cluster atoms per node
 //! /jtvae/trees/edge_offset u64[k+1], /jtvae/trees/edges u32[E,2] tree edges (node pairs)
+//! /jtvae/candidates/train/…  assembly candidates of the k training molecules
+//! /jtvae/candidates/test/…   and of the m held-out ones (layout: io::candidates)
 //! attributes on /jtvae: vocab_source, n_vocab_molecules, n_vocab_failed, n_uncovered
+//! attributes on /jtvae/candidates: format (CANDIDATES_FORMAT), max_candidates
 //! attributes on /: format, source_csv, smiles_column, target_column, target_mean,
 //!   target_std (training split), seed, rdkit_version, n_rows, n_invalid_smiles,
 //!   n_bad_target, n_duplicates
 //! ```
+use super::candidates::{CandidateError, CandidateStore};
 use super::h5::{self, ctx, H5Result};
 use crate::chem::featurize::{atom_columns, bond_columns};
 use crate::chem::Featurizer;
@@ -64,6 +68,45 @@ pub struct JtvaeData {
     pub train_smiles: Vec<String>,
     /// One per training molecule (in `train_smiles` order); None when not decomposable or not covered.
     pub train_trees: Vec<Option<TreeRecord>>,
+    /// Assembly candidates computed by `prepare`: written by `Dataset::write`, but
+    /// not read by `Dataset::read` (they are large and only the JT-VAE stages need
+    /// them): see `Dataset::read_candidates`.
+    pub candidates: Option<StoredCandidates>,
+}
+
+/// The assembly candidates of the JT-VAE's training molecules and of the held-out
+/// split, with what they depend on besides the molecules.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StoredCandidates {
+    /// `CANDIDATES_FORMAT` of the build that computed them.
+    pub format: String,
+    /// `jtvae.max_candidates` they were computed with.
+    pub max_candidates: u64,
+    /// One per `JtvaeData::train_smiles`, in order.
+    pub train: CandidateStore,
+    /// One per held-out molecule (`Dataset::test`), in order.
+    pub test: CandidateStore,
+}
+
+impl StoredCandidates {
+    fn write(&self, jtvae: &hdf5::Group) -> hdf5::Result<()> {
+        let g = jtvae.create_group("candidates")?;
+        h5::write_str_attr(&g, "format", &self.format)?;
+        h5::write_attr(&g, "max_candidates", &self.max_candidates)?;
+        self.train.write(&g, "train")?;
+        self.test.write(&g, "test")?;
+        Ok(())
+    }
+
+    fn read(jtvae: &hdf5::Group) -> hdf5::Result<StoredCandidates> {
+        let g = jtvae.group("candidates")?;
+        Ok(StoredCandidates {
+            format: h5::read_str_attr(&g, "format")?,
+            max_candidates: h5::read_attr(&g, "max_candidates")?,
+            train: CandidateStore::read(&g, "train")?,
+            test: CandidateStore::read(&g, "test")?,
+        })
+    }
 }
 
 impl JtvaeData {
@@ -107,6 +150,9 @@ impl JtvaeData {
         h5::write_vec(&t, "atoms", &atoms)?;
         h5::write_vec(&t, "edge_offset", &edge_off)?;
         h5::write_matrix(&t, "edges", &edges, 2)?;
+        if let Some(c) = &self.candidates {
+            c.write(&g)?;
+        }
         Ok(())
     }
 
@@ -166,6 +212,7 @@ impl JtvaeData {
             n_vocab_failed: h5::read_attr(&g, "n_vocab_failed")?,
             n_uncovered: h5::read_attr(&g, "n_uncovered")?,
             train_trees: trees,
+            candidates: None,
         })
     }
 }
@@ -190,6 +237,12 @@ pub enum DatasetError {
     H5(#[from] h5::H5Error),
     #[error("{file}: not a zo-hpc dataset file ({why}); create it with `zo-hpc prepare`")]
     Layout { file: String, why: String },
+    #[error("{file}: {source}; delete it and run `zo-hpc prepare` again")]
+    Candidates {
+        file: String,
+        #[source]
+        source: CandidateError,
+    },
 }
 
 impl Dataset {
@@ -225,6 +278,40 @@ impl Dataset {
             }
             Ok(())
         })
+    }
+
+    /// The assembly candidates stored in the dataset file at `path` (of a dataset
+    /// `self` read from it), checked against its molecule lists; `None` when it has
+    /// none (prepared without `[jtvae]`, or by a zo-hpc that did not store them).
+    pub fn read_candidates(&self, path: &Path) -> Result<Option<StoredCandidates>, DatasetError> {
+        let Some(j) = &self.jtvae else {
+            return Ok(None);
+        };
+        let f = h5::open(path)?;
+        let g = ctx(f.group("jtvae"), path, || "opening /jtvae".into())?;
+        if !g.link_exists("candidates") {
+            return Ok(None);
+        }
+        let c = ctx(StoredCandidates::read(&g), path, || {
+            "reading /jtvae/candidates".into()
+        })?;
+        let bad = |source| DatasetError::Candidates {
+            file: path.display().to_string(),
+            source,
+        };
+        for (set, store, n) in [
+            ("/jtvae/candidates/train", &c.train, j.train_smiles.len()),
+            ("/jtvae/candidates/test", &c.test, self.test.len()),
+        ] {
+            store.check(set).map_err(bad)?;
+            if store.len() != n {
+                return Err(bad(CandidateError::Inconsistent {
+                    set: set.into(),
+                    what: format!("length: {} molecules for {n}", store.len()),
+                }));
+            }
+        }
+        Ok(Some(c))
     }
 
     pub fn read(path: &Path) -> Result<Dataset, DatasetError> {
