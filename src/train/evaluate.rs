@@ -66,7 +66,7 @@ pub fn table1(cfg: &Config, dist: &Dist, limit: usize) -> anyhow::Result<Vec<Col
         let (mols, skipped) = test.get_or_insert_with(|| {
             let vocab = Vocab::new(pipe.vocab.iter().cloned());
             let idx: Vec<u64> = ds.test.iter().take(limit).copied().collect();
-            labeled(&ds, &idx, &vocab, 0)
+            labeled(&ds, &idx, &vocab, None)
         });
         let t0 = Instant::now();
         let idx: Vec<usize> = dist.shard(mols.len()).collect();

@@ -114,7 +114,7 @@ pub fn run(cfg: &Config, dist: &Dist, o: &Options) -> anyhow::Result<Report> {
     // 1b. The chain rule through the real encoder (a few molecules, large q).
     let vocab = Vocab::new(pipe.vocab.iter().cloned());
     let idx: Vec<u64> = ds.train.iter().take(4).copied().collect();
-    let (mols, _) = labeled(&ds, &idx, &vocab, 0);
+    let (mols, _) = labeled(&ds, &idx, &vocab, None);
     let mut chained = Vec::new();
     if !mols.is_empty() {
         let enc = Params::of_filtered(&vs, |n| {
@@ -134,7 +134,7 @@ pub fn run(cfg: &Config, dist: &Dist, o: &Options) -> anyhow::Result<Report> {
     let mut flips = Vec::new();
     if trained {
         let idx: Vec<u64> = ds.test.iter().take(o.molecules).copied().collect();
-        let (mols, _) = labeled(&ds, &idx, &vocab, 0);
+        let (mols, _) = labeled(&ds, &idx, &vocab, None);
         let samples: Vec<_> = mols.iter().map(|l| l.ex.sample()).collect();
         let z = tch::no_grad(|| {
             let (gb, tb) = pipe.jtvae.batches(&samples, device);

@@ -1,7 +1,8 @@
 //! Stage "jtvae": first-order (Stage 1) training of the JT-VAE through the shared
 //! data-parallel loop. Samples are the training molecules with a junction tree in
-//! the dataset file; each gets its feature graph and its assembly candidates once
-//! at start-up. The VAE noise of sample `gid` at step `s` is drawn from the counter
+//! the dataset file; each gets its feature graph at start-up, and its assembly
+//! candidates as `prepare` stored them in the dataset file (built here only when
+//! the file has none for the config's settings). The VAE noise of sample `gid` at step `s` is drawn from the counter
 //! generator keyed (seed, "vae", s, gid), so it is the same on 1 rank or 64.
 //! Evaluation each epoch: the losses and accuracies at the latent mean on the test
 //! split (teacher forced).
@@ -12,7 +13,8 @@ use crate::chem::{self, Featurizer};
 use crate::config::{Config, JtvaeConfig};
 use crate::dist::Dist;
 use crate::io::checkpoint::Checkpoint;
-use crate::io::dataset::{Dataset, TreeRecord};
+use crate::io::candidates::CANDIDATES_FORMAT;
+use crate::io::dataset::{Dataset, StoredCandidates, TreeRecord};
 use crate::jtvae::candidates::{training_candidates, LabelGraphs, NodeCandidates};
 use crate::jtvae::decode::{DecodeError, DecodeTimes};
 use crate::jtvae::model::{JtVae, Sample};
@@ -33,23 +35,19 @@ pub(crate) struct Example {
 impl Example {
     /// Builds the example of `smi` (decomposing it unless its tree is given);
     /// `None` when it is outside the vocabulary or cannot be assembled.
-    /// `max_candidates = 0` builds no assembly candidates (encoding only).
+    /// `candidates` gives its assembly candidates (`None`: it cannot be assembled);
+    /// it is called last, only for a molecule that is usable otherwise.
     pub(crate) fn build(
         smi: &str,
         tree: Option<TreeRecord>,
         vocab: &Vocab,
-        max_candidates: usize,
         featurizer: &Featurizer,
         cache: &mut LabelCache,
-        labels: &mut LabelGraphs,
+        candidates: impl FnOnce(&mut LabelCache) -> Option<Vec<NodeCandidates>>,
     ) -> Option<Example> {
         let tree = tree.or_else(|| decompose_smiles(smi, cache).ok()?.1.record(vocab).ok())?;
         let graph = featurizer.featurize(smi).ok()?;
-        let candidates = if max_candidates == 0 {
-            Vec::new()
-        } else {
-            training_candidates(smi, max_candidates, cache, labels).ok()?
-        };
+        let candidates = candidates(cache)?;
         Some(Example {
             smiles: smi.to_string(),
             graph,
@@ -58,12 +56,121 @@ impl Example {
         })
     }
 
+    /// Encoding only (evaluation): no assembly candidates.
+    pub(crate) fn encoding(
+        smi: &str,
+        tree: Option<TreeRecord>,
+        vocab: &Vocab,
+        featurizer: &Featurizer,
+        cache: &mut LabelCache,
+    ) -> Option<Example> {
+        Self::build(smi, tree, vocab, featurizer, cache, |_| Some(Vec::new()))
+    }
+
     pub(crate) fn sample(&self) -> Sample<'_> {
         Sample {
             graph: &self.graph,
             tree: &self.tree,
             candidates: &self.candidates,
         }
+    }
+}
+
+/// Which list of the dataset file a molecule's stored candidates belong to.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum CandidateSet {
+    /// The JT-VAE's training molecules (`/jtvae/train_smiles`).
+    Train,
+    /// The held-out split (`/split/test`).
+    Test,
+}
+
+/// The assembly candidates of a stage's molecules: read from the dataset file when
+/// `prepare` stored them with the config's settings, built here otherwise (the old
+/// way: minutes for a large training set, on every rank). Counts which it did.
+pub(crate) struct CandidateSource {
+    stored: Option<StoredCandidates>,
+    max_candidates: usize,
+    labels: LabelGraphs,
+    /// Molecules whose candidates were read from the file, and built here.
+    pub read: usize,
+    pub built: usize,
+}
+
+impl CandidateSource {
+    /// Reads the candidates of the dataset file `path` (read into `ds`). Stored
+    /// candidates made with another `jtvae.max_candidates` or candidate format
+    /// (or none at all: an older file) are not used: they are built here instead,
+    /// with a warning on rank 0 that names the reason.
+    pub(crate) fn open(
+        ds: &Dataset,
+        path: &std::path::Path,
+        max_candidates: usize,
+        root: bool,
+    ) -> anyhow::Result<CandidateSource> {
+        let stored = ds.read_candidates(path)?;
+        let problem = match &stored {
+            None => Some(
+                "it has no assembly candidates (prepared by an older zo-hpc)".to_string(),
+            ),
+            Some(c) if c.format != CANDIDATES_FORMAT => Some(format!(
+                "its assembly candidates have format {:?}, this zo-hpc makes {CANDIDATES_FORMAT:?}",
+                c.format
+            )),
+            Some(c) if c.max_candidates != max_candidates as u64 => Some(format!(
+                "its assembly candidates were made with jtvae.max_candidates = {}, the config has {max_candidates}",
+                c.max_candidates
+            )),
+            Some(_) => None,
+        };
+        if root {
+            match &problem {
+                None => log::info!("candidates: read from dataset {}", path.display()),
+                Some(why) => log::warn!(
+                    "{}: {why}; building them in memory on every rank instead (slow: delete the file and run `zo-hpc prepare` to store them)",
+                    path.display()
+                ),
+            }
+        }
+        Ok(CandidateSource {
+            stored: if problem.is_none() { stored } else { None },
+            max_candidates,
+            labels: LabelGraphs::default(),
+            read: 0,
+            built: 0,
+        })
+    }
+
+    /// The candidates of `smi`, item `k` of `set` in the dataset file when it is
+    /// one (`None` for a molecule the file does not list: built here).
+    pub(crate) fn get(
+        &mut self,
+        set: CandidateSet,
+        k: Option<usize>,
+        smi: &str,
+        cache: &mut LabelCache,
+    ) -> Option<Vec<NodeCandidates>> {
+        match (&self.stored, k) {
+            (Some(s), Some(k)) => {
+                self.read += 1;
+                match set {
+                    CandidateSet::Train => s.train.nodes(k),
+                    CandidateSet::Test => s.test.nodes(k),
+                }
+            }
+            _ => {
+                self.built += 1;
+                training_candidates(smi, self.max_candidates, cache, &mut self.labels).ok()
+            }
+        }
+    }
+
+    /// "candidates: N read from the dataset, M built here" (for the start-up log).
+    pub(crate) fn summary(&self) -> String {
+        format!(
+            "candidates of {} molecules read from the dataset, {} built here",
+            self.read, self.built
+        )
     }
 }
 
@@ -99,29 +206,28 @@ pub struct JtvaeObjective {
     eval_batch: usize,
 }
 
-/// Builds the examples of `smiles` (with their trees, when already known).
+/// Builds the examples of `smiles`, item k of `set` in the dataset file (with
+/// their trees, when already known); without `cands`, for encoding only.
 fn examples(
     smiles: &[&str],
     trees: Vec<Option<TreeRecord>>,
     vocab: &Vocab,
-    max_candidates: usize,
+    set: CandidateSet,
+    mut cands: Option<&mut CandidateSource>,
     what: &str,
     root: bool,
 ) -> Vec<Example> {
     let featurizer = Featurizer::full();
-    let (mut cache, mut labels) = (LabelCache::default(), LabelGraphs::default());
+    let mut cache = LabelCache::default();
     let mut out = Vec::new();
     let mut skipped = 0usize;
-    for (smi, tree) in smiles.iter().zip(trees) {
-        let built = Example::build(
-            smi,
-            tree,
-            vocab,
-            max_candidates,
-            &featurizer,
-            &mut cache,
-            &mut labels,
-        );
+    for (k, (smi, tree)) in smiles.iter().zip(trees).enumerate() {
+        let built = match cands.as_deref_mut() {
+            Some(src) => Example::build(smi, tree, vocab, &featurizer, &mut cache, |cache| {
+                src.get(set, Some(k), smi, cache)
+            }),
+            None => Example::encoding(smi, tree, vocab, &featurizer, &mut cache),
+        };
         match built {
             Some(e) => out.push(e),
             None => skipped += 1,
@@ -163,20 +269,32 @@ impl JtvaeObjective {
             .iter()
             .map(|&i| ds.smiles[i as usize].as_str())
             .collect();
-        let train_smiles = if with_train { train_smiles } else { Vec::new() };
-        let train = examples(
-            &train_smiles,
-            j.train_trees.clone(),
-            &vocab,
-            jc.max_candidates,
-            "training",
-            root,
-        );
+        // Evaluation decodes held-out molecules: it needs neither the training
+        // examples nor any assembly candidates.
+        let mut cands = if with_train {
+            Some(CandidateSource::open(&ds, &path, jc.max_candidates, root)?)
+        } else {
+            None
+        };
+        let train = if with_train {
+            examples(
+                &train_smiles,
+                j.train_trees.clone(),
+                &vocab,
+                CandidateSet::Train,
+                cands.as_mut(),
+                "training",
+                root,
+            )
+        } else {
+            Vec::new()
+        };
         let test = examples(
             &test_smiles,
             vec![None; test_smiles.len()],
             &vocab,
-            jc.max_candidates,
+            CandidateSet::Test,
+            cands.as_mut(),
             "test",
             root,
         );
@@ -189,11 +307,14 @@ impl JtvaeObjective {
         if root {
             let groups: usize = train.iter().map(|e| e.candidates.len()).sum();
             log::info!(
-                "JT-VAE data: {} training / {} test molecules, vocabulary {}, {} candidate groups, built in {:.1} s",
+                "JT-VAE data: {} training / {} test molecules, vocabulary {}, {} candidate groups ({}), built in {:.1} s",
                 train.len(),
                 test.len(),
                 vocab.len(),
                 groups,
+                cands
+                    .as_ref()
+                    .map_or_else(|| "no candidates: evaluation".into(), CandidateSource::summary),
                 t0.elapsed().as_secs_f64()
             );
         }

@@ -16,7 +16,7 @@
 //! - λ·∇ of the JT-VAE loss (teacher forced, VAE noise keyed (seed, "vae", step, gid)).
 //!
 //! Model code stays free of MPI: everything crossing ranks goes through the loop.
-use super::jtvae_stage::{flat, vae_noise, Example};
+use super::jtvae_stage::{flat, vae_noise, CandidateSet, CandidateSource, Example};
 use super::params::{to_vec_f32, Params};
 use super::trainer::{Objective, StepOut, Trainer};
 use super::{device, RunOptions};
@@ -35,6 +35,7 @@ use crate::models::mpnn::{Mpnn, MpnnDims};
 use crate::zo::directions::{decoder_direction, latent_direction};
 use anyhow::Context;
 use std::cell::RefCell;
+use std::collections::HashMap;
 use std::path::Path;
 use std::time::Instant;
 use tch::{nn::VarStore, Device, Kind, Tensor};
@@ -51,29 +52,48 @@ pub(crate) struct Labeled {
     pub y: f32,
 }
 
-/// Builds the labeled examples of dataset rows `idx` (with candidates when
-/// `max_candidates > 0`); returns them and how many could not be encoded.
+/// Builds the labeled examples of dataset rows `idx`, with assembly candidates
+/// from `cands` (none without); returns them and how many could not be encoded.
+/// Rows that are JT-VAE training molecules take their tree (and stored
+/// candidates) from the dataset file instead of decomposing them again.
 pub(crate) fn labeled(
     ds: &Dataset,
     idx: &[u64],
     vocab: &Vocab,
-    max_candidates: usize,
+    mut cands: Option<&mut CandidateSource>,
 ) -> (Vec<Labeled>, usize) {
     let featurizer = Featurizer::full();
-    let (mut cache, mut labels) = (LabelCache::default(), LabelGraphs::default());
+    let mut cache = LabelCache::default();
+    // Position of each JT-VAE training molecule in the file's lists.
+    let known: HashMap<&str, usize> = ds
+        .jtvae
+        .iter()
+        .flat_map(|j| j.train_smiles.iter().enumerate())
+        .map(|(k, s)| (s.as_str(), k))
+        .collect();
     let mut out = Vec::new();
     let mut skipped = 0;
     for &i in idx {
         let smi = &ds.smiles[i as usize];
-        match Example::build(
-            smi,
-            None,
-            vocab,
-            max_candidates,
-            &featurizer,
-            &mut cache,
-            &mut labels,
-        ) {
+        let k = known.get(smi.as_str()).copied();
+        let built = match (k, ds.jtvae.as_ref()) {
+            // Its stored tree: `None` there means outside the vocabulary.
+            (Some(k), Some(j)) => match &j.train_trees[k] {
+                Some(t) => Some(t.clone()),
+                None => {
+                    skipped += 1;
+                    continue;
+                }
+            },
+            _ => None,
+        };
+        let ex = match cands.as_deref_mut() {
+            Some(src) => Example::build(smi, built, vocab, &featurizer, &mut cache, |cache| {
+                src.get(CandidateSet::Train, k, smi, cache)
+            }),
+            None => Example::encoding(smi, built, vocab, &featurizer, &mut cache),
+        };
+        match ex {
             Some(ex) => out.push(Labeled {
                 ex,
                 y: ((ds.target[i as usize] - ds.target_mean) / ds.target_std) as f32,
@@ -424,14 +444,16 @@ impl ZoObjective {
         let jc = pipe.jc.clone();
         let vocab = Vocab::new(pipe.vocab.iter().cloned());
         let t0 = Instant::now();
-        let (train, skipped) = labeled(&ds, &ds.train, &vocab, jc.max_candidates);
+        let mut cands = CandidateSource::open(&ds, &path, jc.max_candidates, root)?;
+        let (train, skipped) = labeled(&ds, &ds.train, &vocab, Some(&mut cands));
         let test_idx: Vec<u64> = ds.test.iter().take(cfg.zo.eval_limit).copied().collect();
-        let (test, test_skipped) = labeled(&ds, &test_idx, &vocab, 0);
+        let (test, test_skipped) = labeled(&ds, &test_idx, &vocab, None);
         if root {
             log::info!(
-                "Stage-2 data: {} labeled training molecules ({} outside the JT-VAE vocabulary, left out), {} test molecules for the per-epoch pipeline RMSE ({} left out), built in {:.1} s",
+                "Stage-2 data: {} labeled training molecules ({} outside the JT-VAE vocabulary, left out; {}), {} test molecules for the per-epoch pipeline RMSE ({} left out), built in {:.1} s",
                 train.len(),
                 skipped,
+                cands.summary(),
                 test.len(),
                 test_skipped,
                 t0.elapsed().as_secs_f64()
