@@ -27,6 +27,9 @@ enum Command {
     /// Build the dataset HDF5 file from the CSV named in the config: canonicalize
     /// SMILES with RDKit, drop (and report) invalid rows and duplicates, split
     /// train/test with the config's seed, choose the non-constant feature columns.
+    /// With [jtvae]: also the cluster vocabulary, the junction trees and the
+    /// assembly candidates (minutes for large sets; under `mpirun -n N` they are
+    /// computed over the N ranks, the file is the same).
     Prepare {
         /// The run config (TOML).
         config: PathBuf,

@@ -77,6 +77,8 @@ fn prepared_candidates_read_back_as_built_and_the_same_on_two_ranks() {
     assert_eq!(c.max_candidates, 10);
     assert_eq!(c.train.len(), j.train_smiles.len());
     assert_eq!(c.test.len(), ds.test.len());
+    assert_eq!(j.test_trees.len(), ds.test.len());
+    assert!(j.test_trees.iter().filter(|t| t.is_some()).count() > 25);
     assert!(c.train.ok.iter().filter(|&&ok| ok == 1).count() > 50);
 
     // Read back bit for bit as `training_candidates` builds them.

@@ -10,9 +10,9 @@ use crate::chem::{self, Featurizer};
 use crate::config::Config;
 use crate::dist::Dist;
 use crate::io::candidates::{CandidateStore, CANDIDATES_FORMAT};
-use crate::io::dataset::{Dataset, DatasetMeta, JtvaeData, StoredCandidates};
+use crate::io::dataset::{Dataset, DatasetMeta, JtvaeData, StoredCandidates, TreeRecord};
 use crate::jtvae::candidates::{compact_training_candidates, LabelGraphs};
-use crate::jtvae::tree::{decompose_smiles, LabelCache};
+use crate::jtvae::tree::{decompose_smiles, JunctionTree, LabelCache};
 use crate::jtvae::vocab::Vocab;
 use anyhow::{bail, Context};
 use std::collections::HashMap;
@@ -231,7 +231,13 @@ fn candidates(
                 .map(|(s, t)| if t.is_some() { s.as_str() } else { "" })
                 .collect(),
         );
-        test = lines(ds.test.iter().map(|&i| ds.smiles[i as usize].as_str()).collect());
+        test = lines(
+            ds.test
+                .iter()
+                .zip(&j.test_trees)
+                .map(|(&i, t)| if t.is_some() { ds.smiles[i as usize].as_str() } else { "" })
+                .collect(),
+        );
     }
     dist.broadcast_bytes(&mut train);
     dist.broadcast_bytes(&mut test);
@@ -250,7 +256,7 @@ fn candidates(
             let built = all.ok.iter().filter(|&&ok| ok != 0).count();
             if built < with_tree {
                 log::warn!(
-                    "{} of {with_tree} {what} molecules get no assembly candidates (their gold path cannot be assembled) and are left out of JT-VAE training",
+                    "{} of {with_tree} {what} molecules get no assembly candidates (their gold path cannot be assembled); the JT-VAE stage leaves them out",
                     with_tree - built
                 );
             }
@@ -358,12 +364,18 @@ fn jtvae_data(
     let mut cache = LabelCache::default();
     let mut labels = Vec::new();
     let mut failed = 0u64;
+    // Trees by canonical SMILES, so that the training and held-out molecules (most
+    // often rows of this CSV) are not decomposed a second time.
+    let mut decomposed: HashMap<String, JunctionTree> = HashMap::new();
     for (line, smi) in &rows {
         // Canonical SMILES, as for the training molecules: the decomposition's tie
         // breaks follow atom order, so the same molecule must come in the same order.
         let canonical = chem::canonicalize(smi).unwrap_or_else(|_| smi.clone());
         match decompose_smiles(&canonical, &mut cache) {
-            Ok((_, t)) => labels.extend(t.labels),
+            Ok((_, t)) => {
+                labels.extend(t.labels.iter().cloned());
+                decomposed.insert(canonical, t);
+            }
             Err(e) => {
                 failed += 1;
                 if failed as usize <= LIST_FIRST {
@@ -383,15 +395,19 @@ fn jtvae_data(
     }
     let vocab = Vocab::new(labels);
     let train_smiles = jtvae_training_smiles(ds, train_csv, smiles_column)?;
+    let mut tree_of = |smi: &str| match decomposed.get(smi) {
+        Some(t) => Ok(t.clone()),
+        None => decompose_smiles(smi, &mut cache).map(|(_, t)| t),
+    };
     let mut trees = Vec::with_capacity(train_smiles.len());
     let mut uncovered = 0u64;
     for smi in &train_smiles {
-        let tree = match decompose_smiles(smi, &mut cache) {
+        let tree = match tree_of(smi) {
             Err(e) => {
                 log::warn!("training molecule {smi}: no junction tree: {e}");
                 None
             }
-            Ok((_, t)) => {
+            Ok(t) => {
                 match t.record(&vocab) {
                     Ok(r) => Some(r),
                     Err(label) => {
@@ -411,13 +427,23 @@ fn jtvae_data(
             "{uncovered} training molecules have clusters outside the vocabulary and get no tree"
         );
     }
+    // The held-out molecules' trees (evaluation encodes them; a molecule without
+    // one is left out there, as the JT-VAE cannot encode it).
+    let test_trees: Vec<Option<TreeRecord>> = ds
+        .test
+        .iter()
+        .map(|&i| tree_of(&ds.smiles[i as usize]).ok()?.record(&vocab).ok())
+        .collect();
+    let stored = |t: &[Option<TreeRecord>]| t.iter().filter(|t| t.is_some()).count();
     log::info!(
-        "JT-VAE vocabulary: {} clusters over {} molecules of {}; {} of {} training trees stored",
+        "JT-VAE vocabulary: {} clusters over {} molecules of {}; {} of {} training and {} of {} held-out trees stored",
         vocab.len(),
         rows.len(),
         source.display(),
-        trees.iter().filter(|t| t.is_some()).count(),
-        trees.len()
+        stored(&trees),
+        trees.len(),
+        stored(&test_trees),
+        test_trees.len()
     );
     Ok(JtvaeData {
         vocab: vocab.labels().to_vec(),
@@ -427,6 +453,7 @@ fn jtvae_data(
         n_uncovered: uncovered,
         train_smiles,
         train_trees: trees,
+        test_trees,
         candidates: None,
     })
 }

@@ -206,14 +206,17 @@ pub struct JtvaeObjective {
     eval_batch: usize,
 }
 
-/// Builds the examples of `smiles`, item k of `set` in the dataset file (with
-/// their trees, when already known); without `cands`, for encoding only.
+/// Builds the examples of `smiles`, item k of `set` in the dataset file, with
+/// their stored trees (a molecule stored without one is left out) or, without
+/// `trees`, decomposing them; without `cands`, for encoding only. At most `limit`.
+#[allow(clippy::too_many_arguments)]
 fn examples(
     smiles: &[&str],
-    trees: Vec<Option<TreeRecord>>,
+    trees: Option<&[Option<TreeRecord>]>,
     vocab: &Vocab,
     set: CandidateSet,
     mut cands: Option<&mut CandidateSource>,
+    limit: usize,
     what: &str,
     root: bool,
 ) -> Vec<Example> {
@@ -221,7 +224,21 @@ fn examples(
     let mut cache = LabelCache::default();
     let mut out = Vec::new();
     let mut skipped = 0usize;
-    for (k, (smi, tree)) in smiles.iter().zip(trees).enumerate() {
+    for (k, smi) in smiles.iter().enumerate() {
+        if out.len() >= limit {
+            break;
+        }
+        let tree = match trees {
+            Some(stored) => match stored.get(k) {
+                Some(Some(t)) => Some(t.clone()),
+                // Stored without a tree: the JT-VAE cannot encode it.
+                _ => {
+                    skipped += 1;
+                    continue;
+                }
+            },
+            None => None,
+        };
         let built = match cands.as_deref_mut() {
             Some(src) => Example::build(smi, tree, vocab, &featurizer, &mut cache, |cache| {
                 src.get(set, Some(k), smi, cache)
@@ -241,17 +258,20 @@ fn examples(
 
 impl JtvaeObjective {
     pub fn new(cfg: &Config, dist: &Dist, vs: &VarStore) -> anyhow::Result<JtvaeObjective> {
-        Self::build(cfg, dist, vs, true)
+        Self::build(cfg, dist, vs, None)
     }
 
-    /// `with_train`: also build the training examples (evaluation does not need them).
+    /// `eval_limit`: for evaluation, only the first this many usable held-out
+    /// molecules, without training examples and assembly candidates (decoding
+    /// needs neither); `None` for training.
     fn build(
         cfg: &Config,
         dist: &Dist,
         vs: &VarStore,
-        with_train: bool,
+        eval_limit: Option<usize>,
     ) -> anyhow::Result<JtvaeObjective> {
         let root = dist.is_root();
+        let with_train = eval_limit.is_none();
         let jc = cfg.jtvae.clone().unwrap_or_default();
         let path = cfg.dataset_path();
         let ds = Dataset::read(&path)?;
@@ -269,8 +289,6 @@ impl JtvaeObjective {
             .iter()
             .map(|&i| ds.smiles[i as usize].as_str())
             .collect();
-        // Evaluation decodes held-out molecules: it needs neither the training
-        // examples nor any assembly candidates.
         let mut cands = if with_train {
             Some(CandidateSource::open(&ds, &path, jc.max_candidates, root)?)
         } else {
@@ -279,22 +297,26 @@ impl JtvaeObjective {
         let train = if with_train {
             examples(
                 &train_smiles,
-                j.train_trees.clone(),
+                Some(&j.train_trees),
                 &vocab,
                 CandidateSet::Train,
                 cands.as_mut(),
+                usize::MAX,
                 "training",
                 root,
             )
         } else {
             Vec::new()
         };
+        // Files from before the held-out trees were stored: decompose them here.
+        let test_trees = (!j.test_trees.is_empty()).then_some(j.test_trees.as_slice());
         let test = examples(
             &test_smiles,
-            vec![None; test_smiles.len()],
+            test_trees,
             &vocab,
             CandidateSet::Test,
             cands.as_mut(),
+            eval_limit.unwrap_or(usize::MAX),
             "test",
             root,
         );
@@ -565,7 +587,7 @@ pub fn eval(
     let device = device::choose(cfg.train.device, dist.local_rank)?;
     tch::manual_seed(cfg.run.seed as i64);
     let vs = VarStore::new(device);
-    let obj = JtvaeObjective::build(cfg, dist, &vs, false)?;
+    let obj = JtvaeObjective::build(cfg, dist, &vs, Some(limit))?;
     let step = JtvaeObjective::load(&vs, checkpoint)?;
     let r = obj.reconstruct(dist, limit);
     if dist.is_root() {

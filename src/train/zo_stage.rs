@@ -24,7 +24,7 @@ use crate::blackbox::{FeatureCache, KnowledgeSource, RdkitSource};
 use crate::chem::{Featurizer, MolGraph};
 use crate::config::{Config, DecoderMode, JtvaeConfig, ZoConfig};
 use crate::dist::Dist;
-use crate::io::dataset::Dataset;
+use crate::io::dataset::{Dataset, TreeRecord};
 use crate::jtvae::candidates::LabelGraphs;
 use crate::jtvae::decode::DecodeTimes;
 use crate::jtvae::model::JtVae;
@@ -54,8 +54,8 @@ pub(crate) struct Labeled {
 
 /// Builds the labeled examples of dataset rows `idx`, with assembly candidates
 /// from `cands` (none without); returns them and how many could not be encoded.
-/// Rows that are JT-VAE training molecules take their tree (and stored
-/// candidates) from the dataset file instead of decomposing them again.
+/// Rows that are JT-VAE training or held-out molecules take their tree (and
+/// stored candidates) from the dataset file instead of decomposing them again.
 pub(crate) fn labeled(
     ds: &Dataset,
     idx: &[u64],
@@ -64,34 +64,36 @@ pub(crate) fn labeled(
 ) -> (Vec<Labeled>, usize) {
     let featurizer = Featurizer::full();
     let mut cache = LabelCache::default();
-    // Position of each JT-VAE training molecule in the file's lists.
-    let known: HashMap<&str, usize> = ds
-        .jtvae
-        .iter()
-        .flat_map(|j| j.train_smiles.iter().enumerate())
-        .map(|(k, s)| (s.as_str(), k))
-        .collect();
+    // Stored trees by SMILES, with the position of each training molecule in the
+    // file's candidate list.
+    let mut stored: HashMap<&str, (&Option<TreeRecord>, Option<usize>)> = HashMap::new();
+    if let Some(j) = &ds.jtvae {
+        let test_smiles = ds.test.iter().map(|&i| ds.smiles[i as usize].as_str());
+        for (smi, tree) in test_smiles.zip(&j.test_trees) {
+            stored.insert(smi, (tree, None));
+        }
+        for (k, (smi, tree)) in j.train_smiles.iter().zip(&j.train_trees).enumerate() {
+            stored.insert(smi, (tree, Some(k)));
+        }
+    }
     let mut out = Vec::new();
     let mut skipped = 0;
     for &i in idx {
         let smi = &ds.smiles[i as usize];
-        let k = known.get(smi.as_str()).copied();
-        let built = match (k, ds.jtvae.as_ref()) {
-            // Its stored tree: `None` there means outside the vocabulary.
-            (Some(k), Some(j)) => match &j.train_trees[k] {
-                Some(t) => Some(t.clone()),
-                None => {
-                    skipped += 1;
-                    continue;
-                }
-            },
-            _ => None,
+        let (tree, k) = match stored.get(smi.as_str()) {
+            Some((Some(t), k)) => (Some((*t).clone()), *k),
+            // Stored without a tree: outside the vocabulary.
+            Some((None, _)) => {
+                skipped += 1;
+                continue;
+            }
+            None => (None, None),
         };
         let ex = match cands.as_deref_mut() {
-            Some(src) => Example::build(smi, built, vocab, &featurizer, &mut cache, |cache| {
+            Some(src) => Example::build(smi, tree, vocab, &featurizer, &mut cache, |cache| {
                 src.get(CandidateSet::Train, k, smi, cache)
             }),
-            None => Example::encoding(smi, built, vocab, &featurizer, &mut cache),
+            None => Example::encoding(smi, tree, vocab, &featurizer, &mut cache),
         };
         match ex {
             Some(ex) => out.push(Labeled {
