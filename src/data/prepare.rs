@@ -176,17 +176,19 @@ pub fn run(cfg: &Config, dist: &Dist) -> anyhow::Result<Option<Dataset>> {
         });
     }
     let mut built = built.and_then(Result::ok);
+    if let Some((_, report)) = &built {
+        report.log(&cfg.data.csv.display().to_string());
+    }
     let candidates = match &cfg.jtvae {
         Some(jc) => candidates(dist, jc.max_candidates, built.as_ref().map(|(ds, _)| ds))?,
         None => None,
     };
     let mut failed = 0;
     let mut result = Ok(None);
-    if let Some((mut ds, report)) = built.take() {
+    if let Some((mut ds, _)) = built.take() {
         if let Some(j) = ds.jtvae.as_mut() {
             j.candidates = candidates;
         }
-        report.log(&cfg.data.csv.display().to_string());
         let out = cfg.dataset_path();
         result = ds
             .write(&out)

@@ -2,8 +2,9 @@
 //! data-parallel loop. Samples are the training molecules with a junction tree in
 //! the dataset file; each gets its feature graph at start-up, and its assembly
 //! candidates as `prepare` stored them in the dataset file (built here only when
-//! the file has none for the config's settings). The VAE noise of sample `gid` at step `s` is drawn from the counter
-//! generator keyed (seed, "vae", s, gid), so it is the same on 1 rank or 64.
+//! the file has none for the config's settings). The VAE noise of sample `gid` at
+//! step `s` is drawn from the counter generator keyed (seed, "vae", s, gid), so it
+//! is the same on 1 rank or 64.
 //! Evaluation each epoch: the losses and accuracies at the latent mean on the test
 //! split (teacher forced).
 use super::params::Params;
