@@ -1,11 +1,13 @@
-//! Assembly candidates cached in the dataset file (issue 7): `prepare` stores them,
-//! they read back bit for bit as `training_candidates` builds them, the file is the
-//! same on 1 and 2 ranks, `train` reads them instead of building them (and builds
+//! Assembly candidates cached in the dataset file (issue 7): `prepare` stores them
+//! (and the molecules' parsed records), they read back bit for bit as
+//! `training_candidates` builds them (and as featurizing gives the graphs), the
+//! file is the same on 1 and 2 ranks, `train` reads them instead of building them (and builds
 //! them, with a warning naming the key, when the config's `jtvae.max_candidates`
 //! differs), and `eval` builds none.
 mod common;
 use common::*;
 use std::path::Path;
+use zo_hpc::chem::Featurizer;
 use zo_hpc::io::dataset::{Dataset, StoredCandidates};
 use zo_hpc::jtvae::candidates::{training_candidates, LabelGraphs, NodeCandidates};
 use zo_hpc::jtvae::tree::LabelCache;
@@ -102,12 +104,27 @@ fn prepared_candidates_read_back_as_built_and_the_same_on_two_ranks() {
     }
     assert!(compared >= 6, "{compared}");
 
+    // The stored molecule records rebuild the encoder graphs featurizing gives.
+    let path = one.join("dataset.h5");
+    let g = ds.read_graphs(&path).unwrap().expect("records stored");
+    let f = Featurizer::full();
+    for k in 0..8 {
+        let smi = &j.train_smiles[k];
+        let got = f.graph(&g.train.record(k, smi).unwrap());
+        assert_eq!(got, f.featurize(smi).unwrap(), "{smi}");
+        let smi = &ds.smiles[ds.test[k] as usize];
+        let got = f.graph(&g.test.record(k, smi).unwrap());
+        assert_eq!(got, f.featurize(smi).unwrap(), "{smi}");
+    }
+
     // 2 ranks (contiguous blocks gathered to rank 0) store the same arrays.
     let o = prepare(2, &cfg, &two);
     assert!(log(&o).contains("on 2 ranks"), "{}", log(&o));
     let (ds2, c2) = read(&two);
     assert_eq!(ds2, ds);
     assert_eq!(c2, c, "candidate datasets differ between 1 and 2 ranks");
+    let g2 = ds2.read_graphs(&two.join("dataset.h5")).unwrap();
+    assert_eq!(g2.as_ref(), Some(&g), "record datasets differ between 1 and 2 ranks");
 }
 
 #[test]

@@ -10,7 +10,10 @@ use crate::chem::{self, Featurizer};
 use crate::config::Config;
 use crate::dist::Dist;
 use crate::io::candidates::{CandidateStore, CANDIDATES_FORMAT};
-use crate::io::dataset::{Dataset, DatasetMeta, JtvaeData, StoredCandidates, TreeRecord};
+use crate::io::dataset::{
+    Dataset, DatasetMeta, JtvaeData, StoredCandidates, StoredGraphs, TreeRecord,
+};
+use crate::io::records::{RecordStore, RECORDS_FORMAT};
 use crate::jtvae::candidates::{compact_training_candidates, LabelGraphs};
 use crate::jtvae::tree::{decompose_smiles, JunctionTree, LabelCache};
 use crate::jtvae::vocab::Vocab;
@@ -179,15 +182,16 @@ pub fn run(cfg: &Config, dist: &Dist) -> anyhow::Result<Option<Dataset>> {
     if let Some((_, report)) = &built {
         report.log(&cfg.data.csv.display().to_string());
     }
-    let candidates = match &cfg.jtvae {
+    let prepared = match &cfg.jtvae {
         Some(jc) => candidates(dist, jc.max_candidates, built.as_ref().map(|(ds, _)| ds))?,
         None => None,
     };
     let mut failed = 0;
     let mut result = Ok(None);
     if let Some((mut ds, _)) = built.take() {
-        if let Some(j) = ds.jtvae.as_mut() {
-            j.candidates = candidates;
+        if let (Some(j), Some((candidates, graphs))) = (ds.jtvae.as_mut(), prepared) {
+            j.candidates = Some(candidates);
+            j.graphs = Some(graphs);
         }
         let out = cfg.dataset_path();
         result = ds
@@ -212,14 +216,14 @@ pub fn run(cfg: &Config, dist: &Dist) -> anyhow::Result<Option<Dataset>> {
     result
 }
 
-/// The assembly candidates of the JT-VAE's training molecules (those with a tree)
-/// and of the held-out split, computed in contiguous blocks over the ranks
-/// (collective; `ds` is given on rank 0 only). `Some` on rank 0.
+/// The assembly candidates and the parsed records of the JT-VAE's training
+/// molecules and of the held-out split (those with a tree), computed in contiguous
+/// blocks over the ranks (collective; `ds` is given on rank 0 only). `Some` on rank 0.
 fn candidates(
     dist: &Dist,
     max_candidates: usize,
     ds: Option<&Dataset>,
-) -> anyhow::Result<Option<StoredCandidates>> {
+) -> anyhow::Result<Option<(StoredCandidates, StoredGraphs)>> {
     let t0 = Instant::now();
     // Work lists from rank 0: one SMILES per line, an empty line for a molecule
     // that gets no candidates (no tree: it is not trained on).
@@ -243,7 +247,8 @@ fn candidates(
     }
     dist.broadcast_bytes(&mut train);
     dist.broadcast_bytes(&mut test);
-    let compute = |list: &[u8], what: &str| -> anyhow::Result<Option<CandidateStore>> {
+    type Stores = (CandidateStore, RecordStore);
+    let compute = |list: &[u8], what: &str| -> anyhow::Result<Option<Stores>> {
         let list = String::from_utf8_lossy(list);
         let smiles: Vec<&str> = if list.is_empty() {
             Vec::new()
@@ -251,8 +256,9 @@ fn candidates(
             list.split('\n').collect()
         };
         let block = dist.shard(smiles.len());
-        let mine = compute_block(&smiles[block], max_candidates, what, dist.is_root());
-        let all = gather_store(dist, &mine)?;
+        let (cands, records) = compute_block(&smiles[block], max_candidates, what, dist.is_root());
+        let all = gather_store(dist, &cands)?;
+        let records = gather_records(dist, &records)?;
         if let Some(all) = &all {
             let with_tree = smiles.iter().filter(|s| !s.is_empty()).count();
             let built = all.ok.iter().filter(|&&ok| ok != 0).count();
@@ -263,11 +269,11 @@ fn candidates(
                 );
             }
         }
-        Ok(all)
+        Ok(all.zip(records))
     };
     let train = compute(&train, "training")?;
     let test = compute(&test, "held-out")?;
-    let (Some(train), Some(test)) = (train, test) else {
+    let (Some((train, train_records)), Some((test, test_records))) = (train, test) else {
         return Ok(None);
     };
     log::info!(
@@ -278,29 +284,44 @@ fn candidates(
         dist.size,
         t0.elapsed().as_secs_f64()
     );
-    Ok(Some(StoredCandidates {
+    let candidates = StoredCandidates {
         format: CANDIDATES_FORMAT.to_string(),
         max_candidates: max_candidates as u64,
         train,
         test,
-    }))
+    };
+    let graphs = StoredGraphs {
+        format: RECORDS_FORMAT.to_string(),
+        train: train_records,
+        test: test_records,
+    };
+    Ok(Some((candidates, graphs)))
 }
 
-/// The candidates of one block of molecules (an empty SMILES gets none).
-fn compute_block(smiles: &[&str], max_candidates: usize, what: &str, log: bool) -> CandidateStore {
+/// The candidates and records of one block of molecules (an empty SMILES gets none).
+fn compute_block(
+    smiles: &[&str],
+    max_candidates: usize,
+    what: &str,
+    log: bool,
+) -> (CandidateStore, RecordStore) {
     let (mut cache, mut labels) = (LabelCache::default(), LabelGraphs::default());
-    let mut store = CandidateStore::default();
+    let (mut store, mut records) = (CandidateStore::default(), RecordStore::default());
     let t0 = Instant::now();
     let every = (smiles.len() / 10).max(1);
     for (k, smi) in smiles.iter().enumerate() {
-        let nodes = if smi.is_empty() {
-            None
+        let (nodes, record) = if smi.is_empty() {
+            (None, None)
         } else {
-            compact_training_candidates(smi, max_candidates, &mut cache, &mut labels).ok()
+            (
+                compact_training_candidates(smi, max_candidates, &mut cache, &mut labels).ok(),
+                chem::parse(smi).ok(),
+            )
         };
         if let Err(e) = store.push(nodes.as_deref()) {
             log::warn!("{what} molecule {smi}: {e}; it gets no assembly candidates");
         }
+        records.push(record.as_ref());
         if log && (k + 1) % every == 0 {
             log::info!(
                 "assembly candidates of {what} molecules: {}/{} of this rank's block ({:.0} s)",
@@ -310,7 +331,33 @@ fn compute_block(smiles: &[&str], max_candidates: usize, what: &str, log: bool) 
             );
         }
     }
-    store
+    (store, records)
+}
+
+/// Every rank's records, appended in rank order on rank 0 (`None` elsewhere).
+fn gather_records(dist: &Dist, s: &RecordStore) -> anyhow::Result<Option<RecordStore>> {
+    let too_large = |e| anyhow::anyhow!("gathering molecule records: {e}");
+    let ok = dist.gather(&s.ok).map_err(too_large)?;
+    let atom_offset = dist.gather(&s.atom_offset).map_err(too_large)?;
+    let atoms = dist.gather(&s.atoms).map_err(too_large)?;
+    let bond_offset = dist.gather(&s.bond_offset).map_err(too_large)?;
+    let bond_atoms = dist.gather(&s.bond_atoms).map_err(too_large)?;
+    let bonds = dist.gather(&s.bonds).map_err(too_large)?;
+    if !dist.is_root() {
+        return Ok(None);
+    }
+    let mut all = RecordStore::default();
+    for r in 0..dist.size {
+        all.append(&RecordStore {
+            ok: ok[r].clone(),
+            atom_offset: atom_offset[r].clone(),
+            atoms: atoms[r].clone(),
+            bond_offset: bond_offset[r].clone(),
+            bond_atoms: bond_atoms[r].clone(),
+            bonds: bonds[r].clone(),
+        });
+    }
+    Ok(Some(all))
 }
 
 /// Every rank's block, appended in rank order on rank 0 (`None` elsewhere).
@@ -457,6 +504,7 @@ fn jtvae_data(
         train_trees: trees,
         test_trees,
         candidates: None,
+        graphs: None,
     })
 }
 

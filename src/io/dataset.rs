@@ -20,13 +20,17 @@
 //! /jtvae/candidates/train/…  assembly candidates of the k training molecules
 //! /jtvae/candidates/test/…   and of the m held-out ones (layout: io::candidates)
 //! attributes on /jtvae: vocab_source, n_vocab_molecules, n_vocab_failed, n_uncovered
+//! /jtvae/graphs/train/…, /jtvae/graphs/test/…  RDKit atom and bond records of the
+//!                         same molecules, for their encoder graphs (layout: io::records)
 //! attributes on /jtvae/candidates: format (CANDIDATES_FORMAT), max_candidates
+//! attributes on /jtvae/graphs: format (RECORDS_FORMAT)
 //! attributes on /: format, source_csv, smiles_column, target_column, target_mean,
 //!   target_std (training split), seed, rdkit_version, n_rows, n_invalid_smiles,
 //!   n_bad_target, n_duplicates
 //! ```
 use super::candidates::{CandidateError, CandidateStore};
 use super::h5::{self, ctx, H5Result};
+use super::records::RecordStore;
 use crate::chem::featurize::{atom_columns, bond_columns};
 use crate::chem::Featurizer;
 use std::path::Path;
@@ -76,6 +80,40 @@ pub struct JtvaeData {
     /// not read by `Dataset::read` (they are large and only the JT-VAE stages need
     /// them): see `Dataset::read_candidates`.
     pub candidates: Option<StoredCandidates>,
+    /// The molecules' parsed records (for their encoder graphs), likewise written
+    /// but not read by `Dataset::read`: see `Dataset::read_graphs`.
+    pub graphs: Option<StoredGraphs>,
+}
+
+/// RDKit's atom and bond records of the JT-VAE's training and held-out molecules,
+/// from which `Featurizer::graph` builds their encoder graphs.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StoredGraphs {
+    /// `RECORDS_FORMAT` of the build that stored them.
+    pub format: String,
+    /// One per `JtvaeData::train_smiles`, in order.
+    pub train: RecordStore,
+    /// One per held-out molecule (`Dataset::test`), in order.
+    pub test: RecordStore,
+}
+
+impl StoredGraphs {
+    fn write(&self, jtvae: &hdf5::Group) -> hdf5::Result<()> {
+        let g = jtvae.create_group("graphs")?;
+        h5::write_str_attr(&g, "format", &self.format)?;
+        self.train.write(&g, "train")?;
+        self.test.write(&g, "test")?;
+        Ok(())
+    }
+
+    fn read(jtvae: &hdf5::Group) -> hdf5::Result<StoredGraphs> {
+        let g = jtvae.group("graphs")?;
+        Ok(StoredGraphs {
+            format: h5::read_str_attr(&g, "format")?,
+            train: RecordStore::read(&g, "train")?,
+            test: RecordStore::read(&g, "test")?,
+        })
+    }
 }
 
 /// The assembly candidates of the JT-VAE's training molecules and of the held-out
@@ -127,6 +165,9 @@ impl JtvaeData {
         if let Some(c) = &self.candidates {
             c.write(&g)?;
         }
+        if let Some(r) = &self.graphs {
+            r.write(&g)?;
+        }
         Ok(())
     }
 
@@ -154,6 +195,7 @@ impl JtvaeData {
             train_trees: trees,
             test_trees,
             candidates: None,
+            graphs: None,
         })
     }
 }
@@ -336,6 +378,36 @@ impl Dataset {
             }
         }
         Ok(Some(c))
+    }
+
+    /// The parsed records of the JT-VAE's molecules stored in the dataset file at
+    /// `path` (of a dataset `self` read from it), checked against its molecule
+    /// lists; `None` when it has none.
+    pub fn read_graphs(&self, path: &Path) -> Result<Option<StoredGraphs>, DatasetError> {
+        let Some(j) = &self.jtvae else {
+            return Ok(None);
+        };
+        let f = h5::open(path)?;
+        let g = ctx(f.group("jtvae"), path, || "opening /jtvae".into())?;
+        if !g.link_exists("graphs") {
+            return Ok(None);
+        }
+        let r = ctx(StoredGraphs::read(&g), path, || "reading /jtvae/graphs".into())?;
+        for (set, store, n) in [
+            ("/jtvae/graphs/train", &r.train, j.train_smiles.len()),
+            ("/jtvae/graphs/test", &r.test, self.test.len()),
+        ] {
+            let why = match store.check() {
+                Err(why) => why,
+                Ok(()) if store.len() != n => format!("{} molecules for {n}", store.len()),
+                Ok(()) => continue,
+            };
+            return Err(DatasetError::Layout {
+                file: path.display().to_string(),
+                why: format!("{set}: {why}"),
+            });
+        }
+        Ok(Some(r))
     }
 
     pub fn read(path: &Path) -> Result<Dataset, DatasetError> {

@@ -6,3 +6,4 @@ pub mod checkpoint;
 pub mod dataset;
 pub mod h5;
 pub mod metrics;
+pub mod records;

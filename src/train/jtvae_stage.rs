@@ -15,7 +15,8 @@ use crate::config::{Config, JtvaeConfig};
 use crate::dist::Dist;
 use crate::io::checkpoint::Checkpoint;
 use crate::io::candidates::CANDIDATES_FORMAT;
-use crate::io::dataset::{Dataset, StoredCandidates, TreeRecord};
+use crate::io::dataset::{Dataset, StoredCandidates, StoredGraphs, TreeRecord};
+use crate::io::records::RECORDS_FORMAT;
 use crate::jtvae::candidates::{training_candidates, LabelGraphs, NodeCandidates};
 use crate::jtvae::decode::{DecodeError, DecodeTimes};
 use crate::jtvae::model::{JtVae, Sample};
@@ -34,20 +35,21 @@ pub(crate) struct Example {
 }
 
 impl Example {
-    /// Builds the example of `smi` (decomposing it unless its tree is given);
-    /// `None` when it is outside the vocabulary or cannot be assembled.
-    /// `candidates` gives its assembly candidates (`None`: it cannot be assembled);
-    /// it is called last, only for a molecule that is usable otherwise.
+    /// Builds the example of `smi`: its tree (decomposed unless given), its encoder
+    /// graph (featurized unless given) and its assembly candidates from
+    /// `candidates`, called last, only for a molecule usable otherwise (`None`: it
+    /// cannot be assembled). `None` when it is outside the vocabulary, cannot be
+    /// featurized or cannot be assembled.
     pub(crate) fn build(
         smi: &str,
         tree: Option<TreeRecord>,
+        graph: Option<chem::MolGraph>,
         vocab: &Vocab,
-        featurizer: &Featurizer,
         cache: &mut LabelCache,
         candidates: impl FnOnce(&mut LabelCache) -> Option<Vec<NodeCandidates>>,
     ) -> Option<Example> {
         let tree = tree.or_else(|| decompose_smiles(smi, cache).ok()?.1.record(vocab).ok())?;
-        let graph = featurizer.featurize(smi).ok()?;
+        let graph = graph.or_else(|| Featurizer::full().featurize(smi).ok())?;
         let candidates = candidates(cache)?;
         Some(Example {
             smiles: smi.to_string(),
@@ -55,17 +57,6 @@ impl Example {
             tree,
             candidates,
         })
-    }
-
-    /// Encoding only (evaluation): no assembly candidates.
-    pub(crate) fn encoding(
-        smi: &str,
-        tree: Option<TreeRecord>,
-        vocab: &Vocab,
-        featurizer: &Featurizer,
-        cache: &mut LabelCache,
-    ) -> Option<Example> {
-        Self::build(smi, tree, vocab, featurizer, cache, |_| Some(Vec::new()))
     }
 
     pub(crate) fn sample(&self) -> Sample<'_> {
@@ -77,38 +68,69 @@ impl Example {
     }
 }
 
-/// Which list of the dataset file a molecule's stored candidates belong to.
+/// Which list of the dataset file a molecule belongs to.
 #[derive(Debug, Clone, Copy)]
-pub(crate) enum CandidateSet {
+pub(crate) enum MoleculeSet {
     /// The JT-VAE's training molecules (`/jtvae/train_smiles`).
     Train,
     /// The held-out split (`/split/test`).
     Test,
 }
 
-/// The assembly candidates of a stage's molecules: read from the dataset file when
-/// `prepare` stored them with the config's settings, built here otherwise (the old
-/// way: minutes for a large training set, on every rank). Counts which it did.
-pub(crate) struct CandidateSource {
-    stored: Option<StoredCandidates>,
-    max_candidates: usize,
+/// What `prepare` stored for the JT-VAE's molecules (their parsed records and
+/// assembly candidates), with the fallback of computing it here (the old way:
+/// minutes for a large training set, on every rank) where the file has none, or
+/// none made with the config's settings. Counts which it did.
+pub(crate) struct Prepared {
+    candidates: Option<StoredCandidates>,
+    graphs: Option<StoredGraphs>,
+    /// `None`: examples get no candidates (encoding and decoding only).
+    max_candidates: Option<usize>,
     labels: LabelGraphs,
+    featurizer: Featurizer,
     /// Molecules whose candidates were read from the file, and built here.
     pub read: usize,
     pub built: usize,
 }
 
-impl CandidateSource {
-    /// Reads the candidates of the dataset file `path` (read into `ds`). Stored
-    /// candidates made with another `jtvae.max_candidates` or candidate format
-    /// (or none at all: an older file) are not used: they are built here instead,
-    /// with a warning on rank 0 that names the reason.
+impl Prepared {
+    /// Nothing stored: trees decomposed, graphs featurized and, with
+    /// `max_candidates`, candidates built here.
+    pub(crate) fn none(max_candidates: Option<usize>) -> Prepared {
+        Prepared {
+            candidates: None,
+            graphs: None,
+            max_candidates,
+            labels: LabelGraphs::default(),
+            featurizer: Featurizer::full(),
+            read: 0,
+            built: 0,
+        }
+    }
+
+    /// Reads what the dataset file `path` (read into `ds`) stores: the records,
+    /// and with `max_candidates` the candidates. Candidates made with another
+    /// `jtvae.max_candidates` or candidate format, or none at all (an older file),
+    /// are built here instead, with a warning on rank 0 that names the reason.
     pub(crate) fn open(
         ds: &Dataset,
         path: &std::path::Path,
-        max_candidates: usize,
+        max_candidates: Option<usize>,
         root: bool,
-    ) -> anyhow::Result<CandidateSource> {
+    ) -> anyhow::Result<Prepared> {
+        let mut p = Prepared::none(max_candidates);
+        p.graphs = ds
+            .read_graphs(path)?
+            .filter(|g| g.format == RECORDS_FORMAT);
+        if p.graphs.is_none() && root {
+            log::info!(
+                "{}: no molecule records for this zo-hpc (an older file): featurizing the molecules here",
+                path.display()
+            );
+        }
+        let Some(max) = max_candidates else {
+            return Ok(p);
+        };
         let stored = ds.read_candidates(path)?;
         let problem = match &stored {
             None => Some(
@@ -118,8 +140,8 @@ impl CandidateSource {
                 "its assembly candidates have format {:?}, this zo-hpc makes {CANDIDATES_FORMAT:?}",
                 c.format
             )),
-            Some(c) if c.max_candidates != max_candidates as u64 => Some(format!(
-                "its assembly candidates were made with jtvae.max_candidates = {}, the config has {max_candidates}",
+            Some(c) if c.max_candidates != max as u64 => Some(format!(
+                "its assembly candidates were made with jtvae.max_candidates = {}, the config has {max}",
                 c.max_candidates
             )),
             Some(_) => None,
@@ -133,46 +155,115 @@ impl CandidateSource {
                 ),
             }
         }
-        Ok(CandidateSource {
-            stored: if problem.is_none() { stored } else { None },
-            max_candidates,
-            labels: LabelGraphs::default(),
-            read: 0,
-            built: 0,
-        })
+        if problem.is_none() {
+            p.candidates = stored;
+        }
+        Ok(p)
+    }
+
+    /// The encoder graph of `smi`, item `k` of `set` in the dataset file, when its
+    /// record is stored (`None`: featurize it).
+    pub(crate) fn graph(
+        &self,
+        set: MoleculeSet,
+        k: Option<usize>,
+        smi: &str,
+    ) -> Option<chem::MolGraph> {
+        let (g, k) = (self.graphs.as_ref()?, k?);
+        let store = match set {
+            MoleculeSet::Train => &g.train,
+            MoleculeSet::Test => &g.test,
+        };
+        store
+            .record(k, smi)
+            .map(|r| self.featurizer.graph(&r))
     }
 
     /// The candidates of `smi`, item `k` of `set` in the dataset file when it is
-    /// one (`None` for a molecule the file does not list: built here).
-    pub(crate) fn get(
+    /// one (`None` for a molecule the file does not list: built here); none
+    /// without `max_candidates`.
+    pub(crate) fn candidates(
         &mut self,
-        set: CandidateSet,
+        set: MoleculeSet,
         k: Option<usize>,
         smi: &str,
         cache: &mut LabelCache,
     ) -> Option<Vec<NodeCandidates>> {
-        match (&self.stored, k) {
+        let Some(max) = self.max_candidates else {
+            return Some(Vec::new());
+        };
+        match (&self.candidates, k) {
             (Some(s), Some(k)) => {
                 self.read += 1;
                 match set {
-                    CandidateSet::Train => s.train.nodes(k),
-                    CandidateSet::Test => s.test.nodes(k),
+                    MoleculeSet::Train => s.train.nodes(k),
+                    MoleculeSet::Test => s.test.nodes(k),
                 }
             }
             _ => {
                 self.built += 1;
-                training_candidates(smi, self.max_candidates, cache, &mut self.labels).ok()
+                training_candidates(smi, max, cache, &mut self.labels).ok()
             }
         }
     }
 
-    /// "candidates: N read from the dataset, M built here" (for the start-up log).
+    /// Where the candidates came from, for the start-up log.
     pub(crate) fn summary(&self) -> String {
-        format!(
-            "candidates of {} molecules read from the dataset, {} built here",
-            self.read, self.built
-        )
+        match self.max_candidates {
+            None => "no candidates: evaluation".into(),
+            Some(_) => format!(
+                "candidates of {} molecules read from the dataset, {} built here",
+                self.read, self.built
+            ),
+        }
     }
+}
+
+/// Builds the examples of `smiles`, item k of `set` in the dataset file, with
+/// their stored trees (a molecule stored without one is left out) or, without
+/// `trees`, decomposing them. At most `limit`.
+#[allow(clippy::too_many_arguments)]
+fn examples(
+    smiles: &[&str],
+    trees: Option<&[Option<TreeRecord>]>,
+    vocab: &Vocab,
+    set: MoleculeSet,
+    src: &mut Prepared,
+    limit: usize,
+    what: &str,
+    root: bool,
+) -> Vec<Example> {
+    let mut cache = LabelCache::default();
+    let mut out = Vec::new();
+    let mut skipped = 0usize;
+    for (k, smi) in smiles.iter().enumerate() {
+        if out.len() >= limit {
+            break;
+        }
+        let tree = match trees {
+            Some(stored) => match stored.get(k) {
+                Some(Some(t)) => Some(t.clone()),
+                // Stored without a tree: the JT-VAE cannot encode it.
+                _ => {
+                    skipped += 1;
+                    continue;
+                }
+            },
+            None => None,
+        };
+        let graph = src.graph(set, Some(k), smi);
+        let built = Example::build(smi, tree, graph, vocab, &mut cache, |cache| {
+            src.candidates(set, Some(k), smi, cache)
+        });
+        match built {
+            Some(e) => out.push(e),
+            None => skipped += 1,
+        }
+    }
+    if root && skipped > 0 {
+        log::warn!("{skipped} {what} molecules have no usable junction tree (outside the vocabulary or not assemblable) and are left out");
+    }
+    out
 }
 
 /// Reconstruction of held-out molecules: decode(mean of encode(x)) against x, as
@@ -205,56 +296,6 @@ pub struct JtvaeObjective {
     seed: u64,
     cfg: JtvaeConfig,
     eval_batch: usize,
-}
-
-/// Builds the examples of `smiles`, item k of `set` in the dataset file, with
-/// their stored trees (a molecule stored without one is left out) or, without
-/// `trees`, decomposing them; without `cands`, for encoding only. At most `limit`.
-#[allow(clippy::too_many_arguments)]
-fn examples(
-    smiles: &[&str],
-    trees: Option<&[Option<TreeRecord>]>,
-    vocab: &Vocab,
-    set: CandidateSet,
-    mut cands: Option<&mut CandidateSource>,
-    limit: usize,
-    what: &str,
-    root: bool,
-) -> Vec<Example> {
-    let featurizer = Featurizer::full();
-    let mut cache = LabelCache::default();
-    let mut out = Vec::new();
-    let mut skipped = 0usize;
-    for (k, smi) in smiles.iter().enumerate() {
-        if out.len() >= limit {
-            break;
-        }
-        let tree = match trees {
-            Some(stored) => match stored.get(k) {
-                Some(Some(t)) => Some(t.clone()),
-                // Stored without a tree: the JT-VAE cannot encode it.
-                _ => {
-                    skipped += 1;
-                    continue;
-                }
-            },
-            None => None,
-        };
-        let built = match cands.as_deref_mut() {
-            Some(src) => Example::build(smi, tree, vocab, &featurizer, &mut cache, |cache| {
-                src.get(set, Some(k), smi, cache)
-            }),
-            None => Example::encoding(smi, tree, vocab, &featurizer, &mut cache),
-        };
-        match built {
-            Some(e) => out.push(e),
-            None => skipped += 1,
-        }
-    }
-    if root && skipped > 0 {
-        log::warn!("{skipped} {what} molecules have no usable junction tree (outside the vocabulary or not assemblable) and are left out");
-    }
-    out
 }
 
 impl JtvaeObjective {
@@ -290,18 +331,15 @@ impl JtvaeObjective {
             .iter()
             .map(|&i| ds.smiles[i as usize].as_str())
             .collect();
-        let mut cands = if with_train {
-            Some(CandidateSource::open(&ds, &path, jc.max_candidates, root)?)
-        } else {
-            None
-        };
+        // Evaluation decodes held-out molecules: it needs no assembly candidates.
+        let mut src = Prepared::open(&ds, &path, with_train.then_some(jc.max_candidates), root)?;
         let train = if with_train {
             examples(
                 &train_smiles,
                 Some(&j.train_trees),
                 &vocab,
-                CandidateSet::Train,
-                cands.as_mut(),
+                MoleculeSet::Train,
+                &mut src,
                 usize::MAX,
                 "training",
                 root,
@@ -315,8 +353,8 @@ impl JtvaeObjective {
             &test_smiles,
             test_trees,
             &vocab,
-            CandidateSet::Test,
-            cands.as_mut(),
+            MoleculeSet::Test,
+            &mut src,
             eval_limit.unwrap_or(usize::MAX),
             "test",
             root,
@@ -335,9 +373,7 @@ impl JtvaeObjective {
                 test.len(),
                 vocab.len(),
                 groups,
-                cands
-                    .as_ref()
-                    .map_or_else(|| "no candidates: evaluation".into(), CandidateSource::summary),
+                src.summary(),
                 t0.elapsed().as_secs_f64()
             );
         }

@@ -16,7 +16,7 @@
 //! - λ·∇ of the JT-VAE loss (teacher forced, VAE noise keyed (seed, "vae", step, gid)).
 //!
 //! Model code stays free of MPI: everything crossing ranks goes through the loop.
-use super::jtvae_stage::{flat, vae_noise, CandidateSet, CandidateSource, Example};
+use super::jtvae_stage::{flat, vae_noise, Example, MoleculeSet, Prepared};
 use super::params::{to_vec_f32, Params};
 use super::trainer::{Objective, StepOut, Trainer};
 use super::{device, RunOptions};
@@ -52,49 +52,46 @@ pub(crate) struct Labeled {
     pub y: f32,
 }
 
-/// Builds the labeled examples of dataset rows `idx`, with assembly candidates
-/// from `cands` (none without); returns them and how many could not be encoded.
-/// Rows that are JT-VAE training or held-out molecules take their tree (and
-/// stored candidates) from the dataset file instead of decomposing them again.
+/// Builds the labeled examples of dataset rows `idx`, with what `src` gives
+/// (stored records and candidates; `Prepared::none` computes everything); returns
+/// them and how many could not be encoded. Rows that are JT-VAE training or
+/// held-out molecules take their tree (and stored record and candidates) from the
+/// dataset file instead of decomposing them again.
 pub(crate) fn labeled(
     ds: &Dataset,
     idx: &[u64],
     vocab: &Vocab,
-    mut cands: Option<&mut CandidateSource>,
+    src: &mut Prepared,
 ) -> (Vec<Labeled>, usize) {
-    let featurizer = Featurizer::full();
     let mut cache = LabelCache::default();
-    // Stored trees by SMILES, with the position of each training molecule in the
-    // file's candidate list.
-    let mut stored: HashMap<&str, (&Option<TreeRecord>, Option<usize>)> = HashMap::new();
+    // Stored trees by SMILES, with each molecule's place in the file's lists.
+    let mut stored: HashMap<&str, (&Option<TreeRecord>, MoleculeSet, usize)> = HashMap::new();
     if let Some(j) = &ds.jtvae {
         let test_smiles = ds.test.iter().map(|&i| ds.smiles[i as usize].as_str());
-        for (smi, tree) in test_smiles.zip(&j.test_trees) {
-            stored.insert(smi, (tree, None));
+        for (k, (smi, tree)) in test_smiles.zip(&j.test_trees).enumerate() {
+            stored.insert(smi, (tree, MoleculeSet::Test, k));
         }
         for (k, (smi, tree)) in j.train_smiles.iter().zip(&j.train_trees).enumerate() {
-            stored.insert(smi, (tree, Some(k)));
+            stored.insert(smi, (tree, MoleculeSet::Train, k));
         }
     }
     let mut out = Vec::new();
     let mut skipped = 0;
     for &i in idx {
         let smi = &ds.smiles[i as usize];
-        let (tree, k) = match stored.get(smi.as_str()) {
-            Some((Some(t), k)) => (Some((*t).clone()), *k),
+        let (tree, set, k) = match stored.get(smi.as_str()) {
+            Some((Some(t), set, k)) => (Some((*t).clone()), *set, Some(*k)),
             // Stored without a tree: outside the vocabulary.
-            Some((None, _)) => {
+            Some((None, _, _)) => {
                 skipped += 1;
                 continue;
             }
-            None => (None, None),
+            None => (None, MoleculeSet::Train, None),
         };
-        let ex = match cands.as_deref_mut() {
-            Some(src) => Example::build(smi, tree, vocab, &featurizer, &mut cache, |cache| {
-                src.get(CandidateSet::Train, k, smi, cache)
-            }),
-            None => Example::encoding(smi, tree, vocab, &featurizer, &mut cache),
-        };
+        let graph = src.graph(set, k, smi);
+        let ex = Example::build(smi, tree, graph, vocab, &mut cache, |cache| {
+            src.candidates(set, k, smi, cache)
+        });
         match ex {
             Some(ex) => out.push(Labeled {
                 ex,
@@ -446,10 +443,11 @@ impl ZoObjective {
         let jc = pipe.jc.clone();
         let vocab = Vocab::new(pipe.vocab.iter().cloned());
         let t0 = Instant::now();
-        let mut cands = CandidateSource::open(&ds, &path, jc.max_candidates, root)?;
-        let (train, skipped) = labeled(&ds, &ds.train, &vocab, Some(&mut cands));
+        let mut cands = Prepared::open(&ds, &path, Some(jc.max_candidates), root)?;
+        let (train, skipped) = labeled(&ds, &ds.train, &vocab, &mut cands);
         let test_idx: Vec<u64> = ds.test.iter().take(cfg.zo.eval_limit).copied().collect();
-        let (test, test_skipped) = labeled(&ds, &test_idx, &vocab, None);
+        let mut encode_only = Prepared::open(&ds, &path, None, false)?;
+        let (test, test_skipped) = labeled(&ds, &test_idx, &vocab, &mut encode_only);
         if root {
             log::info!(
                 "Stage-2 data: {} labeled training molecules ({} outside the JT-VAE vocabulary, left out; {}), {} test molecules for the per-epoch pipeline RMSE ({} left out), built in {:.1} s",
