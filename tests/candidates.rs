@@ -73,7 +73,11 @@ fn prepared_candidates_read_back_as_built_and_the_same_on_two_ranks() {
     let cfg = config(dir.path(), "cfg.toml", |t| t);
     let (one, two) = (dir.path().join("one"), dir.path().join("two"));
     let o = prepare(1, &cfg, &one);
-    assert!(log(&o).contains("assembly candidates (at most 10 per node)"), "{}", log(&o));
+    assert!(
+        log(&o).contains("assembly candidates (at most 10 per node)"),
+        "{}",
+        log(&o)
+    );
     let (ds, c) = read(&one);
     let j = ds.jtvae.as_ref().unwrap();
     assert_eq!(c.max_candidates, 10);
@@ -124,7 +128,11 @@ fn prepared_candidates_read_back_as_built_and_the_same_on_two_ranks() {
     assert_eq!(ds2, ds);
     assert_eq!(c2, c, "candidate datasets differ between 1 and 2 ranks");
     let g2 = ds2.read_graphs(&two.join("dataset.h5")).unwrap();
-    assert_eq!(g2.as_ref(), Some(&g), "record datasets differ between 1 and 2 ranks");
+    assert_eq!(
+        g2.as_ref(),
+        Some(&g),
+        "record datasets differ between 1 and 2 ranks"
+    );
 }
 
 #[test]
@@ -148,10 +156,14 @@ fn train_reads_candidates_eval_builds_none_and_a_changed_max_is_detected() {
 
     // Another max_candidates on the same dataset file: detected, built in memory instead.
     let six = config(dir.path(), "six.toml", |t| {
-        t.replace("max_candidates = 10", "max_candidates = 6").replace(
-            "[data]\n",
-            &format!("[data]\ndataset = \"{}\"\n", out.join("dataset.h5").display()),
-        )
+        t.replace("max_candidates = 10", "max_candidates = 6")
+            .replace(
+                "[data]\n",
+                &format!(
+                    "[data]\ndataset = \"{}\"\n",
+                    out.join("dataset.h5").display()
+                ),
+            )
     });
     let o = train_config(&six, &dir.path().join("six"), &["--max-steps", "1"]);
     assert_ok(&o);
@@ -160,5 +172,8 @@ fn train_reads_candidates_eval_builds_none_and_a_changed_max_is_detected() {
         l.contains("made with jtvae.max_candidates = 10, the config has 6"),
         "{l}"
     );
-    assert!(l.contains("candidates of 0 molecules read from the dataset"), "{l}");
+    assert!(
+        l.contains("candidates of 0 molecules read from the dataset"),
+        "{l}"
+    );
 }

@@ -241,7 +241,13 @@ fn candidates(
             ds.test
                 .iter()
                 .zip(&j.test_trees)
-                .map(|(&i, t)| if t.is_some() { ds.smiles[i as usize].as_str() } else { "" })
+                .map(|(&i, t)| {
+                    if t.is_some() {
+                        ds.smiles[i as usize].as_str()
+                    } else {
+                        ""
+                    }
+                })
                 .collect(),
         );
     }

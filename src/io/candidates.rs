@@ -29,7 +29,9 @@ pub const CANDIDATES_FORMAT: &str = "zo-hpc-candidates/1";
 
 #[derive(Debug, thiserror::Error)]
 pub enum CandidateError {
-    #[error("a local graph of {0} atoms does not fit the u16 atom indices of the candidate layout")]
+    #[error(
+        "a local graph of {0} atoms does not fit the u16 atom indices of the candidate layout"
+    )]
     TooLarge(usize),
     #[error("candidate set {set}: inconsistent {what}")]
     Inconsistent { set: String, what: String },
@@ -228,9 +230,13 @@ impl CandidateStore {
         }
         let n_atoms = self.atom_element.len();
         offsets(&self.atom_offset, n_atoms, "atom_offset")?;
-        if [&self.atom_charge.len(), &self.atom_degree.len(), &self.atom_flags.len()]
-            .iter()
-            .any(|&&l| l != n_atoms)
+        if [
+            &self.atom_charge.len(),
+            &self.atom_degree.len(),
+            &self.atom_flags.len(),
+        ]
+        .iter()
+        .any(|&&l| l != n_atoms)
         {
             return Err(bad("atom array lengths"));
         }
@@ -247,7 +253,10 @@ impl CandidateStore {
         }
         for c in 0..n_graphs {
             let n = self.atom_offset[c + 1] - self.atom_offset[c];
-            let (b0, b1) = (self.bond_offset[c] as usize, self.bond_offset[c + 1] as usize);
+            let (b0, b1) = (
+                self.bond_offset[c] as usize,
+                self.bond_offset[c + 1] as usize,
+            );
             if self.bond_atoms[2 * b0..2 * b1]
                 .iter()
                 .any(|&a| u64::from(a) >= n)
@@ -318,7 +327,12 @@ mod tests {
 
     #[test]
     fn molecules_come_back_as_pushed_and_blocks_append() {
-        let smiles = ["CC(=O)Nc1ccc(O)cc1", "C1CC", "C[N+](C)(C)CC#N", "c1ccc2ccccc2c1"];
+        let smiles = [
+            "CC(=O)Nc1ccc(O)cc1",
+            "C1CC",
+            "C[N+](C)(C)CC#N",
+            "c1ccc2ccccc2c1",
+        ];
         let (all, want) = store(&smiles);
         all.check("all").unwrap();
         assert_eq!(all.len(), 4);

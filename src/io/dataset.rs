@@ -392,7 +392,9 @@ impl Dataset {
         if !g.link_exists("graphs") {
             return Ok(None);
         }
-        let r = ctx(StoredGraphs::read(&g), path, || "reading /jtvae/graphs".into())?;
+        let r = ctx(StoredGraphs::read(&g), path, || {
+            "reading /jtvae/graphs".into()
+        })?;
         for (set, store, n) in [
             ("/jtvae/graphs/train", &r.train, j.train_smiles.len()),
             ("/jtvae/graphs/test", &r.test, self.test.len()),

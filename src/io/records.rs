@@ -182,18 +182,27 @@ impl RecordStore {
                 Err(format!("inconsistent {what}"))
             }
         };
-        if self.atoms.len() % ATOM_FIELDS != 0 || self.bonds.len() % BOND_FIELDS != 0 {
+        if !self.atoms.len().is_multiple_of(ATOM_FIELDS)
+            || !self.bonds.len().is_multiple_of(BOND_FIELDS)
+        {
             return Err("record widths".into());
         }
         let n_bonds = self.bonds.len() / BOND_FIELDS;
-        offsets(&self.atom_offset, self.atoms.len() / ATOM_FIELDS, "atom_offset")?;
+        offsets(
+            &self.atom_offset,
+            self.atoms.len() / ATOM_FIELDS,
+            "atom_offset",
+        )?;
         offsets(&self.bond_offset, n_bonds, "bond_offset")?;
         if self.bond_atoms.len() != 2 * n_bonds {
             return Err("bond_atoms length".into());
         }
         for m in 0..self.ok.len() {
             let n = self.atom_offset[m + 1] - self.atom_offset[m];
-            let (b0, b1) = (self.bond_offset[m] as usize, self.bond_offset[m + 1] as usize);
+            let (b0, b1) = (
+                self.bond_offset[m] as usize,
+                self.bond_offset[m + 1] as usize,
+            );
             if self.bond_atoms[2 * b0..2 * b1]
                 .iter()
                 .any(|&a| u64::from(a) >= n || a > i32::MAX as u32)

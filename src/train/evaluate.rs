@@ -6,8 +6,8 @@
 //! featurization failures counted (and a second RMSE that predicts the training
 //! mean for them, so a failure is never dropped silently).
 use super::device;
-use super::params::Params;
 use super::jtvae_stage::Prepared;
+use super::params::Params;
 use super::zo_stage::{is_decoder_param, labeled, load_stage1, Pipeline};
 use crate::config::{Config, DecoderMode, Stage};
 use crate::dist::Dist;

@@ -14,8 +14,8 @@
 //!
 //! Results are printed as tables and written to `<out_dir>/gradcheck.h5`.
 use super::device;
-use super::params::{to_vec_f32, Params};
 use super::jtvae_stage::Prepared;
+use super::params::{to_vec_f32, Params};
 use super::zo_stage::{labeled, Pipeline};
 use crate::config::{Config, Stage};
 use crate::dist::Dist;

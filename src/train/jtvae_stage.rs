@@ -13,8 +13,8 @@ use super::{device, RunOptions};
 use crate::chem::{self, Featurizer};
 use crate::config::{Config, JtvaeConfig};
 use crate::dist::Dist;
-use crate::io::checkpoint::Checkpoint;
 use crate::io::candidates::CANDIDATES_FORMAT;
+use crate::io::checkpoint::Checkpoint;
 use crate::io::dataset::{Dataset, StoredCandidates, StoredGraphs, TreeRecord};
 use crate::io::records::RECORDS_FORMAT;
 use crate::jtvae::candidates::{training_candidates, LabelGraphs, NodeCandidates};
@@ -119,9 +119,7 @@ impl Prepared {
         root: bool,
     ) -> anyhow::Result<Prepared> {
         let mut p = Prepared::none(max_candidates);
-        p.graphs = ds
-            .read_graphs(path)?
-            .filter(|g| g.format == RECORDS_FORMAT);
+        p.graphs = ds.read_graphs(path)?.filter(|g| g.format == RECORDS_FORMAT);
         if p.graphs.is_none() && root {
             log::info!(
                 "{}: no molecule records for this zo-hpc (an older file): featurizing the molecules here",
@@ -174,9 +172,7 @@ impl Prepared {
             MoleculeSet::Train => &g.train,
             MoleculeSet::Test => &g.test,
         };
-        store
-            .record(k, smi)
-            .map(|r| self.featurizer.graph(&r))
+        store.record(k, smi).map(|r| self.featurizer.graph(&r))
     }
 
     /// The candidates of `smi`, item `k` of `set` in the dataset file when it is
