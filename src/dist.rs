@@ -1,7 +1,8 @@
 //! MPI: the world, this rank's place in it (global and node-local), sharding of a
 //! global batch, and the collectives training needs (sum-allreduce of flat
-//! buffers, barrier, broadcast). It knows nothing of models.
+//! buffers, barrier, broadcast, gather to rank 0). It knows nothing of models.
 use mpi::collective::SystemOperation;
+use mpi::datatype::{Equivalence, PartitionMut};
 use mpi::topology::{Communicator, SimpleCommunicator};
 use mpi::traits::*;
 use std::ops::Range;
@@ -108,7 +109,68 @@ impl Dist {
         self.world.process_at_rank(0).broadcast_into(&mut v);
         v
     }
+
+    /// Broadcasts rank 0's bytes; other ranks' `data` is replaced.
+    pub fn broadcast_bytes(&self, data: &mut Vec<u8>) {
+        if self.size == 1 {
+            return;
+        }
+        let n = self.broadcast_u64(data.len() as u64);
+        data.resize(n as usize, 0);
+        // MPI counts are i32: large buffers go in pieces.
+        for piece in data.chunks_mut(1 << 30) {
+            self.world.process_at_rank(0).broadcast_into(piece);
+        }
+    }
+
+    /// Every rank's `data`, in rank order, on rank 0 (an empty list elsewhere).
+    /// Fails on every rank alike when a piece exceeds MPI's i32 counts.
+    pub fn gather<T: Equivalence + Clone + Default>(
+        &self,
+        data: &[T],
+    ) -> Result<Vec<Vec<T>>, GatherTooLarge> {
+        if self.size == 1 {
+            return Ok(vec![data.to_vec()]);
+        }
+        // Every rank learns every count, so all agree on failing before the gatherv.
+        let mut counts = vec![0u64; self.size];
+        self.world
+            .all_gather_into(&(data.len() as u64), &mut counts[..]);
+        let total: u64 = counts.iter().sum();
+        if total > i32::MAX as u64 {
+            return Err(GatherTooLarge(total));
+        }
+        let root = self.world.process_at_rank(0);
+        if !self.is_root() {
+            root.gather_varcount_into(data);
+            return Ok(Vec::new());
+        }
+        let counts: Vec<i32> = counts.iter().map(|&c| c as i32).collect();
+        let displs: Vec<i32> = counts
+            .iter()
+            .scan(0i32, |acc, &c| {
+                let d = *acc;
+                *acc += c;
+                Some(d)
+            })
+            .collect();
+        let mut all = vec![T::default(); total as usize];
+        {
+            let mut part = PartitionMut::new(&mut all[..], &counts[..], &displs[..]);
+            root.gather_varcount_into_root(data, &mut part);
+        }
+        Ok(counts
+            .iter()
+            .zip(&displs)
+            .map(|(&c, &d)| all[d as usize..(d + c) as usize].to_vec())
+            .collect())
+    }
 }
+
+/// A gather larger than one MPI message can count.
+#[derive(Debug, thiserror::Error)]
+#[error("gathering {0} elements exceeds MPI's 32-bit counts")]
+pub struct GatherTooLarge(pub u64);
 
 /// Contiguous share of `0..n` of rank `rank` out of `size`.
 pub fn shard_of(n: usize, rank: usize, size: usize) -> Range<usize> {

@@ -27,6 +27,9 @@ enum Command {
     /// Build the dataset HDF5 file from the CSV named in the config: canonicalize
     /// SMILES with RDKit, drop (and report) invalid rows and duplicates, split
     /// train/test with the config's seed, choose the non-constant feature columns.
+    /// With [jtvae]: also the cluster vocabulary, the junction trees and the
+    /// assembly candidates (minutes for large sets; under `mpirun -n N` they are
+    /// computed over the N ranks, the file is the same).
     Prepare {
         /// The run config (TOML).
         config: PathBuf,
@@ -134,18 +137,17 @@ fn load(path: &Path, out_dir: Option<PathBuf>) -> anyhow::Result<Config> {
     Ok(cfg)
 }
 
+/// Runs `prepare` (on every rank: it is collective) when the dataset file does not exist.
 fn prepare_if_missing(cfg: &Config, dist: &Dist) -> anyhow::Result<()> {
     let path = cfg.dataset_path();
-    let mut failed = 0;
-    if dist.is_root() && !path.is_file() {
-        log::info!("{} does not exist yet: preparing it", path.display());
-        if let Err(e) = zo_hpc::data::prepare::run(cfg) {
-            log::error!("{e:#}");
-            failed = 1;
+    // Rank 0 decides, so that all ranks take the same branch.
+    let missing = dist.broadcast_u64(u64::from(dist.is_root() && !path.is_file())) != 0;
+    if missing {
+        if dist.is_root() {
+            log::info!("{} does not exist yet: preparing it", path.display());
         }
-    }
-    if dist.broadcast_u64(failed) != 0 {
-        anyhow::bail!("preparing {} failed", path.display());
+        zo_hpc::data::prepare::run(cfg, dist)
+            .with_context(|| format!("preparing {}", path.display()))?;
     }
     Ok(())
 }
@@ -255,9 +257,7 @@ fn run(cli: Cli, dist: &Dist) -> anyhow::Result<()> {
         }
         Command::Prepare { config, out_dir } => {
             let cfg = load(&config, out_dir)?;
-            if dist.is_root() {
-                zo_hpc::data::prepare::run(&cfg)?;
-            }
+            zo_hpc::data::prepare::run(&cfg, dist)?;
             Ok(())
         }
         Command::Train {

@@ -1,16 +1,25 @@
 //! `zo-hpc prepare`: CSV → canonical, unique molecules with targets → seeded
 //! train/test split → featurizer columns that vary on the training split → one
-//! dataset HDF5 file. Nothing is dropped silently: invalid SMILES, non-numeric
-//! targets and duplicates are counted and the first ones listed by line.
+//! dataset HDF5 file; with `[jtvae]` also the vocabulary, the junction trees and
+//! the assembly candidates (computed over all MPI ranks). Nothing is dropped
+//! silently: invalid SMILES, non-numeric targets and duplicates are counted and
+//! the first ones listed by line.
 use super::csv_table::{self, BadRow};
 use super::split::split;
 use crate::chem::{self, Featurizer};
 use crate::config::Config;
-use crate::io::dataset::{Dataset, DatasetMeta, JtvaeData};
-use crate::jtvae::tree::{decompose_smiles, LabelCache};
+use crate::dist::Dist;
+use crate::io::candidates::{CandidateStore, CANDIDATES_FORMAT};
+use crate::io::dataset::{
+    Dataset, DatasetMeta, JtvaeData, StoredCandidates, StoredGraphs, TreeRecord,
+};
+use crate::io::records::{RecordStore, RECORDS_FORMAT};
+use crate::jtvae::candidates::{compact_training_candidates, LabelGraphs};
+use crate::jtvae::tree::{decompose_smiles, JunctionTree, LabelCache};
 use crate::jtvae::vocab::Vocab;
 use anyhow::{bail, Context};
 use std::collections::HashMap;
+use std::time::Instant;
 
 /// How many problem rows of each kind are listed in the log.
 const LIST_FIRST: usize = 10;
@@ -155,22 +164,246 @@ pub fn build(cfg: &Config) -> anyhow::Result<(Dataset, PrepareReport)> {
     Ok((ds, report))
 }
 
-/// `zo-hpc prepare`: builds the dataset and writes it to `cfg.dataset_path()`.
-pub fn run(cfg: &Config) -> anyhow::Result<Dataset> {
-    let (ds, report) = build(cfg)?;
-    report.log(&cfg.data.csv.display().to_string());
-    let out = cfg.dataset_path();
-    ds.write(&out)
-        .with_context(|| format!("writing dataset {}", out.display()))?;
+/// `zo-hpc prepare` on every rank of `dist` (collective): rank 0 builds the
+/// dataset; with `[jtvae]`, the assembly candidates of the JT-VAE's training
+/// molecules and of the held-out split are computed in contiguous blocks over the
+/// ranks and gathered to rank 0, which writes `cfg.dataset_path()`. The file is
+/// the same whatever the number of ranks. Returns the dataset on rank 0.
+pub fn run(cfg: &Config, dist: &Dist) -> anyhow::Result<Option<Dataset>> {
+    let built = dist.is_root().then(|| build(cfg));
+    let failed = matches!(built, Some(Err(_)));
+    if dist.broadcast_u64(u64::from(failed)) != 0 {
+        return Err(match built {
+            Some(Err(e)) => e,
+            _ => anyhow::anyhow!("rank 0 could not build the dataset (see its error)"),
+        });
+    }
+    let mut built = built.and_then(Result::ok);
+    if let Some((_, report)) = &built {
+        report.log(&cfg.data.csv.display().to_string());
+    }
+    let prepared = match &cfg.jtvae {
+        Some(jc) => candidates(dist, jc.max_candidates, built.as_ref().map(|(ds, _)| ds))?,
+        None => None,
+    };
+    let mut failed = 0;
+    let mut result = Ok(None);
+    if let Some((mut ds, _)) = built.take() {
+        if let (Some(j), Some((candidates, graphs))) = (ds.jtvae.as_mut(), prepared) {
+            j.candidates = Some(candidates);
+            j.graphs = Some(graphs);
+        }
+        let out = cfg.dataset_path();
+        result = ds
+            .write(&out)
+            .with_context(|| format!("writing dataset {}", out.display()))
+            .map(|()| {
+                log::info!(
+                    "wrote {} ({} train / {} test, {} atom and {} bond feature columns kept)",
+                    out.display(),
+                    ds.train.len(),
+                    ds.test.len(),
+                    ds.featurizer.atom_dim(),
+                    ds.featurizer.bond_dim()
+                );
+                Some(ds)
+            });
+        failed = u64::from(result.is_err());
+    }
+    if dist.broadcast_u64(failed) != 0 && !dist.is_root() {
+        bail!("rank 0 could not write the dataset (see its error)");
+    }
+    result
+}
+
+/// The assembly candidates and the parsed records of the JT-VAE's training
+/// molecules and of the held-out split (those with a tree), computed in contiguous
+/// blocks over the ranks (collective; `ds` is given on rank 0 only). `Some` on rank 0.
+fn candidates(
+    dist: &Dist,
+    max_candidates: usize,
+    ds: Option<&Dataset>,
+) -> anyhow::Result<Option<(StoredCandidates, StoredGraphs)>> {
+    let t0 = Instant::now();
+    // Work lists from rank 0: one SMILES per line, an empty line for a molecule
+    // that gets no candidates (no tree: it is not trained on).
+    let (mut train, mut test) = (Vec::new(), Vec::new());
+    if let Some((ds, j)) = ds.and_then(|d| Some((d, d.jtvae.as_ref()?))) {
+        let lines = |v: Vec<&str>| v.join("\n").into_bytes();
+        train = lines(
+            j.train_smiles
+                .iter()
+                .zip(&j.train_trees)
+                .map(|(s, t)| if t.is_some() { s.as_str() } else { "" })
+                .collect(),
+        );
+        test = lines(
+            ds.test
+                .iter()
+                .zip(&j.test_trees)
+                .map(|(&i, t)| {
+                    if t.is_some() {
+                        ds.smiles[i as usize].as_str()
+                    } else {
+                        ""
+                    }
+                })
+                .collect(),
+        );
+    }
+    dist.broadcast_bytes(&mut train);
+    dist.broadcast_bytes(&mut test);
+    type Stores = (CandidateStore, RecordStore);
+    let compute = |list: &[u8], what: &str| -> anyhow::Result<Option<Stores>> {
+        let list = String::from_utf8_lossy(list);
+        let smiles: Vec<&str> = if list.is_empty() {
+            Vec::new()
+        } else {
+            list.split('\n').collect()
+        };
+        let block = dist.shard(smiles.len());
+        let (cands, records) = compute_block(&smiles[block], max_candidates, what, dist.is_root());
+        let all = gather_store(dist, &cands)?;
+        let records = gather_records(dist, &records)?;
+        if let Some(all) = &all {
+            let with_tree = smiles.iter().filter(|s| !s.is_empty()).count();
+            let built = all.ok.iter().filter(|&&ok| ok != 0).count();
+            if built < with_tree {
+                log::warn!(
+                    "{} of {with_tree} {what} molecules get no assembly candidates (their gold path cannot be assembled); the JT-VAE stage leaves them out",
+                    with_tree - built
+                );
+            }
+        }
+        Ok(all.zip(records))
+    };
+    let train = compute(&train, "training")?;
+    let test = compute(&test, "held-out")?;
+    let (Some((train, train_records)), Some((test, test_records))) = (train, test) else {
+        return Ok(None);
+    };
     log::info!(
-        "wrote {} ({} train / {} test, {} atom and {} bond feature columns kept)",
-        out.display(),
-        ds.train.len(),
-        ds.test.len(),
-        ds.featurizer.atom_dim(),
-        ds.featurizer.bond_dim()
+        "assembly candidates (at most {max_candidates} per node): {} training and {} held-out molecules, {} candidate groups, on {} ranks in {:.1} s",
+        train.len(),
+        test.len(),
+        train.gold.len() + test.gold.len(),
+        dist.size,
+        t0.elapsed().as_secs_f64()
     );
-    Ok(ds)
+    let candidates = StoredCandidates {
+        format: CANDIDATES_FORMAT.to_string(),
+        max_candidates: max_candidates as u64,
+        train,
+        test,
+    };
+    let graphs = StoredGraphs {
+        format: RECORDS_FORMAT.to_string(),
+        train: train_records,
+        test: test_records,
+    };
+    Ok(Some((candidates, graphs)))
+}
+
+/// The candidates and records of one block of molecules (an empty SMILES gets none).
+fn compute_block(
+    smiles: &[&str],
+    max_candidates: usize,
+    what: &str,
+    log: bool,
+) -> (CandidateStore, RecordStore) {
+    let (mut cache, mut labels) = (LabelCache::default(), LabelGraphs::default());
+    let (mut store, mut records) = (CandidateStore::default(), RecordStore::default());
+    let t0 = Instant::now();
+    let every = (smiles.len() / 10).max(1);
+    for (k, smi) in smiles.iter().enumerate() {
+        let (nodes, record) = if smi.is_empty() {
+            (None, None)
+        } else {
+            (
+                compact_training_candidates(smi, max_candidates, &mut cache, &mut labels).ok(),
+                chem::parse(smi).ok(),
+            )
+        };
+        if let Err(e) = store.push(nodes.as_deref()) {
+            log::warn!("{what} molecule {smi}: {e}; it gets no assembly candidates");
+        }
+        records.push(record.as_ref());
+        if log && (k + 1) % every == 0 {
+            log::info!(
+                "assembly candidates of {what} molecules: {}/{} of this rank's block ({:.0} s)",
+                k + 1,
+                smiles.len(),
+                t0.elapsed().as_secs_f64()
+            );
+        }
+    }
+    (store, records)
+}
+
+/// Every rank's records, appended in rank order on rank 0 (`None` elsewhere).
+fn gather_records(dist: &Dist, s: &RecordStore) -> anyhow::Result<Option<RecordStore>> {
+    let too_large = |e| anyhow::anyhow!("gathering molecule records: {e}");
+    let ok = dist.gather(&s.ok).map_err(too_large)?;
+    let atom_offset = dist.gather(&s.atom_offset).map_err(too_large)?;
+    let atoms = dist.gather(&s.atoms).map_err(too_large)?;
+    let bond_offset = dist.gather(&s.bond_offset).map_err(too_large)?;
+    let bond_atoms = dist.gather(&s.bond_atoms).map_err(too_large)?;
+    let bonds = dist.gather(&s.bonds).map_err(too_large)?;
+    if !dist.is_root() {
+        return Ok(None);
+    }
+    let mut all = RecordStore::default();
+    for r in 0..dist.size {
+        all.append(&RecordStore {
+            ok: ok[r].clone(),
+            atom_offset: atom_offset[r].clone(),
+            atoms: atoms[r].clone(),
+            bond_offset: bond_offset[r].clone(),
+            bond_atoms: bond_atoms[r].clone(),
+            bonds: bonds[r].clone(),
+        });
+    }
+    Ok(Some(all))
+}
+
+/// Every rank's block, appended in rank order on rank 0 (`None` elsewhere).
+fn gather_store(dist: &Dist, s: &CandidateStore) -> anyhow::Result<Option<CandidateStore>> {
+    let too_large = |e| anyhow::anyhow!("gathering assembly candidates: {e}");
+    let ok = dist.gather(&s.ok).map_err(too_large)?;
+    let group_offset = dist.gather(&s.group_offset).map_err(too_large)?;
+    let gold = dist.gather(&s.gold).map_err(too_large)?;
+    let graph_offset = dist.gather(&s.graph_offset).map_err(too_large)?;
+    let atom_offset = dist.gather(&s.atom_offset).map_err(too_large)?;
+    let bond_offset = dist.gather(&s.bond_offset).map_err(too_large)?;
+    let atom_element = dist.gather(&s.atom_element).map_err(too_large)?;
+    let atom_charge = dist.gather(&s.atom_charge).map_err(too_large)?;
+    let atom_degree = dist.gather(&s.atom_degree).map_err(too_large)?;
+    let atom_flags = dist.gather(&s.atom_flags).map_err(too_large)?;
+    let bond_atoms = dist.gather(&s.bond_atoms).map_err(too_large)?;
+    let bond_order = dist.gather(&s.bond_order).map_err(too_large)?;
+    let bond_in_child = dist.gather(&s.bond_in_child).map_err(too_large)?;
+    if !dist.is_root() {
+        return Ok(None);
+    }
+    let mut all = CandidateStore::default();
+    for r in 0..dist.size {
+        all.append(&CandidateStore {
+            ok: ok[r].clone(),
+            group_offset: group_offset[r].clone(),
+            gold: gold[r].clone(),
+            graph_offset: graph_offset[r].clone(),
+            atom_offset: atom_offset[r].clone(),
+            bond_offset: bond_offset[r].clone(),
+            atom_element: atom_element[r].clone(),
+            atom_charge: atom_charge[r].clone(),
+            atom_degree: atom_degree[r].clone(),
+            atom_flags: atom_flags[r].clone(),
+            bond_atoms: bond_atoms[r].clone(),
+            bond_order: bond_order[r].clone(),
+            bond_in_child: bond_in_child[r].clone(),
+        });
+    }
+    Ok(Some(all))
 }
 
 /// The JT-VAE vocabulary over every molecule of `source`, and the junction trees of
@@ -186,12 +419,18 @@ fn jtvae_data(
     let mut cache = LabelCache::default();
     let mut labels = Vec::new();
     let mut failed = 0u64;
+    // Trees by canonical SMILES, so that the training and held-out molecules (most
+    // often rows of this CSV) are not decomposed a second time.
+    let mut decomposed: HashMap<String, JunctionTree> = HashMap::new();
     for (line, smi) in &rows {
         // Canonical SMILES, as for the training molecules: the decomposition's tie
         // breaks follow atom order, so the same molecule must come in the same order.
         let canonical = chem::canonicalize(smi).unwrap_or_else(|_| smi.clone());
         match decompose_smiles(&canonical, &mut cache) {
-            Ok((_, t)) => labels.extend(t.labels),
+            Ok((_, t)) => {
+                labels.extend(t.labels.iter().cloned());
+                decomposed.insert(canonical, t);
+            }
             Err(e) => {
                 failed += 1;
                 if failed as usize <= LIST_FIRST {
@@ -211,15 +450,19 @@ fn jtvae_data(
     }
     let vocab = Vocab::new(labels);
     let train_smiles = jtvae_training_smiles(ds, train_csv, smiles_column)?;
+    let mut tree_of = |smi: &str| match decomposed.get(smi) {
+        Some(t) => Ok(t.clone()),
+        None => decompose_smiles(smi, &mut cache).map(|(_, t)| t),
+    };
     let mut trees = Vec::with_capacity(train_smiles.len());
     let mut uncovered = 0u64;
     for smi in &train_smiles {
-        let tree = match decompose_smiles(smi, &mut cache) {
+        let tree = match tree_of(smi) {
             Err(e) => {
                 log::warn!("training molecule {smi}: no junction tree: {e}");
                 None
             }
-            Ok((_, t)) => {
+            Ok(t) => {
                 match t.record(&vocab) {
                     Ok(r) => Some(r),
                     Err(label) => {
@@ -239,13 +482,23 @@ fn jtvae_data(
             "{uncovered} training molecules have clusters outside the vocabulary and get no tree"
         );
     }
+    // The held-out molecules' trees (evaluation encodes them; a molecule without
+    // one is left out there, as the JT-VAE cannot encode it).
+    let test_trees: Vec<Option<TreeRecord>> = ds
+        .test
+        .iter()
+        .map(|&i| tree_of(&ds.smiles[i as usize]).ok()?.record(&vocab).ok())
+        .collect();
+    let stored = |t: &[Option<TreeRecord>]| t.iter().filter(|t| t.is_some()).count();
     log::info!(
-        "JT-VAE vocabulary: {} clusters over {} molecules of {}; {} of {} training trees stored",
+        "JT-VAE vocabulary: {} clusters over {} molecules of {}; {} of {} training and {} of {} held-out trees stored",
         vocab.len(),
         rows.len(),
         source.display(),
-        trees.iter().filter(|t| t.is_some()).count(),
-        trees.len()
+        stored(&trees),
+        trees.len(),
+        stored(&test_trees),
+        test_trees.len()
     );
     Ok(JtvaeData {
         vocab: vocab.labels().to_vec(),
@@ -255,6 +508,9 @@ fn jtvae_data(
         n_uncovered: uncovered,
         train_smiles,
         train_trees: trees,
+        test_trees,
+        candidates: None,
+        graphs: None,
     })
 }
 

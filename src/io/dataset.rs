@@ -16,12 +16,21 @@
 //! /jtvae/trees/node_offset u64[k+1], /jtvae/trees/label u32[N]  vocabulary index per node
 //! /jtvae/trees/atom_offset u64[N+1], /jtvae/trees/atoms u32[·]  cluster atoms per node
 //! /jtvae/trees/edge_offset u64[k+1], /jtvae/trees/edges u32[E,2] tree edges (node pairs)
+//! /jtvae/test_trees/…     the same for the m held-out molecules (/split/test order)
+//! /jtvae/candidates/train/…  assembly candidates of the k training molecules
+//! /jtvae/candidates/test/…   and of the m held-out ones (layout: io::candidates)
 //! attributes on /jtvae: vocab_source, n_vocab_molecules, n_vocab_failed, n_uncovered
+//! /jtvae/graphs/train/…, /jtvae/graphs/test/…  RDKit atom and bond records of the
+//!                         same molecules, for their encoder graphs (layout: io::records)
+//! attributes on /jtvae/candidates: format (CANDIDATES_FORMAT), max_candidates
+//! attributes on /jtvae/graphs: format (RECORDS_FORMAT)
 //! attributes on /: format, source_csv, smiles_column, target_column, target_mean,
 //!   target_std (training split), seed, rdkit_version, n_rows, n_invalid_smiles,
 //!   n_bad_target, n_duplicates
 //! ```
+use super::candidates::{CandidateError, CandidateStore};
 use super::h5::{self, ctx, H5Result};
+use super::records::RecordStore;
 use crate::chem::featurize::{atom_columns, bond_columns};
 use crate::chem::Featurizer;
 use std::path::Path;
@@ -64,6 +73,82 @@ pub struct JtvaeData {
     pub train_smiles: Vec<String>,
     /// One per training molecule (in `train_smiles` order); None when not decomposable or not covered.
     pub train_trees: Vec<Option<TreeRecord>>,
+    /// One per held-out molecule (`Dataset::test` order), likewise; empty in files
+    /// written before they were stored.
+    pub test_trees: Vec<Option<TreeRecord>>,
+    /// Assembly candidates computed by `prepare`: written by `Dataset::write`, but
+    /// not read by `Dataset::read` (they are large and only the JT-VAE stages need
+    /// them): see `Dataset::read_candidates`.
+    pub candidates: Option<StoredCandidates>,
+    /// The molecules' parsed records (for their encoder graphs), likewise written
+    /// but not read by `Dataset::read`: see `Dataset::read_graphs`.
+    pub graphs: Option<StoredGraphs>,
+}
+
+/// RDKit's atom and bond records of the JT-VAE's training and held-out molecules,
+/// from which `Featurizer::graph` builds their encoder graphs.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StoredGraphs {
+    /// `RECORDS_FORMAT` of the build that stored them.
+    pub format: String,
+    /// One per `JtvaeData::train_smiles`, in order.
+    pub train: RecordStore,
+    /// One per held-out molecule (`Dataset::test`), in order.
+    pub test: RecordStore,
+}
+
+impl StoredGraphs {
+    fn write(&self, jtvae: &hdf5::Group) -> hdf5::Result<()> {
+        let g = jtvae.create_group("graphs")?;
+        h5::write_str_attr(&g, "format", &self.format)?;
+        self.train.write(&g, "train")?;
+        self.test.write(&g, "test")?;
+        Ok(())
+    }
+
+    fn read(jtvae: &hdf5::Group) -> hdf5::Result<StoredGraphs> {
+        let g = jtvae.group("graphs")?;
+        Ok(StoredGraphs {
+            format: h5::read_str_attr(&g, "format")?,
+            train: RecordStore::read(&g, "train")?,
+            test: RecordStore::read(&g, "test")?,
+        })
+    }
+}
+
+/// The assembly candidates of the JT-VAE's training molecules and of the held-out
+/// split, with what they depend on besides the molecules.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StoredCandidates {
+    /// `CANDIDATES_FORMAT` of the build that computed them.
+    pub format: String,
+    /// `jtvae.max_candidates` they were computed with.
+    pub max_candidates: u64,
+    /// One per `JtvaeData::train_smiles`, in order.
+    pub train: CandidateStore,
+    /// One per held-out molecule (`Dataset::test`), in order.
+    pub test: CandidateStore,
+}
+
+impl StoredCandidates {
+    fn write(&self, jtvae: &hdf5::Group) -> hdf5::Result<()> {
+        let g = jtvae.create_group("candidates")?;
+        h5::write_str_attr(&g, "format", &self.format)?;
+        h5::write_attr(&g, "max_candidates", &self.max_candidates)?;
+        self.train.write(&g, "train")?;
+        self.test.write(&g, "test")?;
+        Ok(())
+    }
+
+    fn read(jtvae: &hdf5::Group) -> hdf5::Result<StoredCandidates> {
+        let g = jtvae.group("candidates")?;
+        Ok(StoredCandidates {
+            format: h5::read_str_attr(&g, "format")?,
+            max_candidates: h5::read_attr(&g, "max_candidates")?,
+            train: CandidateStore::read(&g, "train")?,
+            test: CandidateStore::read(&g, "test")?,
+        })
+    }
 }
 
 impl JtvaeData {
@@ -75,84 +160,26 @@ impl JtvaeData {
         h5::write_attr(&g, "n_vocab_molecules", &self.n_vocab_molecules)?;
         h5::write_attr(&g, "n_vocab_failed", &self.n_vocab_failed)?;
         h5::write_attr(&g, "n_uncovered", &self.n_uncovered)?;
-        let t = g.create_group("trees")?;
-        let (mut ok, mut node_off, mut labels, mut atom_off, mut atoms, mut edge_off, mut edges) = (
-            Vec::new(),
-            vec![0u64],
-            Vec::new(),
-            vec![0u64],
-            Vec::new(),
-            vec![0u64],
-            Vec::new(),
-        );
-        for tree in &self.train_trees {
-            ok.push(u8::from(tree.is_some()));
-            if let Some(tr) = tree {
-                labels.extend_from_slice(&tr.labels);
-                for c in &tr.clusters {
-                    atoms.extend_from_slice(c);
-                    atom_off.push(atoms.len() as u64);
-                }
-                for &(i, j) in &tr.edges {
-                    edges.extend([i, j]);
-                }
-            }
-            node_off.push(labels.len() as u64);
-            edge_off.push((edges.len() / 2) as u64);
+        write_trees(&g, "trees", &self.train_trees)?;
+        write_trees(&g, "test_trees", &self.test_trees)?;
+        if let Some(c) = &self.candidates {
+            c.write(&g)?;
         }
-        h5::write_vec(&t, "ok", &ok)?;
-        h5::write_vec(&t, "node_offset", &node_off)?;
-        h5::write_vec(&t, "label", &labels)?;
-        h5::write_vec(&t, "atom_offset", &atom_off)?;
-        h5::write_vec(&t, "atoms", &atoms)?;
-        h5::write_vec(&t, "edge_offset", &edge_off)?;
-        h5::write_matrix(&t, "edges", &edges, 2)?;
+        if let Some(r) = &self.graphs {
+            r.write(&g)?;
+        }
         Ok(())
     }
 
     fn read(f: &hdf5::Group) -> hdf5::Result<JtvaeData> {
         let g = f.group("jtvae")?;
-        let t = g.group("trees")?;
-        let ok: Vec<u8> = h5::read_vec(&t, "ok")?;
-        let node_off: Vec<u64> = h5::read_vec(&t, "node_offset")?;
-        let labels: Vec<u32> = h5::read_vec(&t, "label")?;
-        let atom_off: Vec<u64> = h5::read_vec(&t, "atom_offset")?;
-        let atoms: Vec<u32> = h5::read_vec(&t, "atoms")?;
-        let edge_off: Vec<u64> = h5::read_vec(&t, "edge_offset")?;
-        let edges: Vec<u32> = h5::read_vec(&t, "edges")?;
-        let bad = |what: &str| hdf5::Error::from(format!("/jtvae/trees: inconsistent {what}"));
-        if node_off.len() != ok.len() + 1
-            || edge_off.len() != ok.len() + 1
-            || atom_off.len() != labels.len() + 1
-        {
-            return Err(bad("offsets"));
-        }
-        let mut trees = Vec::with_capacity(ok.len());
-        for m in 0..ok.len() {
-            let (n0, n1) = (node_off[m] as usize, node_off[m + 1] as usize);
-            let (e0, e1) = (edge_off[m] as usize, edge_off[m + 1] as usize);
-            if n1 > labels.len() || n0 > n1 || 2 * e1 > edges.len() || e0 > e1 {
-                return Err(bad("tree ranges"));
-            }
-            if ok[m] == 0 {
-                trees.push(None);
-                continue;
-            }
-            let clusters = (n0..n1)
-                .map(|k| {
-                    let (a0, a1) = (atom_off[k] as usize, atom_off[k + 1] as usize);
-                    atoms
-                        .get(a0..a1)
-                        .map(<[u32]>::to_vec)
-                        .ok_or_else(|| bad("atom ranges"))
-                })
-                .collect::<hdf5::Result<Vec<_>>>()?;
-            trees.push(Some(TreeRecord {
-                labels: labels[n0..n1].to_vec(),
-                clusters,
-                edges: (e0..e1).map(|e| (edges[2 * e], edges[2 * e + 1])).collect(),
-            }));
-        }
+        let trees = read_trees(&g, "trees")?;
+        // Files written before the held-out trees were stored: decomposed when needed.
+        let test_trees = if g.link_exists("test_trees") {
+            read_trees(&g, "test_trees")?
+        } else {
+            Vec::new()
+        };
         Ok(JtvaeData {
             vocab: h5::read_strings(&g, "vocab")?,
             // Files written before `train_smiles` existed: the training split (filled in by `Dataset::read`).
@@ -166,8 +193,94 @@ impl JtvaeData {
             n_vocab_failed: h5::read_attr(&g, "n_vocab_failed")?,
             n_uncovered: h5::read_attr(&g, "n_uncovered")?,
             train_trees: trees,
+            test_trees,
+            candidates: None,
+            graphs: None,
         })
     }
+}
+
+/// Writes junction trees as group `name` of `g` (layout: /jtvae/trees in the top comment).
+fn write_trees(g: &hdf5::Group, name: &str, trees: &[Option<TreeRecord>]) -> hdf5::Result<()> {
+    let t = g.create_group(name)?;
+    let (mut ok, mut node_off, mut labels, mut atom_off, mut atoms, mut edge_off, mut edges) = (
+        Vec::new(),
+        vec![0u64],
+        Vec::new(),
+        vec![0u64],
+        Vec::new(),
+        vec![0u64],
+        Vec::new(),
+    );
+    for tree in trees {
+        ok.push(u8::from(tree.is_some()));
+        if let Some(tr) = tree {
+            labels.extend_from_slice(&tr.labels);
+            for c in &tr.clusters {
+                atoms.extend_from_slice(c);
+                atom_off.push(atoms.len() as u64);
+            }
+            for &(i, j) in &tr.edges {
+                edges.extend([i, j]);
+            }
+        }
+        node_off.push(labels.len() as u64);
+        edge_off.push((edges.len() / 2) as u64);
+    }
+    h5::write_vec(&t, "ok", &ok)?;
+    h5::write_vec(&t, "node_offset", &node_off)?;
+    h5::write_vec(&t, "label", &labels)?;
+    h5::write_vec(&t, "atom_offset", &atom_off)?;
+    h5::write_vec(&t, "atoms", &atoms)?;
+    h5::write_vec(&t, "edge_offset", &edge_off)?;
+    h5::write_matrix(&t, "edges", &edges, 2)?;
+    Ok(())
+}
+
+/// Reads the junction trees of group `name` of `g` (see `write_trees`).
+fn read_trees(g: &hdf5::Group, name: &str) -> hdf5::Result<Vec<Option<TreeRecord>>> {
+    let t = g.group(name)?;
+    let ok: Vec<u8> = h5::read_vec(&t, "ok")?;
+    let node_off: Vec<u64> = h5::read_vec(&t, "node_offset")?;
+    let labels: Vec<u32> = h5::read_vec(&t, "label")?;
+    let atom_off: Vec<u64> = h5::read_vec(&t, "atom_offset")?;
+    let atoms: Vec<u32> = h5::read_vec(&t, "atoms")?;
+    let edge_off: Vec<u64> = h5::read_vec(&t, "edge_offset")?;
+    let edges: Vec<u32> = h5::read_vec(&t, "edges")?;
+    let bad = |what: &str| hdf5::Error::from(format!("/jtvae/{name}: inconsistent {what}"));
+    if node_off.len() != ok.len() + 1
+        || edge_off.len() != ok.len() + 1
+        || atom_off.len() != labels.len() + 1
+    {
+        return Err(bad("offsets"));
+    }
+    let mut trees = Vec::with_capacity(ok.len());
+    for m in 0..ok.len() {
+        let (n0, n1) = (node_off[m] as usize, node_off[m + 1] as usize);
+        let (e0, e1) = (edge_off[m] as usize, edge_off[m + 1] as usize);
+        if n1 > labels.len() || n0 > n1 || 2 * e1 > edges.len() || e0 > e1 {
+            return Err(bad("tree ranges"));
+        }
+        if ok[m] == 0 {
+            trees.push(None);
+            continue;
+        }
+        let clusters = (n0..n1)
+            .map(|k| {
+                let (a0, a1) = (atom_off[k] as usize, atom_off[k + 1] as usize);
+                atoms
+                    .get(a0..a1)
+                    .map(<[u32]>::to_vec)
+                    .ok_or_else(|| bad("atom ranges"))
+            })
+            .collect::<hdf5::Result<Vec<_>>>()?;
+        trees.push(Some(TreeRecord {
+            labels: labels[n0..n1].to_vec(),
+            clusters,
+            edges: (e0..e1).map(|e| (edges[2 * e], edges[2 * e + 1])).collect(),
+        }));
+    }
+    Ok(trees)
 }
 
 /// Provenance and the counts of what `prepare` could not use.
@@ -190,6 +303,12 @@ pub enum DatasetError {
     H5(#[from] h5::H5Error),
     #[error("{file}: not a zo-hpc dataset file ({why}); create it with `zo-hpc prepare`")]
     Layout { file: String, why: String },
+    #[error("{file}: {source}; delete it and run `zo-hpc prepare` again")]
+    Candidates {
+        file: String,
+        #[source]
+        source: CandidateError,
+    },
 }
 
 impl Dataset {
@@ -225,6 +344,72 @@ impl Dataset {
             }
             Ok(())
         })
+    }
+
+    /// The assembly candidates stored in the dataset file at `path` (of a dataset
+    /// `self` read from it), checked against its molecule lists; `None` when it has
+    /// none (prepared without `[jtvae]`, or by a zo-hpc that did not store them).
+    pub fn read_candidates(&self, path: &Path) -> Result<Option<StoredCandidates>, DatasetError> {
+        let Some(j) = &self.jtvae else {
+            return Ok(None);
+        };
+        let f = h5::open(path)?;
+        let g = ctx(f.group("jtvae"), path, || "opening /jtvae".into())?;
+        if !g.link_exists("candidates") {
+            return Ok(None);
+        }
+        let c = ctx(StoredCandidates::read(&g), path, || {
+            "reading /jtvae/candidates".into()
+        })?;
+        let bad = |source| DatasetError::Candidates {
+            file: path.display().to_string(),
+            source,
+        };
+        for (set, store, n) in [
+            ("/jtvae/candidates/train", &c.train, j.train_smiles.len()),
+            ("/jtvae/candidates/test", &c.test, self.test.len()),
+        ] {
+            store.check(set).map_err(bad)?;
+            if store.len() != n {
+                return Err(bad(CandidateError::Inconsistent {
+                    set: set.into(),
+                    what: format!("length: {} molecules for {n}", store.len()),
+                }));
+            }
+        }
+        Ok(Some(c))
+    }
+
+    /// The parsed records of the JT-VAE's molecules stored in the dataset file at
+    /// `path` (of a dataset `self` read from it), checked against its molecule
+    /// lists; `None` when it has none.
+    pub fn read_graphs(&self, path: &Path) -> Result<Option<StoredGraphs>, DatasetError> {
+        let Some(j) = &self.jtvae else {
+            return Ok(None);
+        };
+        let f = h5::open(path)?;
+        let g = ctx(f.group("jtvae"), path, || "opening /jtvae".into())?;
+        if !g.link_exists("graphs") {
+            return Ok(None);
+        }
+        let r = ctx(StoredGraphs::read(&g), path, || {
+            "reading /jtvae/graphs".into()
+        })?;
+        for (set, store, n) in [
+            ("/jtvae/graphs/train", &r.train, j.train_smiles.len()),
+            ("/jtvae/graphs/test", &r.test, self.test.len()),
+        ] {
+            let why = match store.check() {
+                Err(why) => why,
+                Ok(()) if store.len() != n => format!("{} molecules for {n}", store.len()),
+                Ok(()) => continue,
+            };
+            return Err(DatasetError::Layout {
+                file: path.display().to_string(),
+                why: format!("{set}: {why}"),
+            });
+        }
+        Ok(Some(r))
     }
 
     pub fn read(path: &Path) -> Result<Dataset, DatasetError> {
@@ -327,6 +512,13 @@ impl Dataset {
                     "/jtvae/trees has {} trees for {} training molecules",
                     j.train_trees.len(),
                     j.train_smiles.len()
+                )));
+            }
+            if !j.test_trees.is_empty() && j.test_trees.len() != test.len() {
+                return Err(layout(format!(
+                    "/jtvae/test_trees has {} trees for {} held-out molecules",
+                    j.test_trees.len(),
+                    test.len()
                 )));
             }
         }

@@ -1,7 +1,9 @@
 //! HDF5 input and output: the dataset file, checkpoints and the metrics file.
 //! Every file is written to a temporary name and renamed into place, so a crash
 //! never leaves a half-written file under the real name.
+pub mod candidates;
 pub mod checkpoint;
 pub mod dataset;
 pub mod h5;
 pub mod metrics;
+pub mod records;

@@ -73,55 +73,158 @@ impl LabelGraphs {
     }
 }
 
-/// The local graph of a candidate: atoms of parent and child in `next`.
+/// One atom of a candidate's local graph in compact form: everything its feature
+/// row holds (the row is a function of these, see `CandAtom::row`). Stored as is in
+/// the dataset file, so prepared candidates read back bit for bit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CandAtom {
+    /// Column of the element one-hot (`ELEMENTS` order; 43 = other).
+    pub element: u8,
+    pub charge: i8,
+    /// Degree in the molecule, capped at 5.
+    pub degree: u8,
+    pub in_child: bool,
+    pub in_parent: bool,
+}
+
+impl CandAtom {
+    /// The atom's feature row (`CAND_ATOM_DIM` columns).
+    pub fn row(&self) -> [f32; CAND_ATOM_DIM] {
+        let mut row = [0f32; CAND_ATOM_DIM];
+        row[usize::from(self.element).min(43)] = 1.0;
+        row[44] = f32::from(self.charge);
+        row[45 + usize::from(self.degree).min(5)] = 1.0;
+        let (c, p) = (self.in_child, self.in_parent);
+        row[51] = f32::from(u8::from(c));
+        row[52] = f32::from(u8::from(p));
+        row[53] = f32::from(u8::from(c && p));
+        row
+    }
+}
+
+/// One bond of a local graph in compact form: local atom indices, order, whether
+/// both ends are the child's.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CandBond {
+    pub begin: u32,
+    pub end: u32,
+    /// 1, 2 or 3.
+    pub order: u8,
+    pub in_child: bool,
+}
+
+impl CandBond {
+    /// The bond's feature row (`CAND_BOND_DIM` columns).
+    pub fn row(&self) -> [f32; CAND_BOND_DIM] {
+        let mut row = [0f32; CAND_BOND_DIM];
+        row[usize::from(self.order.clamp(1, 3) - 1)] = 1.0;
+        row[3] = f32::from(u8::from(self.in_child));
+        row
+    }
+}
+
+/// A candidate's local graph in compact form (see `CandAtom`).
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct LocalGraph {
+    pub atoms: Vec<CandAtom>,
+    pub bonds: Vec<CandBond>,
+}
+
+impl LocalGraph {
+    /// The featurized graph: one row per atom, each bond as two directed edges.
+    pub fn to_graph(&self) -> chem::MolGraph {
+        let mut atom_x = Vec::with_capacity(self.atoms.len() * CAND_ATOM_DIM);
+        for a in &self.atoms {
+            atom_x.extend_from_slice(&a.row());
+        }
+        let n_edges = 2 * self.bonds.len();
+        let (mut src, mut dst) = (Vec::with_capacity(n_edges), Vec::with_capacity(n_edges));
+        let mut edge_x = Vec::with_capacity(n_edges * CAND_BOND_DIM);
+        for b in &self.bonds {
+            let row = b.row();
+            let (i, j) = (i64::from(b.begin), i64::from(b.end));
+            for (s, d) in [(i, j), (j, i)] {
+                src.push(s);
+                dst.push(d);
+                edge_x.extend_from_slice(&row);
+            }
+        }
+        chem::MolGraph {
+            n_atoms: self.atoms.len(),
+            atom_dim: CAND_ATOM_DIM,
+            atom_x,
+            edge_dim: CAND_BOND_DIM,
+            edge_x,
+            src,
+            dst,
+        }
+    }
+}
+
+/// The local graph of a candidate in compact form: atoms of parent and child in `next`.
+pub fn local_code(next: &MolGraph, parent_atoms: &[usize], child_atoms: &[usize]) -> LocalGraph {
+    let mut atoms: Vec<usize> = parent_atoms.to_vec();
+    atoms.extend(child_atoms.iter().filter(|a| !parent_atoms.contains(a)));
+    let pos = |a: usize| atoms.iter().position(|&x| x == a);
+    let codes = atoms
+        .iter()
+        .map(|&a| {
+            let k = &next.atoms[a];
+            CandAtom {
+                element: ELEMENTS
+                    .iter()
+                    .position(|&(_, z)| z == k.atomic_num)
+                    .unwrap_or(43) as u8,
+                // Charges are tiny; the clamp only makes the cast total.
+                charge: k.formal_charge.clamp(-128, 127) as i8,
+                degree: next.adj[a].len().min(5) as u8,
+                in_child: child_atoms.contains(&a),
+                in_parent: parent_atoms.contains(&a),
+            }
+        })
+        .collect();
+    let mut bonds = Vec::new();
+    for b in &next.bonds {
+        let (Some(i), Some(j)) = (pos(b.begin as usize), pos(b.end as usize)) else {
+            continue;
+        };
+        bonds.push(CandBond {
+            begin: i as u32,
+            end: j as u32,
+            order: b.order.clamp(1, 3) as u8,
+            in_child: child_atoms.contains(&(b.begin as usize))
+                && child_atoms.contains(&(b.end as usize)),
+        });
+    }
+    LocalGraph {
+        atoms: codes,
+        bonds,
+    }
+}
+
+/// The local graph of a candidate: atoms of parent and child in `next`, featurized.
 pub fn local_graph(
     next: &MolGraph,
     parent_atoms: &[usize],
     child_atoms: &[usize],
 ) -> chem::MolGraph {
-    let mut atoms: Vec<usize> = parent_atoms.to_vec();
-    atoms.extend(child_atoms.iter().filter(|a| !parent_atoms.contains(a)));
-    let pos = |a: usize| atoms.iter().position(|&x| x == a);
-    let mut atom_x = Vec::with_capacity(atoms.len() * CAND_ATOM_DIM);
-    for &a in &atoms {
-        let mut row = [0f32; CAND_ATOM_DIM];
-        let k = &next.atoms[a];
-        row[ELEMENTS
-            .iter()
-            .position(|&(_, z)| z == k.atomic_num)
-            .unwrap_or(43)] = 1.0;
-        row[44] = k.formal_charge as f32;
-        row[45 + next.adj[a].len().min(5)] = 1.0;
-        let (c, p) = (child_atoms.contains(&a), parent_atoms.contains(&a));
-        row[51] = f32::from(u8::from(c));
-        row[52] = f32::from(u8::from(p));
-        row[53] = f32::from(u8::from(c && p));
-        atom_x.extend_from_slice(&row);
-    }
-    let (mut src, mut dst, mut edge_x) = (Vec::new(), Vec::new(), Vec::new());
-    for b in &next.bonds {
-        let (Some(i), Some(j)) = (pos(b.begin as usize), pos(b.end as usize)) else {
-            continue;
-        };
-        let mut row = [0f32; CAND_BOND_DIM];
-        row[(b.order.clamp(1, 3) - 1) as usize] = 1.0;
-        row[3] = f32::from(u8::from(
-            child_atoms.contains(&(b.begin as usize)) && child_atoms.contains(&(b.end as usize)),
-        ));
-        for (s, d) in [(i, j), (j, i)] {
-            src.push(s as i64);
-            dst.push(d as i64);
-            edge_x.extend_from_slice(&row);
+    local_code(next, parent_atoms, child_atoms).to_graph()
+}
+
+/// The valid candidates of one node in compact form (see `LocalGraph`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CompactCandidates {
+    pub graphs: Vec<LocalGraph>,
+    pub gold: usize,
+}
+
+impl CompactCandidates {
+    /// The featurized candidates.
+    pub fn to_node(&self) -> NodeCandidates {
+        NodeCandidates {
+            graphs: self.graphs.iter().map(LocalGraph::to_graph).collect(),
+            gold: self.gold,
         }
-    }
-    chem::MolGraph {
-        n_atoms: atoms.len(),
-        atom_dim: CAND_ATOM_DIM,
-        atom_x,
-        edge_dim: CAND_BOND_DIM,
-        edge_x,
-        src,
-        dst,
     }
 }
 
@@ -133,6 +236,21 @@ pub fn training_candidates(
     cache: &mut LabelCache,
     label_graphs: &mut LabelGraphs,
 ) -> Result<Vec<NodeCandidates>, AssemblyError> {
+    Ok(
+        compact_training_candidates(smiles, max_per_node, cache, label_graphs)?
+            .iter()
+            .map(CompactCandidates::to_node)
+            .collect(),
+    )
+}
+
+/// `training_candidates` in compact form (what `prepare` stores).
+pub fn compact_training_candidates(
+    smiles: &str,
+    max_per_node: usize,
+    cache: &mut LabelCache,
+    label_graphs: &mut LabelGraphs,
+) -> Result<Vec<CompactCandidates>, AssemblyError> {
     let (mol, tree) = decompose_smiles(smiles, cache).map_err(|e| {
         AssemblyError::Chem(chem::ChemError {
             smiles: smiles.to_string(),
@@ -153,7 +271,7 @@ pub fn training_candidates(
             .collect();
         let gold_smiles = flat_smiles(&built[step.gold].0).ok();
         let mut seen: Vec<String> = gold_smiles.iter().cloned().collect();
-        let mut graphs = vec![local_graph(
+        let mut graphs = vec![local_code(
             &built[step.gold].0,
             step.parent_atoms,
             &built[step.gold].1,
@@ -170,14 +288,14 @@ pub fn training_candidates(
                 continue;
             }
             seen.push(smi);
-            graphs.push(local_graph(next, step.parent_atoms, index));
+            graphs.push(local_code(next, step.parent_atoms, index));
         }
         if graphs.len() >= 2 {
             // The gold candidate is put first while collecting; rotate it to a place
             // that depends on the node, so the scorer cannot learn "pick the first".
             let gold = step.node % graphs.len();
             graphs.swap(0, gold);
-            out.push(NodeCandidates { graphs, gold });
+            out.push(CompactCandidates { graphs, gold });
         }
     })?;
     Ok(out)
@@ -204,5 +322,99 @@ mod tests {
         }
         let capped = training_candidates("CC(=O)Nc1ccc(O)cc1", 2, &mut c, &mut l).unwrap();
         assert!(capped.iter().all(|n| n.graphs.len() == 2));
+    }
+
+    /// The row encoding before it was factored into `CandAtom`/`CandBond` (kept
+    /// verbatim): the compact codes must give the very same f32 rows.
+    fn reference_local_graph(
+        next: &MolGraph,
+        parent_atoms: &[usize],
+        child_atoms: &[usize],
+    ) -> chem::MolGraph {
+        let mut atoms: Vec<usize> = parent_atoms.to_vec();
+        atoms.extend(child_atoms.iter().filter(|a| !parent_atoms.contains(a)));
+        let pos = |a: usize| atoms.iter().position(|&x| x == a);
+        let mut atom_x = Vec::new();
+        for &a in &atoms {
+            let mut row = [0f32; CAND_ATOM_DIM];
+            let k = &next.atoms[a];
+            row[ELEMENTS
+                .iter()
+                .position(|&(_, z)| z == k.atomic_num)
+                .unwrap_or(43)] = 1.0;
+            row[44] = k.formal_charge as f32;
+            row[45 + next.adj[a].len().min(5)] = 1.0;
+            let (c, p) = (child_atoms.contains(&a), parent_atoms.contains(&a));
+            row[51] = f32::from(u8::from(c));
+            row[52] = f32::from(u8::from(p));
+            row[53] = f32::from(u8::from(c && p));
+            atom_x.extend_from_slice(&row);
+        }
+        let (mut src, mut dst, mut edge_x) = (Vec::new(), Vec::new(), Vec::new());
+        for b in &next.bonds {
+            let (Some(i), Some(j)) = (pos(b.begin as usize), pos(b.end as usize)) else {
+                continue;
+            };
+            let mut row = [0f32; CAND_BOND_DIM];
+            row[(b.order.clamp(1, 3) - 1) as usize] = 1.0;
+            row[3] = f32::from(u8::from(
+                child_atoms.contains(&(b.begin as usize))
+                    && child_atoms.contains(&(b.end as usize)),
+            ));
+            for (s, d) in [(i, j), (j, i)] {
+                src.push(s as i64);
+                dst.push(d as i64);
+                edge_x.extend_from_slice(&row);
+            }
+        }
+        chem::MolGraph {
+            n_atoms: atoms.len(),
+            atom_dim: CAND_ATOM_DIM,
+            atom_x,
+            edge_dim: CAND_BOND_DIM,
+            edge_x,
+            src,
+            dst,
+        }
+    }
+
+    fn bits(v: &[f32]) -> Vec<u32> {
+        v.iter().map(|x| x.to_bits()).collect()
+    }
+
+    #[test]
+    fn compact_codes_give_the_rows_of_the_reference_encoding() {
+        let mut cache = LabelCache::default();
+        let mut lg = LabelGraphs::default();
+        let mut compared = 0;
+        // Charged atoms, a triple bond, a halogen outside the short list, fused rings.
+        for smi in [
+            "CC(=O)Nc1ccc(O)cc1",
+            "C[N+](C)(C)CC#N",
+            "O=C([O-])c1ccc2ccccc2c1",
+            "CC1=CC(=O)C(Br)=C(C)C1=O",
+            "C[Si](C)(C)OCc1ccco1",
+        ] {
+            let (mol, tree) = decompose_smiles(smi, &mut cache).unwrap();
+            let labels: Vec<MolGraph> = tree
+                .labels
+                .iter()
+                .map(|l| lg.get(l).unwrap().clone())
+                .collect();
+            walk_gold(&mol, &tree, &labels, |step| {
+                for cand in step.candidates {
+                    let (next, index) = attach(step.partial, step.label, cand);
+                    let want = reference_local_graph(&next, step.parent_atoms, &index);
+                    let got = local_graph(&next, step.parent_atoms, &index);
+                    assert_eq!(bits(&got.atom_x), bits(&want.atom_x), "{smi}");
+                    assert_eq!(bits(&got.edge_x), bits(&want.edge_x), "{smi}");
+                    assert_eq!((&got.src, &got.dst), (&want.src, &want.dst), "{smi}");
+                    assert_eq!(got, want);
+                    compared += 1;
+                }
+            })
+            .unwrap();
+        }
+        assert!(compared > 10, "{compared} candidates compared");
     }
 }

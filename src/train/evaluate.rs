@@ -6,6 +6,7 @@
 //! featurization failures counted (and a second RMSE that predicts the training
 //! mean for them, so a failure is never dropped silently).
 use super::device;
+use super::jtvae_stage::Prepared;
 use super::params::Params;
 use super::zo_stage::{is_decoder_param, labeled, load_stage1, Pipeline};
 use crate::config::{Config, DecoderMode, Stage};
@@ -66,7 +67,7 @@ pub fn table1(cfg: &Config, dist: &Dist, limit: usize) -> anyhow::Result<Vec<Col
         let (mols, skipped) = test.get_or_insert_with(|| {
             let vocab = Vocab::new(pipe.vocab.iter().cloned());
             let idx: Vec<u64> = ds.test.iter().take(limit).copied().collect();
-            labeled(&ds, &idx, &vocab, 0)
+            labeled(&ds, &idx, &vocab, &mut Prepared::none(None))
         });
         let t0 = Instant::now();
         let idx: Vec<usize> = dist.shard(mols.len()).collect();

@@ -14,6 +14,7 @@
 //!
 //! Results are printed as tables and written to `<out_dir>/gradcheck.h5`.
 use super::device;
+use super::jtvae_stage::Prepared;
 use super::params::{to_vec_f32, Params};
 use super::zo_stage::{labeled, Pipeline};
 use crate::config::{Config, Stage};
@@ -114,7 +115,7 @@ pub fn run(cfg: &Config, dist: &Dist, o: &Options) -> anyhow::Result<Report> {
     // 1b. The chain rule through the real encoder (a few molecules, large q).
     let vocab = Vocab::new(pipe.vocab.iter().cloned());
     let idx: Vec<u64> = ds.train.iter().take(4).copied().collect();
-    let (mols, _) = labeled(&ds, &idx, &vocab, 0);
+    let (mols, _) = labeled(&ds, &idx, &vocab, &mut Prepared::none(None));
     let mut chained = Vec::new();
     if !mols.is_empty() {
         let enc = Params::of_filtered(&vs, |n| {
@@ -134,7 +135,7 @@ pub fn run(cfg: &Config, dist: &Dist, o: &Options) -> anyhow::Result<Report> {
     let mut flips = Vec::new();
     if trained {
         let idx: Vec<u64> = ds.test.iter().take(o.molecules).copied().collect();
-        let (mols, _) = labeled(&ds, &idx, &vocab, 0);
+        let (mols, _) = labeled(&ds, &idx, &vocab, &mut Prepared::none(None));
         let samples: Vec<_> = mols.iter().map(|l| l.ex.sample()).collect();
         let z = tch::no_grad(|| {
             let (gb, tb) = pipe.jtvae.batches(&samples, device);

@@ -1,8 +1,10 @@
 //! Stage "jtvae": first-order (Stage 1) training of the JT-VAE through the shared
 //! data-parallel loop. Samples are the training molecules with a junction tree in
-//! the dataset file; each gets its feature graph and its assembly candidates once
-//! at start-up. The VAE noise of sample `gid` at step `s` is drawn from the counter
-//! generator keyed (seed, "vae", s, gid), so it is the same on 1 rank or 64.
+//! the dataset file; each gets its feature graph at start-up, and its assembly
+//! candidates as `prepare` stored them in the dataset file (built here only when
+//! the file has none for the config's settings). The VAE noise of sample `gid` at
+//! step `s` is drawn from the counter generator keyed (seed, "vae", s, gid), so it
+//! is the same on 1 rank or 64.
 //! Evaluation each epoch: the losses and accuracies at the latent mean on the test
 //! split (teacher forced).
 use super::params::Params;
@@ -11,8 +13,10 @@ use super::{device, RunOptions};
 use crate::chem::{self, Featurizer};
 use crate::config::{Config, JtvaeConfig};
 use crate::dist::Dist;
+use crate::io::candidates::CANDIDATES_FORMAT;
 use crate::io::checkpoint::Checkpoint;
-use crate::io::dataset::{Dataset, TreeRecord};
+use crate::io::dataset::{Dataset, StoredCandidates, StoredGraphs, TreeRecord};
+use crate::io::records::RECORDS_FORMAT;
 use crate::jtvae::candidates::{training_candidates, LabelGraphs, NodeCandidates};
 use crate::jtvae::decode::{DecodeError, DecodeTimes};
 use crate::jtvae::model::{JtVae, Sample};
@@ -31,25 +35,22 @@ pub(crate) struct Example {
 }
 
 impl Example {
-    /// Builds the example of `smi` (decomposing it unless its tree is given);
-    /// `None` when it is outside the vocabulary or cannot be assembled.
-    /// `max_candidates = 0` builds no assembly candidates (encoding only).
+    /// Builds the example of `smi`: its tree (decomposed unless given), its encoder
+    /// graph (featurized unless given) and its assembly candidates from
+    /// `candidates`, called last, only for a molecule usable otherwise (`None`: it
+    /// cannot be assembled). `None` when it is outside the vocabulary, cannot be
+    /// featurized or cannot be assembled.
     pub(crate) fn build(
         smi: &str,
         tree: Option<TreeRecord>,
+        graph: Option<chem::MolGraph>,
         vocab: &Vocab,
-        max_candidates: usize,
-        featurizer: &Featurizer,
         cache: &mut LabelCache,
-        labels: &mut LabelGraphs,
+        candidates: impl FnOnce(&mut LabelCache) -> Option<Vec<NodeCandidates>>,
     ) -> Option<Example> {
         let tree = tree.or_else(|| decompose_smiles(smi, cache).ok()?.1.record(vocab).ok())?;
-        let graph = featurizer.featurize(smi).ok()?;
-        let candidates = if max_candidates == 0 {
-            Vec::new()
-        } else {
-            training_candidates(smi, max_candidates, cache, labels).ok()?
-        };
+        let graph = graph.or_else(|| Featurizer::full().featurize(smi).ok())?;
+        let candidates = candidates(cache)?;
         Some(Example {
             smiles: smi.to_string(),
             graph,
@@ -65,6 +66,200 @@ impl Example {
             candidates: &self.candidates,
         }
     }
+}
+
+/// Which list of the dataset file a molecule belongs to.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum MoleculeSet {
+    /// The JT-VAE's training molecules (`/jtvae/train_smiles`).
+    Train,
+    /// The held-out split (`/split/test`).
+    Test,
+}
+
+/// What `prepare` stored for the JT-VAE's molecules (their parsed records and
+/// assembly candidates), with the fallback of computing it here (the old way:
+/// minutes for a large training set, on every rank) where the file has none, or
+/// none made with the config's settings. Counts which it did.
+pub(crate) struct Prepared {
+    candidates: Option<StoredCandidates>,
+    graphs: Option<StoredGraphs>,
+    /// `None`: examples get no candidates (encoding and decoding only).
+    max_candidates: Option<usize>,
+    labels: LabelGraphs,
+    featurizer: Featurizer,
+    /// Molecules whose candidates were read from the file, and built here.
+    pub read: usize,
+    pub built: usize,
+}
+
+impl Prepared {
+    /// Nothing stored: trees decomposed, graphs featurized and, with
+    /// `max_candidates`, candidates built here.
+    pub(crate) fn none(max_candidates: Option<usize>) -> Prepared {
+        Prepared {
+            candidates: None,
+            graphs: None,
+            max_candidates,
+            labels: LabelGraphs::default(),
+            featurizer: Featurizer::full(),
+            read: 0,
+            built: 0,
+        }
+    }
+
+    /// Reads what the dataset file `path` (read into `ds`) stores: the records,
+    /// and with `max_candidates` the candidates. Candidates made with another
+    /// `jtvae.max_candidates` or candidate format, or none at all (an older file),
+    /// are built here instead, with a warning on rank 0 that names the reason.
+    pub(crate) fn open(
+        ds: &Dataset,
+        path: &std::path::Path,
+        max_candidates: Option<usize>,
+        root: bool,
+    ) -> anyhow::Result<Prepared> {
+        let mut p = Prepared::none(max_candidates);
+        p.graphs = ds.read_graphs(path)?.filter(|g| g.format == RECORDS_FORMAT);
+        if p.graphs.is_none() && root {
+            log::info!(
+                "{}: no molecule records for this zo-hpc (an older file): featurizing the molecules here",
+                path.display()
+            );
+        }
+        let Some(max) = max_candidates else {
+            return Ok(p);
+        };
+        let stored = ds.read_candidates(path)?;
+        let problem = match &stored {
+            None => Some(
+                "it has no assembly candidates (prepared by an older zo-hpc)".to_string(),
+            ),
+            Some(c) if c.format != CANDIDATES_FORMAT => Some(format!(
+                "its assembly candidates have format {:?}, this zo-hpc makes {CANDIDATES_FORMAT:?}",
+                c.format
+            )),
+            Some(c) if c.max_candidates != max as u64 => Some(format!(
+                "its assembly candidates were made with jtvae.max_candidates = {}, the config has {max}",
+                c.max_candidates
+            )),
+            Some(_) => None,
+        };
+        if root {
+            match &problem {
+                None => log::info!("candidates: read from dataset {}", path.display()),
+                Some(why) => log::warn!(
+                    "{}: {why}; building them in memory on every rank instead (slow: delete the file and run `zo-hpc prepare` to store them)",
+                    path.display()
+                ),
+            }
+        }
+        if problem.is_none() {
+            p.candidates = stored;
+        }
+        Ok(p)
+    }
+
+    /// The encoder graph of `smi`, item `k` of `set` in the dataset file, when its
+    /// record is stored (`None`: featurize it).
+    pub(crate) fn graph(
+        &self,
+        set: MoleculeSet,
+        k: Option<usize>,
+        smi: &str,
+    ) -> Option<chem::MolGraph> {
+        let (g, k) = (self.graphs.as_ref()?, k?);
+        let store = match set {
+            MoleculeSet::Train => &g.train,
+            MoleculeSet::Test => &g.test,
+        };
+        store.record(k, smi).map(|r| self.featurizer.graph(&r))
+    }
+
+    /// The candidates of `smi`, item `k` of `set` in the dataset file when it is
+    /// one (`None` for a molecule the file does not list: built here); none
+    /// without `max_candidates`.
+    pub(crate) fn candidates(
+        &mut self,
+        set: MoleculeSet,
+        k: Option<usize>,
+        smi: &str,
+        cache: &mut LabelCache,
+    ) -> Option<Vec<NodeCandidates>> {
+        let Some(max) = self.max_candidates else {
+            return Some(Vec::new());
+        };
+        match (&self.candidates, k) {
+            (Some(s), Some(k)) => {
+                self.read += 1;
+                match set {
+                    MoleculeSet::Train => s.train.nodes(k),
+                    MoleculeSet::Test => s.test.nodes(k),
+                }
+            }
+            _ => {
+                self.built += 1;
+                training_candidates(smi, max, cache, &mut self.labels).ok()
+            }
+        }
+    }
+
+    /// Where the candidates came from, for the start-up log.
+    pub(crate) fn summary(&self) -> String {
+        match self.max_candidates {
+            None => "no candidates: evaluation".into(),
+            Some(_) => format!(
+                "candidates of {} molecules read from the dataset, {} built here",
+                self.read, self.built
+            ),
+        }
+    }
+}
+
+/// Builds the examples of `smiles`, item k of `set` in the dataset file, with
+/// their stored trees (a molecule stored without one is left out) or, without
+/// `trees`, decomposing them. At most `limit`.
+#[allow(clippy::too_many_arguments)]
+fn examples(
+    smiles: &[&str],
+    trees: Option<&[Option<TreeRecord>]>,
+    vocab: &Vocab,
+    set: MoleculeSet,
+    src: &mut Prepared,
+    limit: usize,
+    what: &str,
+    root: bool,
+) -> Vec<Example> {
+    let mut cache = LabelCache::default();
+    let mut out = Vec::new();
+    let mut skipped = 0usize;
+    for (k, smi) in smiles.iter().enumerate() {
+        if out.len() >= limit {
+            break;
+        }
+        let tree = match trees {
+            Some(stored) => match stored.get(k) {
+                Some(Some(t)) => Some(t.clone()),
+                // Stored without a tree: the JT-VAE cannot encode it.
+                _ => {
+                    skipped += 1;
+                    continue;
+                }
+            },
+            None => None,
+        };
+        let graph = src.graph(set, Some(k), smi);
+        let built = Example::build(smi, tree, graph, vocab, &mut cache, |cache| {
+            src.candidates(set, Some(k), smi, cache)
+        });
+        match built {
+            Some(e) => out.push(e),
+            None => skipped += 1,
+        }
+    }
+    if root && skipped > 0 {
+        log::warn!("{skipped} {what} molecules have no usable junction tree (outside the vocabulary or not assemblable) and are left out");
+    }
+    out
 }
 
 /// Reconstruction of held-out molecules: decode(mean of encode(x)) against x, as
@@ -101,53 +296,22 @@ pub struct JtvaeObjective {
     pool: Option<rayon::ThreadPool>,
 }
 
-/// Builds the examples of `smiles` (with their trees, when already known).
-fn examples(
-    smiles: &[&str],
-    trees: Vec<Option<TreeRecord>>,
-    vocab: &Vocab,
-    max_candidates: usize,
-    what: &str,
-    root: bool,
-) -> Vec<Example> {
-    let featurizer = Featurizer::full();
-    let (mut cache, mut labels) = (LabelCache::default(), LabelGraphs::default());
-    let mut out = Vec::new();
-    let mut skipped = 0usize;
-    for (smi, tree) in smiles.iter().zip(trees) {
-        let built = Example::build(
-            smi,
-            tree,
-            vocab,
-            max_candidates,
-            &featurizer,
-            &mut cache,
-            &mut labels,
-        );
-        match built {
-            Some(e) => out.push(e),
-            None => skipped += 1,
-        }
-    }
-    if root && skipped > 0 {
-        log::warn!("{skipped} {what} molecules have no usable junction tree (outside the vocabulary or not assemblable) and are left out");
-    }
-    out
-}
-
 impl JtvaeObjective {
     pub fn new(cfg: &Config, dist: &Dist, vs: &VarStore) -> anyhow::Result<JtvaeObjective> {
-        Self::build(cfg, dist, vs, true)
+        Self::build(cfg, dist, vs, None)
     }
 
-    /// `with_train`: also build the training examples (evaluation does not need them).
+    /// `eval_limit`: for evaluation, only the first this many usable held-out
+    /// molecules, without training examples and assembly candidates (decoding
+    /// needs neither); `None` for training.
     fn build(
         cfg: &Config,
         dist: &Dist,
         vs: &VarStore,
-        with_train: bool,
+        eval_limit: Option<usize>,
     ) -> anyhow::Result<JtvaeObjective> {
         let root = dist.is_root();
+        let with_train = eval_limit.is_none();
         let jc = cfg.jtvae.clone().unwrap_or_default();
         let path = cfg.dataset_path();
         let ds = Dataset::read(&path)?;
@@ -165,20 +329,31 @@ impl JtvaeObjective {
             .iter()
             .map(|&i| ds.smiles[i as usize].as_str())
             .collect();
-        let train_smiles = if with_train { train_smiles } else { Vec::new() };
-        let train = examples(
-            &train_smiles,
-            j.train_trees.clone(),
-            &vocab,
-            jc.max_candidates,
-            "training",
-            root,
-        );
+        // Evaluation decodes held-out molecules: it needs no assembly candidates.
+        let mut src = Prepared::open(&ds, &path, with_train.then_some(jc.max_candidates), root)?;
+        let train = if with_train {
+            examples(
+                &train_smiles,
+                Some(&j.train_trees),
+                &vocab,
+                MoleculeSet::Train,
+                &mut src,
+                usize::MAX,
+                "training",
+                root,
+            )
+        } else {
+            Vec::new()
+        };
+        // Files from before the held-out trees were stored: decompose them here.
+        let test_trees = (!j.test_trees.is_empty()).then_some(j.test_trees.as_slice());
         let test = examples(
             &test_smiles,
-            vec![None; test_smiles.len()],
+            test_trees,
             &vocab,
-            jc.max_candidates,
+            MoleculeSet::Test,
+            &mut src,
+            eval_limit.unwrap_or(usize::MAX),
             "test",
             root,
         );
@@ -191,11 +366,12 @@ impl JtvaeObjective {
         if root {
             let groups: usize = train.iter().map(|e| e.candidates.len()).sum();
             log::info!(
-                "JT-VAE data: {} training / {} test molecules, vocabulary {}, {} candidate groups, built in {:.1} s",
+                "JT-VAE data: {} training / {} test molecules, vocabulary {}, {} candidate groups ({}), built in {:.1} s",
                 train.len(),
                 test.len(),
                 vocab.len(),
                 groups,
+                src.summary(),
                 t0.elapsed().as_secs_f64()
             );
         }
@@ -449,7 +625,7 @@ pub fn eval(
     let device = device::choose(cfg.train.device, dist.local_rank)?;
     tch::manual_seed(cfg.run.seed as i64);
     let vs = VarStore::new(device);
-    let obj = JtvaeObjective::build(cfg, dist, &vs, false)?;
+    let obj = JtvaeObjective::build(cfg, dist, &vs, Some(limit))?;
     let step = JtvaeObjective::load(&vs, checkpoint)?;
     let r = obj.reconstruct(dist, limit);
     if dist.is_root() {

@@ -16,7 +16,7 @@
 //! - λ·∇ of the JT-VAE loss (teacher forced, VAE noise keyed (seed, "vae", step, gid)).
 //!
 //! Model code stays free of MPI: everything crossing ranks goes through the loop.
-use super::jtvae_stage::{flat, vae_noise, Example};
+use super::jtvae_stage::{flat, vae_noise, Example, MoleculeSet, Prepared};
 use super::params::{to_vec_f32, Params};
 use super::trainer::{Objective, StepOut, Trainer};
 use super::{device, RunOptions};
@@ -24,7 +24,7 @@ use crate::blackbox::{FeatureCache, KnowledgeSource, RdkitSource};
 use crate::chem::{Featurizer, MolGraph};
 use crate::config::{Config, DecoderMode, JtvaeConfig, ZoConfig};
 use crate::dist::Dist;
-use crate::io::dataset::Dataset;
+use crate::io::dataset::{Dataset, TreeRecord};
 use crate::jtvae::candidates::LabelGraphs;
 use crate::jtvae::decode::{DecodeTimes, Decoded};
 use crate::jtvae::model::JtVae;
@@ -35,6 +35,7 @@ use crate::models::mpnn::{Mpnn, MpnnDims};
 use crate::zo::directions::{decoder_direction, latent_direction};
 use anyhow::Context;
 use std::cell::RefCell;
+use std::collections::HashMap;
 use std::path::Path;
 use std::time::Instant;
 use tch::{nn::VarStore, Device, Kind, Tensor};
@@ -51,29 +52,47 @@ pub(crate) struct Labeled {
     pub y: f32,
 }
 
-/// Builds the labeled examples of dataset rows `idx` (with candidates when
-/// `max_candidates > 0`); returns them and how many could not be encoded.
+/// Builds the labeled examples of dataset rows `idx`, with what `src` gives
+/// (stored records and candidates; `Prepared::none` computes everything); returns
+/// them and how many could not be encoded. Rows that are JT-VAE training or
+/// held-out molecules take their tree (and stored record and candidates) from the
+/// dataset file instead of decomposing them again.
 pub(crate) fn labeled(
     ds: &Dataset,
     idx: &[u64],
     vocab: &Vocab,
-    max_candidates: usize,
+    src: &mut Prepared,
 ) -> (Vec<Labeled>, usize) {
-    let featurizer = Featurizer::full();
-    let (mut cache, mut labels) = (LabelCache::default(), LabelGraphs::default());
+    let mut cache = LabelCache::default();
+    // Stored trees by SMILES, with each molecule's place in the file's lists.
+    let mut stored: HashMap<&str, (&Option<TreeRecord>, MoleculeSet, usize)> = HashMap::new();
+    if let Some(j) = &ds.jtvae {
+        let test_smiles = ds.test.iter().map(|&i| ds.smiles[i as usize].as_str());
+        for (k, (smi, tree)) in test_smiles.zip(&j.test_trees).enumerate() {
+            stored.insert(smi, (tree, MoleculeSet::Test, k));
+        }
+        for (k, (smi, tree)) in j.train_smiles.iter().zip(&j.train_trees).enumerate() {
+            stored.insert(smi, (tree, MoleculeSet::Train, k));
+        }
+    }
     let mut out = Vec::new();
     let mut skipped = 0;
     for &i in idx {
         let smi = &ds.smiles[i as usize];
-        match Example::build(
-            smi,
-            None,
-            vocab,
-            max_candidates,
-            &featurizer,
-            &mut cache,
-            &mut labels,
-        ) {
+        let (tree, set, k) = match stored.get(smi.as_str()) {
+            Some((Some(t), set, k)) => (Some((*t).clone()), *set, Some(*k)),
+            // Stored without a tree: outside the vocabulary.
+            Some((None, _, _)) => {
+                skipped += 1;
+                continue;
+            }
+            None => (None, MoleculeSet::Train, None),
+        };
+        let graph = src.graph(set, k, smi);
+        let ex = Example::build(smi, tree, graph, vocab, &mut cache, |cache| {
+            src.candidates(set, k, smi, cache)
+        });
+        match ex {
             Some(ex) => out.push(Labeled {
                 ex,
                 y: ((ds.target[i as usize] - ds.target_mean) / ds.target_std) as f32,
@@ -476,14 +495,17 @@ impl ZoObjective {
         let jc = pipe.jc.clone();
         let vocab = Vocab::new(pipe.vocab.iter().cloned());
         let t0 = Instant::now();
-        let (train, skipped) = labeled(&ds, &ds.train, &vocab, jc.max_candidates);
+        let mut cands = Prepared::open(&ds, &path, Some(jc.max_candidates), root)?;
+        let (train, skipped) = labeled(&ds, &ds.train, &vocab, &mut cands);
         let test_idx: Vec<u64> = ds.test.iter().take(cfg.zo.eval_limit).copied().collect();
-        let (test, test_skipped) = labeled(&ds, &test_idx, &vocab, 0);
+        let mut encode_only = Prepared::open(&ds, &path, None, false)?;
+        let (test, test_skipped) = labeled(&ds, &test_idx, &vocab, &mut encode_only);
         if root {
             log::info!(
-                "Stage-2 data: {} labeled training molecules ({} outside the JT-VAE vocabulary, left out), {} test molecules for the per-epoch pipeline RMSE ({} left out), built in {:.1} s",
+                "Stage-2 data: {} labeled training molecules ({} outside the JT-VAE vocabulary, left out; {}), {} test molecules for the per-epoch pipeline RMSE ({} left out), built in {:.1} s",
                 train.len(),
                 skipped,
+                cands.summary(),
                 test.len(),
                 test_skipped,
                 t0.elapsed().as_secs_f64()

@@ -1,0 +1,179 @@
+//! Assembly candidates cached in the dataset file (issue 7): `prepare` stores them
+//! (and the molecules' parsed records), they read back bit for bit as
+//! `training_candidates` builds them (and as featurizing gives the graphs), the
+//! file is the same on 1 and 2 ranks, `train` reads them instead of building them (and builds
+//! them, with a warning naming the key, when the config's `jtvae.max_candidates`
+//! differs), and `eval` builds none.
+mod common;
+use common::*;
+use std::path::Path;
+use zo_hpc::chem::Featurizer;
+use zo_hpc::io::dataset::{Dataset, StoredCandidates};
+use zo_hpc::jtvae::candidates::{training_candidates, LabelGraphs, NodeCandidates};
+use zo_hpc::jtvae::tree::LabelCache;
+
+/// The tiny JT-VAE config with `edit` applied, written into `dir` (data paths made absolute).
+fn config(dir: &Path, name: &str, edit: impl Fn(String) -> String) -> String {
+    let text = std::fs::read_to_string(repo().join("tests/configs/jtvae_tiny.toml"))
+        .unwrap()
+        .replace(
+            "../../inputs/data/",
+            &format!("{}/", repo().join("inputs/data").display()),
+        );
+    let p = dir.join(name);
+    std::fs::write(&p, edit(text)).unwrap();
+    p.display().to_string()
+}
+
+fn prepare(ranks: usize, cfg: &str, out: &Path) -> std::process::Output {
+    let out = out.display().to_string();
+    let args = ["prepare", cfg, "--out-dir", &out];
+    let o = if ranks == 1 {
+        zo(&args)
+    } else {
+        mpirun(ranks, &args)
+    };
+    assert_ok(&o);
+    o
+}
+
+fn read(out: &Path) -> (Dataset, StoredCandidates) {
+    let path = out.join("dataset.h5");
+    let ds = Dataset::read(&path).unwrap();
+    let c = ds
+        .read_candidates(&path)
+        .unwrap()
+        .expect("candidates stored");
+    (ds, c)
+}
+
+fn log(o: &std::process::Output) -> String {
+    String::from_utf8_lossy(&o.stderr).to_string()
+}
+
+/// Equal graphs, f32 rows compared bit for bit.
+fn assert_same(got: &[NodeCandidates], want: &[NodeCandidates], smi: &str) {
+    let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+    assert_eq!(got.len(), want.len(), "{smi}: node groups");
+    for (g, w) in got.iter().zip(want) {
+        assert_eq!(g.gold, w.gold, "{smi}");
+        assert_eq!(g.graphs.len(), w.graphs.len(), "{smi}");
+        for (a, b) in g.graphs.iter().zip(&w.graphs) {
+            assert_eq!(bits(&a.atom_x), bits(&b.atom_x), "{smi}: atom rows");
+            assert_eq!(bits(&a.edge_x), bits(&b.edge_x), "{smi}: bond rows");
+            assert_eq!((&a.src, &a.dst), (&b.src, &b.dst), "{smi}: edges");
+            assert_eq!(a, b, "{smi}");
+        }
+    }
+}
+
+#[test]
+fn prepared_candidates_read_back_as_built_and_the_same_on_two_ranks() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = config(dir.path(), "cfg.toml", |t| t);
+    let (one, two) = (dir.path().join("one"), dir.path().join("two"));
+    let o = prepare(1, &cfg, &one);
+    assert!(
+        log(&o).contains("assembly candidates (at most 10 per node)"),
+        "{}",
+        log(&o)
+    );
+    let (ds, c) = read(&one);
+    let j = ds.jtvae.as_ref().unwrap();
+    assert_eq!(c.max_candidates, 10);
+    assert_eq!(c.train.len(), j.train_smiles.len());
+    assert_eq!(c.test.len(), ds.test.len());
+    assert_eq!(j.test_trees.len(), ds.test.len());
+    assert!(j.test_trees.iter().filter(|t| t.is_some()).count() > 25);
+    assert!(c.train.ok.iter().filter(|&&ok| ok == 1).count() > 50);
+
+    // Read back bit for bit as `training_candidates` builds them.
+    let (mut cache, mut labels) = (LabelCache::default(), LabelGraphs::default());
+    let mut compared = 0;
+    for k in 0..8 {
+        let smi = &j.train_smiles[k];
+        let want = training_candidates(smi, 10, &mut cache, &mut labels).ok();
+        let got = c.train.nodes(k);
+        assert_eq!(got.is_some(), want.is_some(), "{smi}");
+        if let (Some(g), Some(w)) = (got, want) {
+            assert!(!w.is_empty(), "{smi}");
+            assert_same(&g, &w, smi);
+            compared += 1;
+        }
+    }
+    for k in 0..3 {
+        let smi = &ds.smiles[ds.test[k] as usize];
+        let want = training_candidates(smi, 10, &mut cache, &mut labels).unwrap();
+        assert_same(&c.test.nodes(k).unwrap(), &want, smi);
+    }
+    assert!(compared >= 6, "{compared}");
+
+    // The stored molecule records rebuild the encoder graphs featurizing gives.
+    let path = one.join("dataset.h5");
+    let g = ds.read_graphs(&path).unwrap().expect("records stored");
+    let f = Featurizer::full();
+    for k in 0..8 {
+        let smi = &j.train_smiles[k];
+        let got = f.graph(&g.train.record(k, smi).unwrap());
+        assert_eq!(got, f.featurize(smi).unwrap(), "{smi}");
+        let smi = &ds.smiles[ds.test[k] as usize];
+        let got = f.graph(&g.test.record(k, smi).unwrap());
+        assert_eq!(got, f.featurize(smi).unwrap(), "{smi}");
+    }
+
+    // 2 ranks (contiguous blocks gathered to rank 0) store the same arrays.
+    let o = prepare(2, &cfg, &two);
+    assert!(log(&o).contains("on 2 ranks"), "{}", log(&o));
+    let (ds2, c2) = read(&two);
+    assert_eq!(ds2, ds);
+    assert_eq!(c2, c, "candidate datasets differ between 1 and 2 ranks");
+    let g2 = ds2.read_graphs(&two.join("dataset.h5")).unwrap();
+    assert_eq!(
+        g2.as_ref(),
+        Some(&g),
+        "record datasets differ between 1 and 2 ranks"
+    );
+}
+
+#[test]
+fn train_reads_candidates_eval_builds_none_and_a_changed_max_is_detected() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = config(dir.path(), "cfg.toml", |t| t);
+    let out = dir.path().join("run");
+    prepare(1, &cfg, &out);
+    let o = train_config(&cfg, &out, &["--max-steps", "1"]);
+    assert_ok(&o);
+    let l = log(&o);
+    assert!(l.contains("candidates: read from dataset"), "{l}");
+    assert!(l.contains("read from the dataset, 0 built here"), "{l}");
+
+    let outs = out.display().to_string();
+    let o = zo(&["eval", &cfg, "--out-dir", &outs, "--limit", "2"]);
+    assert_ok(&o);
+    let l = log(&o);
+    assert!(l.contains("no candidates: evaluation"), "{l}");
+    assert!(!l.contains("candidates: read from dataset"), "{l}");
+
+    // Another max_candidates on the same dataset file: detected, built in memory instead.
+    let six = config(dir.path(), "six.toml", |t| {
+        t.replace("max_candidates = 10", "max_candidates = 6")
+            .replace(
+                "[data]\n",
+                &format!(
+                    "[data]\ndataset = \"{}\"\n",
+                    out.join("dataset.h5").display()
+                ),
+            )
+    });
+    let o = train_config(&six, &dir.path().join("six"), &["--max-steps", "1"]);
+    assert_ok(&o);
+    let l = log(&o);
+    assert!(
+        l.contains("made with jtvae.max_candidates = 10, the config has 6"),
+        "{l}"
+    );
+    assert!(
+        l.contains("candidates of 0 molecules read from the dataset"),
+        "{l}"
+    );
+}
