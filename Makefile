@@ -19,9 +19,11 @@ build: setup
 demo: build
 	$(BIN) train inputs/demo.toml
 
+# Passive OpenMP waits: test binaries that call libtorch directly would otherwise
+# spin next to the MPI ranks other tests start (zo-hpc itself sets this).
 test: build
 	@ZO_SETUP_SLURM=1 bash scripts/setup.sh
-	$(CARGO) test --release -- --test-threads=1
+	OMP_WAIT_POLICY=PASSIVE $(CARGO) test --release -- --test-threads=1
 
 lint: setup
 	$(CARGO) fmt --check
