@@ -269,7 +269,9 @@ fn the_shipped_zinc_and_hof_configs_prepare_from_gzip() {
         ("inputs/hof.toml", 130_831, 5_600, 7_000),
     ] {
         let out = dir.path().join(cfg.replace('/', "_"));
-        let o = zo(&["prepare", cfg, "--out-dir", out.to_str().unwrap()]);
+        // The JT-VAE candidates of zinc.toml take minutes: tests/candidates.rs covers them.
+        let out_s = out.to_str().unwrap();
+        let o = zo(&["prepare", cfg, "--out-dir", out_s, "--no-candidates"]);
         assert_ok(&o);
         let ds = zo_hpc::io::dataset::Dataset::read(&out.join("dataset.h5")).unwrap();
         assert_eq!(ds.meta.n_rows, rows, "{cfg}");
