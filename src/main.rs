@@ -36,6 +36,10 @@ enum Command {
         /// Write outputs here instead of the config's `run.out_dir`.
         #[arg(long, value_name = "DIR")]
         out_dir: Option<PathBuf>,
+        /// Store no JT-VAE assembly candidates (nor molecule records): a quick
+        /// prepare; `train` then builds them in memory on every rank (slow).
+        #[arg(long)]
+        no_candidates: bool,
     },
     /// Train the stages of `train.stages` in order (the paper's pipeline: "jtvae",
     /// "mpnn" = Stage 1, then "zo" = Stage 2 through the decoder and the black box).
@@ -146,7 +150,7 @@ fn prepare_if_missing(cfg: &Config, dist: &Dist) -> anyhow::Result<()> {
         if dist.is_root() {
             log::info!("{} does not exist yet: preparing it", path.display());
         }
-        zo_hpc::data::prepare::run(cfg, dist)
+        zo_hpc::data::prepare::run(cfg, dist, true)
             .with_context(|| format!("preparing {}", path.display()))?;
     }
     Ok(())
@@ -255,9 +259,13 @@ fn run(cli: Cli, dist: &Dist) -> anyhow::Result<()> {
             log::info!("wrote {}", out.display());
             Ok(())
         }
-        Command::Prepare { config, out_dir } => {
+        Command::Prepare {
+            config,
+            out_dir,
+            no_candidates,
+        } => {
             let cfg = load(&config, out_dir)?;
-            zo_hpc::data::prepare::run(&cfg, dist)?;
+            zo_hpc::data::prepare::run(&cfg, dist, !no_candidates)?;
             Ok(())
         }
         Command::Train {

@@ -269,27 +269,9 @@ fn the_shipped_zinc_and_hof_configs_prepare_from_gzip() {
         ("inputs/hof.toml", 130_831, 5_600, 7_000),
     ] {
         let out = dir.path().join(cfg.replace('/', "_"));
-        // The MPNN part of the shipped config: the JT-VAE's candidates for the
-        // whole shipped files (minutes) are covered by tests on small data.
-        let mut t: toml::Table = std::fs::read_to_string(cfg).unwrap().parse().unwrap();
-        t.remove("jtvae");
-        t.remove("zo");
-        let tr = t["train"].as_table_mut().unwrap();
-        tr.insert("stages".into(), toml::Value::Array(vec!["mpnn".into()]));
-        tr.remove("jtvae");
-        tr.remove("zo");
-        let data = t["data"].as_table_mut().unwrap();
-        let csv = std::path::Path::new("inputs").join(data["csv"].as_str().unwrap());
-        let csv = std::fs::canonicalize(csv).unwrap();
-        data.insert("csv".into(), csv.to_str().unwrap().into());
-        let mpnn_cfg = dir.path().join(cfg.replace('/', "_") + ".mpnn.toml");
-        std::fs::write(&mpnn_cfg, toml::to_string(&t).unwrap()).unwrap();
-        let o = zo(&[
-            "prepare",
-            mpnn_cfg.to_str().unwrap(),
-            "--out-dir",
-            out.to_str().unwrap(),
-        ]);
+        // The JT-VAE candidates of zinc.toml take minutes: tests/candidates.rs covers them.
+        let out_s = out.to_str().unwrap();
+        let o = zo(&["prepare", cfg, "--out-dir", out_s, "--no-candidates"]);
         assert_ok(&o);
         let ds = zo_hpc::io::dataset::Dataset::read(&out.join("dataset.h5")).unwrap();
         assert_eq!(ds.meta.n_rows, rows, "{cfg}");

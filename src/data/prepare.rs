@@ -168,8 +168,9 @@ pub fn build(cfg: &Config) -> anyhow::Result<(Dataset, PrepareReport)> {
 /// dataset; with `[jtvae]`, the assembly candidates of the JT-VAE's training
 /// molecules and of the held-out split are computed in contiguous blocks over the
 /// ranks and gathered to rank 0, which writes `cfg.dataset_path()`. The file is
-/// the same whatever the number of ranks. Returns the dataset on rank 0.
-pub fn run(cfg: &Config, dist: &Dist) -> anyhow::Result<Option<Dataset>> {
+/// the same whatever the number of ranks. Without `with_candidates`, no
+/// candidates (nor molecule records) are stored. Returns the dataset on rank 0.
+pub fn run(cfg: &Config, dist: &Dist, with_candidates: bool) -> anyhow::Result<Option<Dataset>> {
     let built = dist.is_root().then(|| build(cfg));
     let failed = matches!(built, Some(Err(_)));
     if dist.broadcast_u64(u64::from(failed)) != 0 {
@@ -183,8 +184,10 @@ pub fn run(cfg: &Config, dist: &Dist) -> anyhow::Result<Option<Dataset>> {
         report.log(&cfg.data.csv.display().to_string());
     }
     let prepared = match &cfg.jtvae {
-        Some(jc) => candidates(dist, jc.max_candidates, built.as_ref().map(|(ds, _)| ds))?,
-        None => None,
+        Some(jc) if with_candidates => {
+            candidates(dist, jc.max_candidates, built.as_ref().map(|(ds, _)| ds))?
+        }
+        _ => None,
     };
     let mut failed = 0;
     let mut result = Ok(None);
