@@ -223,6 +223,10 @@ fn run(cli: Cli, dist: &Dist) -> anyhow::Result<()> {
                     ] {
                         write_attr(f, k, &v)?;
                     }
+                    if r.decoded.len() == r.smiles.len() {
+                        zo_hpc::io::h5::write_strings(f, "smiles", &r.smiles)?;
+                        zo_hpc::io::h5::write_strings(f, "decoded", &r.decoded)?;
+                    }
                     Ok(())
                 })?;
                 log::info!("wrote {}", out.display());

@@ -440,6 +440,7 @@ fn jtvae_speed(
         run.display()
     );
     let mut base: Option<(f64, f64)> = None;
+    let mut first_decoded: Option<Vec<String>> = None;
     for &r in ranks {
         for batch in DECODE_BATCHES {
             let mut cmd = launcher(zo, r);
@@ -466,15 +467,26 @@ fn jtvae_speed(
             let enc = n / (a("encode_s")? / r as f64);
             let dec = n / (a("decode_s")? / r as f64);
             let (e0, d0) = *base.get_or_insert((enc, dec));
-            let d = a("decode_s")?.max(1e-9);
+            // Shares of the decode workers' summed time.
+            let d = (a("decode_tree_s")? + a("decode_enumerate_s")? + a("decode_score_s")?).max(1e-9);
+            let decoded: Vec<String> = f
+                .dataset("decoded")
+                .and_then(|d| d.read_raw::<hdf5::types::VarLenUnicode>())
+                .context("eval.h5 has no /decoded")?
+                .iter()
+                .map(|s| s.as_str().to_string())
+                .collect();
+            let reference = first_decoded.get_or_insert_with(|| decoded.clone());
+            let same = decoded.iter().zip(reference.iter()).filter(|(a, b)| a == b).count();
             println!(
-                "  {r} rank(s), batch {batch:3}: encode {enc:8.1} molecules/s (x{:.2}), decode {dec:6.1} molecules/s (x{:.2}); decode time: tree {:.0}%, enumeration {:.0}%, scoring {:.0}%; reconstructed {:.1}%",
+                "  {r} rank(s), batch {batch:3}: encode {enc:8.1} molecules/s (x{:.2}), decode {dec:6.1} molecules/s (x{:.2}); decode time: tree {:.0}%, enumeration {:.0}%, scoring {:.0}%; reconstructed {:.1}%; same molecules as the first row: {same}/{}",
                 enc / e0,
                 dec / d0,
                 100.0 * a("decode_tree_s")? / d,
                 100.0 * a("decode_enumerate_s")? / d,
                 100.0 * a("decode_score_s")? / d,
-                100.0 * a("recon_acc")?
+                100.0 * a("recon_acc")?,
+                decoded.len()
             );
         }
     }

@@ -219,13 +219,18 @@ impl Featurizer {
 
     /// Featurizes a parsed molecule.
     pub fn graph(&self, m: &MolRecord) -> MolGraph {
-        self.rows(&m.atoms, &m.bonds)
+        self.rows(m.atoms.iter().copied(), m.bonds.iter().copied())
     }
 
-    fn rows(&self, atoms: &[AtomRecord], bonds: &[BondRecord]) -> MolGraph {
-        let mut atom_x = Vec::with_capacity(atoms.len() * self.atom_dim());
+    fn rows(
+        &self,
+        atoms: impl ExactSizeIterator<Item = AtomRecord>,
+        bonds: impl ExactSizeIterator<Item = BondRecord>,
+    ) -> MolGraph {
+        let n_atoms = atoms.len();
+        let mut atom_x = Vec::with_capacity(n_atoms * self.atom_dim());
         for a in atoms {
-            let row = atom_row(a);
+            let row = atom_row(&a);
             atom_x.extend(self.atom_keep.iter().map(|&c| row[c]));
         }
         let n_edges = 2 * bonds.len();
@@ -233,7 +238,7 @@ impl Featurizer {
         let mut src = Vec::with_capacity(n_edges);
         let mut dst = Vec::with_capacity(n_edges);
         for b in bonds {
-            let row = bond_row(b);
+            let row = bond_row(&b);
             for (s, d) in [(b.begin, b.end), (b.end, b.begin)] {
                 edge_x.extend(self.bond_keep.iter().map(|&c| row[c]));
                 src.push(i64::from(s));
@@ -241,7 +246,7 @@ impl Featurizer {
             }
         }
         MolGraph {
-            n_atoms: atoms.len(),
+            n_atoms,
             atom_dim: self.atom_dim(),
             atom_x,
             edge_dim: self.bond_dim(),
@@ -253,8 +258,8 @@ impl Featurizer {
 
     /// Featurizes a molecule held by RDKit (e.g. one the decoder built): no parse.
     pub fn molecule(&self, mol: &Molecule) -> Result<MolGraph, ChemError> {
-        let (atoms, bonds) = mol.facts()?;
-        Ok(self.rows(&atoms, &bonds))
+        let facts = mol.facts()?;
+        Ok(self.rows(facts.atoms(), facts.bonds()))
     }
 
     /// Parses and featurizes a SMILES (no canonical SMILES is written).

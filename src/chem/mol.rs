@@ -59,16 +59,16 @@ impl Molecule {
     }
 
     /// The raw atom and bond facts, in one bridge call.
-    pub fn facts(&self) -> Result<(Vec<AtomRecord>, Vec<BondRecord>), ChemError> {
-        let facts = ffi::molecule_facts(self.inner()?).map_err(|e| ChemError {
+    pub fn facts(&self) -> Result<Facts, ChemError> {
+        let v = ffi::molecule_facts(self.inner()?).map_err(|e| ChemError {
             smiles: String::new(),
             message: e.what().to_string(),
         })?;
-        let f = facts.as_slice();
         let broken = || ChemError {
             smiles: String::new(),
             message: "malformed facts from the RDKit bridge".into(),
         };
+        let f = v.as_slice();
         let (n_atoms, n_bonds) = match f {
             [a, b, ..] => (
                 usize::try_from(*a).map_err(|_| broken())?,
@@ -76,12 +76,32 @@ impl Molecule {
             ),
             _ => return Err(broken()),
         };
-        let split = 2 + n_atoms * ATOM_FIELDS;
-        if f.len() != split + n_bonds * BOND_FIELDS {
+        if f.len() != 2 + n_atoms * ATOM_FIELDS + n_bonds * BOND_FIELDS {
             return Err(broken());
         }
-        let (fa, fb) = (&f[2..split], &f[split..]);
-        let atoms = fa
+        Ok(Facts { v, n_atoms })
+    }
+}
+
+/// The facts of one molecule as the bridge wrote them (`[n_atoms, n_bonds,
+/// ATOM_FIELDS per atom, BOND_FIELDS per bond]`), read in place.
+pub struct Facts {
+    v: cxx::UniquePtr<cxx::CxxVector<i32>>,
+    n_atoms: usize,
+}
+
+impl Facts {
+    fn slice(&self) -> &[i32] {
+        self.v.as_ref().map_or(&[], |v| v.as_slice())
+    }
+
+    pub fn n_atoms(&self) -> usize {
+        self.n_atoms
+    }
+
+    pub fn atoms(&self) -> impl ExactSizeIterator<Item = AtomRecord> + '_ {
+        let split = 2 + self.n_atoms * ATOM_FIELDS;
+        self.slice()[2..split]
             .chunks_exact(ATOM_FIELDS)
             .map(|r| AtomRecord {
                 atomic_num: r[0],
@@ -95,8 +115,11 @@ impl Molecule {
                 in_ring: r[8] != 0,
                 chirality: r[9],
             })
-            .collect();
-        let bonds = fb
+    }
+
+    pub fn bonds(&self) -> impl ExactSizeIterator<Item = BondRecord> + '_ {
+        let split = 2 + self.n_atoms * ATOM_FIELDS;
+        self.slice()[split..]
             .chunks_exact(BOND_FIELDS)
             .map(|r| BondRecord {
                 begin: r[0],
@@ -106,8 +129,6 @@ impl Molecule {
                 in_ring: r[4] != 0,
                 stereo: r[5],
             })
-            .collect();
-        Ok((atoms, bonds))
     }
 }
 

@@ -6,7 +6,7 @@
 pub mod ffi {
     /// Raw facts about one atom. Codes: hybridization 0 unspecified, 1 S, 2 SP,
     /// 3 SP2, 4 SP3, 5 SP3D, 6 SP3D2, 7 other; chirality 0 none, 1 CW, 2 CCW, 3 other.
-    #[derive(Debug, Clone, PartialEq)]
+    #[derive(Debug, Clone, Copy, PartialEq)]
     pub struct AtomRecord {
         pub atomic_num: i32,
         pub degree: i32,
@@ -22,7 +22,7 @@ pub mod ffi {
 
     /// Raw facts about one bond. Codes: bond_type 1 single, 2 double, 3 triple,
     /// 4 aromatic, 0 other; stereo 0 none, 1 any, 2 Z, 3 E, 4 cis, 5 trans.
-    #[derive(Debug, Clone, PartialEq)]
+    #[derive(Debug, Clone, Copy, PartialEq)]
     pub struct BondRecord {
         pub begin: i32,
         pub end: i32,

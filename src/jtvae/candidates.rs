@@ -36,6 +36,14 @@ impl LabelGraphs {
         Ok(&self.graphs[label])
     }
 
+    /// Parses every label of `vocab` that can be parsed (once per cache), so that
+    /// decoding can share the cache read-only; unparsable labels stay absent.
+    pub fn parse_all(&mut self, vocab: &[String]) {
+        for l in vocab {
+            let _ = self.get(l);
+        }
+    }
+
     /// A label parsed before (by `get`), without parsing; for read-only sharing.
     pub fn parsed(&self, label: &str) -> Option<&MolGraph> {
         self.graphs.get(label)
@@ -76,7 +84,7 @@ impl LabelGraphs {
 /// One atom of a candidate's local graph in compact form: everything its feature
 /// row holds (the row is a function of these, see `CandAtom::row`). Stored as is in
 /// the dataset file, so prepared candidates read back bit for bit.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct CandAtom {
     /// Column of the element one-hot (`ELEMENTS` order; 43 = other).
     pub element: u8,

@@ -2,10 +2,14 @@
 //! molecules of a batch walk depth first together (one network call per kind of
 //! step for all unfinished trees, `TreeDecoder::decode_batch_with`); each new
 //! cluster is attached to its molecule as soon as it is created: its valid,
-//! distinct attachments to the parent's atoms are enumerated (RDKit; the
-//! molecules of a round in parallel on a thread pool), the candidates of all
-//! molecules of the round are scored in one call of the assembly scorer against
-//! the graph half of each latent, and the best one is applied. Scores equal up to
+//! distinct attachments to the parent's atoms are enumerated (RDKit), the
+//! candidates of all molecules of the round are scored in one call of the
+//! assembly scorer against the graph half of each latent (atoms with the same
+//! neighbourhood computed once, `shared`), and the best one is applied.
+//!
+//! The networks of one decode step are small, so one libtorch thread runs them
+//! best (waking more costs more than they save); a rank's cores instead decode
+//! parts of the batch side by side (`threads` workers, each one thread). Scores equal up to
 //! float rounding (attachments whose local graphs are the same up to atom order)
 //! are ties, broken by the smaller canonical SMILES of the resulting molecule, so
 //! that the choice does not depend on rounding (batch size, perturbation size).
@@ -17,14 +21,12 @@
 //! `jtvae.max_tree_nodes`, by default `MAX_TREE_NODES`), never a hang. The result
 //! of a latent does not depend on the batch it is decoded in.
 use super::assemble::{attach, candidates, flat_smiles};
-use super::candidates::{local_graph, LabelGraphs, CAND_ATOM_DIM, CAND_BOND_DIM};
+use super::candidates::{local_code, LabelGraphs, LocalGraph};
 use super::decoder::ChildRequest;
 use super::graph::MolGraph;
 use super::model::JtVae;
-use crate::chem;
+use super::shared::SharedGraphs;
 use crate::chem::mol::KAtom;
-use crate::models::batch::GraphBatch;
-use rayon::prelude::*;
 use std::time::Instant;
 use tch::Tensor;
 
@@ -76,7 +78,7 @@ struct Options {
     /// (next molecule, child atom index, SMILES) of each distinct attachment.
     built: Vec<(MolGraph, Vec<usize>, String)>,
     /// Local graphs to score (empty when there is only one option).
-    graphs: Vec<chem::MolGraph>,
+    graphs: Vec<LocalGraph>,
 }
 
 /// The options of the first label of `req` that can be attached to `a`.
@@ -107,7 +109,7 @@ fn options(
         let graphs = if built.len() > 1 {
             built
                 .iter()
-                .map(|(g, idx, _)| local_graph(g, parent, idx))
+                .map(|(g, idx, _)| local_code(g, parent, idx))
                 .collect()
         } else {
             Vec::new()
@@ -167,6 +169,21 @@ fn choose(scores: &[f32], built: &[(MolGraph, Vec<usize>, String)]) -> usize {
         .unwrap_or(0)
 }
 
+/// A shared reference that may cross threads. The model's tensors are only read
+/// while decoding (forward passes, no gradient: grad mode is per thread and every
+/// worker turns it off), which libtorch allows from several threads at once; tch's
+/// `Tensor` is not `Sync` only because it cannot know that.
+struct AssertSync<'a, T>(&'a T);
+
+// SAFETY: see the type's doc; the wrapped value is used read-only by the workers.
+unsafe impl<T> Sync for AssertSync<'_, T> {}
+
+impl<'a, T> AssertSync<'a, T> {
+    fn get(&self) -> &'a T {
+        self.0
+    }
+}
+
 impl JtVae {
     /// Decodes one latent `[latent]` into a canonical (non-isomeric) SMILES.
     pub fn decode(
@@ -177,22 +194,76 @@ impl JtVae {
         times: &mut DecodeTimes,
     ) -> Result<String, DecodeError> {
         let z = z.reshape([1, -1]);
-        self.decode_batch(&z, vocab, labels, times, None)
+        self.decode_batch(&z, vocab, labels, times, 1)
             .pop()
             .unwrap_or(Err(DecodeError::TreeTooLarge))
             .map(|d| d.smiles)
     }
 
-    /// Decodes latents `[B, latent]`, one result per row (see the module doc).
-    /// `pool`: threads for the chemistry (candidate enumeration); `None` runs it
-    /// on the calling thread.
+    /// Decodes latents `[B, latent]`, one result per row (see the module doc), on
+    /// `threads` workers that each decode a contiguous part of the batch with one
+    /// libtorch thread (the caller's libtorch thread count is restored after). The
+    /// result of a latent does not depend on the batch or the thread count.
     pub fn decode_batch(
         &self,
         z: &Tensor,
         vocab: &[String],
         labels: &mut LabelGraphs,
         times: &mut DecodeTimes,
-        pool: Option<&rayon::ThreadPool>,
+        threads: usize,
+    ) -> Vec<Result<Decoded, DecodeError>> {
+        labels.parse_all(vocab);
+        let labels: &LabelGraphs = labels;
+        let z = z.reshape([-1, self.latent()]);
+        let b = z.size()[0] as usize;
+        let threads = threads.clamp(1, b.max(1));
+        if threads == 1 {
+            return self.decode_part(&z, vocab, labels, times);
+        }
+        let before = tch::get_num_threads();
+        let per = b.div_ceil(threads);
+        let model = AssertSync(self);
+        let parts: Vec<(Vec<Result<Decoded, DecodeError>>, DecodeTimes)> =
+            std::thread::scope(|s| {
+                let workers: Vec<_> = (0..b)
+                    .step_by(per)
+                    .map(|start| {
+                        let zk = z.narrow(0, start as i64, per.min(b - start) as i64).copy();
+                        let model = &model;
+                        s.spawn(move || {
+                            tch::set_num_threads(1);
+                            let mut t = DecodeTimes::default();
+                            let r = model.get().decode_part(&zk, vocab, labels, &mut t);
+                            (r, t)
+                        })
+                    })
+                    .collect();
+                workers
+                    .into_iter()
+                    .map(|w| {
+                        w.join()
+                            .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
+                    })
+                    .collect()
+            });
+        tch::set_num_threads(before);
+        let mut out = Vec::with_capacity(b);
+        for (r, t) in parts {
+            out.extend(r);
+            times.tree_s += t.tree_s;
+            times.enumerate_s += t.enumerate_s;
+            times.score_s += t.score_s;
+        }
+        out
+    }
+
+    /// `decode_batch` on the calling thread; `labels` holds the parsed vocabulary.
+    fn decode_part(
+        &self,
+        z: &Tensor,
+        vocab: &[String],
+        labels: &LabelGraphs,
+        times: &mut DecodeTimes,
     ) -> Vec<Result<Decoded, DecodeError>> {
         let _guard = tch::no_grad_guard();
         let t_all = Instant::now();
@@ -206,8 +277,8 @@ impl JtVae {
         let mut asm: Vec<Option<Assembly>> = roots
             .iter()
             .enumerate()
-            .map(|(i, &r)| match labels.get(&vocab[r]) {
-                Ok(root) => Some(Assembly {
+            .map(|(i, &r)| match labels.parsed(&vocab[r]) {
+                Some(root) => Some(Assembly {
                     partial: MolGraph::new(
                         root.atoms
                             .iter()
@@ -220,7 +291,7 @@ impl JtVae {
                     ),
                     node_atoms: vec![(0..root.n_atoms()).collect()],
                 }),
-                Err(_) => {
+                None => {
                     label_error[i] = Some(vocab[r].clone());
                     None
                 }
@@ -229,12 +300,6 @@ impl JtVae {
         let (mut enumerate_s, mut score_s) = (0.0, 0.0);
         let mut accept = |reqs: &[ChildRequest]| -> Vec<Option<usize>> {
             let t1 = Instant::now();
-            for r in reqs {
-                for &l in &r.labels {
-                    let _ = labels.get(&vocab[l]);
-                }
-            }
-            let labels: &LabelGraphs = labels;
             // Requests that ask the same question (same molecule so far, parent and
             // labels: in Stage 2 most perturbed latents of a sample walk like its
             // base) are enumerated, and their candidates run through the scorer
@@ -245,16 +310,13 @@ impl JtVae {
                 let r = &reqs[k];
                 options(asm_ref[r.mol].as_ref()?, r, vocab, labels)
             };
-            let found: Vec<Option<Options>> = match pool {
-                Some(p) => p.install(|| reps.par_iter().map(one).collect()),
-                None => reps.iter().map(one).collect(),
-            };
+            let found: Vec<Option<Options>> = reps.iter().map(one).collect();
             enumerate_s += t1.elapsed().as_secs_f64();
             let t2 = Instant::now();
             let mut picks = vec![0usize; reqs.len()];
             // Candidate vectors of every distinct question in one network call.
             let mut first = vec![0usize; found.len()];
-            let mut refs: Vec<&chem::MolGraph> = Vec::new();
+            let mut refs: Vec<&LocalGraph> = Vec::new();
             for (g, o) in found.iter().enumerate() {
                 first[g] = refs.len();
                 if let Some(o) = o {
@@ -263,8 +325,8 @@ impl JtVae {
             }
             if !refs.is_empty() {
                 let dev = z.device();
-                let batch = GraphBatch::new(&refs, CAND_ATOM_DIM, CAND_BOND_DIM, dev);
-                let v = self.scorer.forward(&batch);
+                let shared = SharedGraphs::new(&refs, self.scorer.steps());
+                let v = self.scorer.forward_shared(&shared, dev);
                 let (mut cand, mut mol) = (Vec::<i64>::new(), Vec::<i64>::new());
                 for (k, r) in reqs.iter().enumerate() {
                     if let Some(o) = &found[rep[k]] {

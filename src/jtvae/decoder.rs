@@ -342,8 +342,6 @@ impl TreeDecoder {
             return vec![None; b];
         }
         let dev = z.device();
-        let h = self.hidden;
-        let opts = (z.kind(), dev);
         let mut walks: Vec<Walk> = roots
             .iter()
             .map(|&r| Walk {
@@ -354,26 +352,10 @@ impl TreeDecoder {
                 failed: false,
             })
             .collect();
-        // Message rows of all walks, `[1, H]` each.
-        let mut msgs: Vec<Tensor> = Vec::new();
-        // Sum inputs of the GRU for rows `r` of `rows`: messages into each row's
-        // node, except those sent by `skip(r)`.
-        let gather = |msgs: &[Tensor], parts: &[Vec<usize>]| -> (Tensor, Tensor) {
-            let mut item = Vec::new();
-            let mut rows: Vec<&Tensor> = Vec::new();
-            for (r, part) in parts.iter().enumerate() {
-                for &m in part {
-                    item.push(r);
-                    rows.push(&msgs[m]);
-                }
-            }
-            let nei = if rows.is_empty() {
-                Tensor::zeros([0, h], opts)
-            } else {
-                Tensor::cat(&rows, 0)
-            };
-            (nei, long(&item, dev))
-        };
+        let split = SplitWeights::new(self);
+        let mut per_label = LabelProducts::default();
+        // Every message of every walk, one row each, addressed by row number.
+        let mut msgs = Rows::new(self.hidden, (z.kind(), dev));
         loop {
             let active: Vec<usize> = (0..b)
                 .filter(|&i| !walks[i].failed && !walks[i].stack.is_empty())
@@ -385,32 +367,32 @@ impl TreeDecoder {
                 .iter()
                 .map(|&i| *walks[i].stack.last().expect("active walks have a node"))
                 .collect();
-            let ex = self.embedding.forward(&long(
-                &active
-                    .iter()
-                    .zip(&xs)
-                    .map(|(&i, &x)| walks[i].labels[x])
-                    .collect::<Vec<_>>(),
-                dev,
-            ));
+            let node_labels: Vec<usize> = active
+                .iter()
+                .zip(&xs)
+                .map(|(&i, &x)| walks[i].labels[x])
+                .collect();
+            // The products of the node embeddings, `[active, 4H]`.
+            let px = per_label.rows(self, &split, &node_labels, dev);
             let za = z.index_select(0, &long(&active, dev));
             let all_in: Vec<Vec<usize>> = active
                 .iter()
                 .zip(&xs)
                 .map(|(&i, &x)| walks[i].incoming[x].iter().map(|&(_, m)| m).collect())
                 .collect();
-            let (nei, item) = gather(&msgs, &all_in);
-            let o = ex.zeros_like().index_add(0, &item, &nei);
+            let (nei, item) = msgs.gather(&all_in);
+            let o = Tensor::zeros([active.len() as i64, self.hidden], (z.kind(), dev))
+                .index_add(0, &item, &nei);
             let expand: Vec<f64> =
-                Vec::try_from(self.topo_logits(&ex, &o, &za)).unwrap_or_default();
+                Vec::try_from(split.topo_logits(self, &px, &o, &za)).unwrap_or_default();
             let mut grow: Vec<usize> = (0..active.len()).filter(|&r| expand[r] > 0.0).collect();
             // Expanding rows: the message to the new child and its label candidates.
             let mut accepted: Vec<Option<(usize, usize)>> = vec![None; active.len()];
             if !grow.is_empty() {
                 let sel = long(&grow, dev);
                 let parts: Vec<Vec<usize>> = grow.iter().map(|&r| all_in[r].clone()).collect();
-                let (nei, item) = gather(&msgs, &parts);
-                let m = self.gru.step(&ex.index_select(0, &sel), &nei, &item);
+                let (nei, item) = msgs.gather(&parts);
+                let m = split.gru_step(self, &px.index_select(0, &sel), &nei, &item);
                 let logits = self.word_logits(&m, &za.index_select(0, &sel));
                 let k = (top_k.max(1) as i64).min(logits.size()[1]);
                 let (_, best) = logits.topk(k, -1, true, true);
@@ -435,10 +417,10 @@ impl TreeDecoder {
                 } else {
                     accept(&requests)
                 };
+                let first = msgs.push(&m);
                 for ((r, g), label) in req_rows.into_iter().zip(answers) {
                     if let Some(label) = label {
-                        msgs.push(m.narrow(0, g as i64, 1));
-                        accepted[r] = Some((label, msgs.len() - 1));
+                        accepted[r] = Some((label, first + g));
                     }
                 }
                 grow.retain(|&r| accepted[r].is_some());
@@ -477,11 +459,11 @@ impl TreeDecoder {
             }
             if !up.is_empty() {
                 let sel = long(&up.iter().map(|&(r, _)| r).collect::<Vec<_>>(), dev);
-                let (nei, item) = gather(&msgs, &parts);
-                let m = self.gru.step(&ex.index_select(0, &sel), &nei, &item);
+                let (nei, item) = msgs.gather(&parts);
+                let m = split.gru_step(self, &px.index_select(0, &sel), &nei, &item);
+                let first = msgs.push(&m);
                 for (n, &(r, p)) in up.iter().enumerate() {
-                    msgs.push(m.narrow(0, n as i64, 1));
-                    walks[active[r]].incoming[p].push((xs[r], msgs.len() - 1));
+                    walks[active[r]].incoming[p].push((xs[r], first + n));
                 }
             }
         }
@@ -489,6 +471,135 @@ impl TreeDecoder {
             .into_iter()
             .map(|w| (!w.failed).then_some((w.labels, w.edges)))
             .collect()
+    }
+}
+
+/// The decoder's weights split by input, for decoding: the parts applied to a
+/// node's embedding depend on its label only (`LabelProducts`), the rest are
+/// applied per step. Sums of the parts equal the full layers up to rounding.
+struct SplitWeights {
+    /// `[4H, H]`: W_z, W_r, W_h (GRU) and U (topology) on the embedding, stacked.
+    on_x: Tensor,
+    /// `[4H]`: the biases that go with them (W_r has none).
+    on_x_bias: Tensor,
+    /// W_z on the message sum, W_h on the gated sum, U on the incoming sum and on z.
+    z_s: Tensor,
+    h_g: Tensor,
+    u_o: Tensor,
+    u_z: Tensor,
+}
+
+impl SplitWeights {
+    fn new(d: &TreeDecoder) -> SplitWeights {
+        let h = d.hidden;
+        let g = &d.gru;
+        let first = |l: &nn::Linear| l.ws.narrow(1, 0, h);
+        let zero = || Tensor::zeros([h], (g.w_r.ws.kind(), g.w_r.ws.device()));
+        let bias = |l: &nn::Linear| l.bs.as_ref().map_or_else(zero, |b| b.shallow_clone());
+        SplitWeights {
+            on_x: Tensor::cat(&[first(&g.w_z), g.w_r.ws.shallow_clone(), first(&g.w_h), first(&d.u)], 0),
+            on_x_bias: Tensor::cat(&[bias(&g.w_z), zero(), bias(&g.w_h), bias(&d.u)], 0),
+            z_s: g.w_z.ws.narrow(1, h, h).contiguous(),
+            h_g: g.w_h.ws.narrow(1, h, h).contiguous(),
+            u_o: d.u.ws.narrow(1, h, h).contiguous(),
+            u_z: d.u.ws.narrow(1, 2 * h, d.u.ws.size()[1] - 2 * h).contiguous(),
+        }
+    }
+
+    /// `TreeGru::step` from the label products `px [n, 4H]` of the sources.
+    fn gru_step(&self, d: &TreeDecoder, px: &Tensor, nei: &Tensor, item: &Tensor) -> Tensor {
+        let h = d.hidden;
+        let s = Tensor::zeros([px.size()[0], h], (px.kind(), px.device())).index_add(0, item, nei);
+        let z = (px.narrow(1, 0, h) + s.matmul(&self.z_s.tr())).sigmoid();
+        let r = (px.narrow(1, h, h).index_select(0, item) + d.gru.u_r.forward(nei)).sigmoid();
+        let gated = s.zeros_like().index_add(0, item, &(r * nei));
+        let m = (px.narrow(1, 2 * h, h) + gated.matmul(&self.h_g.tr())).tanh();
+        (1.0 - &z) * s + z * m
+    }
+
+    /// `TreeDecoder::topo_logits` from the label products `px`.
+    fn topo_logits(&self, d: &TreeDecoder, px: &Tensor, o: &Tensor, z: &Tensor) -> Tensor {
+        let h = d.hidden;
+        let pre = px.narrow(1, 3 * h, h) + o.matmul(&self.u_o.tr()) + z.matmul(&self.u_z.tr());
+        d.u_o.forward(&pre.relu()).squeeze_dim(-1)
+    }
+}
+
+/// `SplitWeights::on_x` applied to the embeddings of the labels met so far,
+/// computed once per label for a whole decode.
+#[derive(Default)]
+struct LabelProducts {
+    row_of: std::collections::HashMap<usize, i64>,
+    table: Vec<Tensor>,
+}
+
+impl LabelProducts {
+    /// `[labels.len(), 4H]` products of these labels' embeddings.
+    fn rows(&mut self, d: &TreeDecoder, w: &SplitWeights, labels: &[usize], dev: Device) -> Tensor {
+        let mut new: Vec<usize> = Vec::new();
+        for &l in labels {
+            if !self.row_of.contains_key(&l) && !new.contains(&l) {
+                new.push(l);
+            }
+        }
+        if !new.is_empty() {
+            let base: i64 = self.table.iter().map(|t| t.size()[0]).sum();
+            let x = d.embedding.forward(&long(&new, dev));
+            self.table.push(x.matmul(&w.on_x.tr()) + &w.on_x_bias);
+            for (k, &l) in new.iter().enumerate() {
+                self.row_of.insert(l, base + k as i64);
+            }
+            if self.table.len() > 1 {
+                self.table = vec![Tensor::cat(&self.table, 0)];
+            }
+        }
+        let idx: Vec<i64> = labels.iter().map(|l| self.row_of[l]).collect();
+        self.table[0].index_select(0, &Tensor::from_slice(&idx).to_device(dev))
+    }
+}
+
+/// Rows of a growing matrix (messages), stored with spare capacity.
+struct Rows {
+    store: Tensor,
+    len: usize,
+}
+
+impl Rows {
+    fn new(width: i64, opts: (Kind, Device)) -> Rows {
+        Rows {
+            store: Tensor::zeros([256, width], opts),
+            len: 0,
+        }
+    }
+
+    /// Appends `m [n, width]`; returns the row number of its first row.
+    fn push(&mut self, m: &Tensor) -> usize {
+        let n = m.size()[0] as usize;
+        let cap = self.store.size()[0] as usize;
+        if self.len + n > cap {
+            let grown = Tensor::zeros(
+                [(2 * cap).max(self.len + n) as i64, self.store.size()[1]],
+                (self.store.kind(), self.store.device()),
+            );
+            grown.narrow(0, 0, self.len as i64).copy_(&self.store.narrow(0, 0, self.len as i64));
+            self.store = grown;
+        }
+        self.store.narrow(0, self.len as i64, n as i64).copy_(m);
+        self.len += n;
+        self.len - n
+    }
+
+    /// The rows of every part, stacked, with the part each row belongs to.
+    fn gather(&self, parts: &[Vec<usize>]) -> (Tensor, Tensor) {
+        let dev = self.store.device();
+        let (mut rows, mut item) = (Vec::new(), Vec::new());
+        for (r, part) in parts.iter().enumerate() {
+            for &m in part {
+                rows.push(m);
+                item.push(r);
+            }
+        }
+        (self.store.index_select(0, &long(&rows, dev)), long(&item, dev))
     }
 }
 

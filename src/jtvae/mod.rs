@@ -10,5 +10,6 @@ pub mod encoder;
 pub mod graph;
 pub mod model;
 pub mod scorer;
+pub mod shared;
 pub mod tree;
 pub mod vocab;

@@ -264,7 +264,7 @@ fn examples(
 
 /// Reconstruction of held-out molecules: decode(mean of encode(x)) against x, as
 /// canonical SMILES without stereo (stereo is not modelled).
-#[derive(Debug, Clone, Copy, Default)]
+#[derive(Debug, Clone, Default)]
 pub struct Recon {
     pub molecules: f64,
     pub exact: f64,
@@ -272,13 +272,18 @@ pub struct Recon {
     pub valid: f64,
     pub tree_too_large: f64,
     pub other_failed: f64,
-    /// Seconds (summed over ranks) encoding, and decoding split into tree decoder
-    /// networks, candidate enumeration (RDKit) and assembly scoring.
+    /// Wall seconds (summed over ranks) encoding and decoding; the decode workers'
+    /// seconds (summed over workers and ranks) in the tree decoder networks,
+    /// candidate enumeration (RDKit) and assembly scoring.
     pub encode_s: f64,
     pub decode_s: f64,
     pub tree_s: f64,
     pub enumerate_s: f64,
     pub score_s: f64,
+    /// On rank 0: the input and decoded SMILES of every molecule, in order
+    /// (decoded "" where decoding failed); empty on other ranks.
+    pub smiles: Vec<String>,
+    pub decoded: Vec<String>,
 }
 
 pub struct JtvaeObjective {
@@ -293,7 +298,8 @@ pub struct JtvaeObjective {
     cfg: JtvaeConfig,
     eval_batch: usize,
     /// Threads for the decoder's chemistry (None: the calling thread).
-    pool: Option<rayon::ThreadPool>,
+    /// Decode workers (see `zo_stage::decode_threads`).
+    decode_threads: usize,
 }
 
 impl JtvaeObjective {
@@ -394,7 +400,7 @@ impl JtvaeObjective {
             seed: cfg.run.seed,
             cfg: jc,
             eval_batch: cfg.train.eval_batch_size,
-            pool: super::zo_stage::chem_pool(super::zo_stage::chem_threads(cfg, dist)),
+            decode_threads: super::zo_stage::decode_threads(cfg, dist),
         })
     }
 
@@ -415,6 +421,7 @@ impl JtvaeObjective {
         let mut r = [0f64; 10];
         let mut labels = LabelGraphs::default();
         let mut times = DecodeTimes::default();
+        let mut decoded_here: Vec<String> = Vec::with_capacity(idx.len());
         tch::no_grad(|| {
             for chunk in idx.chunks(self.eval_batch) {
                 let samples = Self::samples(&self.test, chunk);
@@ -438,7 +445,7 @@ impl JtvaeObjective {
                     &self.vocab,
                     &mut labels,
                     &mut times,
-                    self.pool.as_ref(),
+                    self.decode_threads,
                 );
                 for (d, &i) in decoded.into_iter().zip(chunk) {
                     r[0] += 1.0;
@@ -448,9 +455,12 @@ impl JtvaeObjective {
                             if flat(&self.test_smiles[i]).as_deref() == Some(d.smiles.as_str()) {
                                 r[1] += 1.0;
                             }
+                            decoded_here.push(d.smiles);
                         }
-                        Err(DecodeError::TreeTooLarge) => r[3] += 1.0,
-                        Err(_) => r[4] += 1.0,
+                        Err(e) => {
+                            r[if e == DecodeError::TreeTooLarge { 3 } else { 4 }] += 1.0;
+                            decoded_here.push(String::new());
+                        }
                     }
                 }
                 r[6] += td.elapsed().as_secs_f64();
@@ -460,6 +470,13 @@ impl JtvaeObjective {
         r[8] = times.enumerate_s;
         r[9] = times.score_s;
         dist.allreduce_sum_f64(&mut r);
+        // Shards are contiguous, so rank order is input order.
+        let decoded = gather_lines(dist, &decoded_here);
+        let smiles = if dist.is_root() {
+            self.test_smiles[..n].to_vec()
+        } else {
+            Vec::new()
+        };
         Recon {
             molecules: r[0],
             exact: r[1],
@@ -471,6 +488,8 @@ impl JtvaeObjective {
             tree_s: r[7],
             enumerate_s: r[8],
             score_s: r[9],
+            smiles,
+            decoded,
         }
     }
 
@@ -494,6 +513,26 @@ impl JtvaeObjective {
     /// Reparameterization noise of each sample, keyed (seed, "vae", step, sample).
     fn noise(&self, samples: &[usize], step: usize) -> Tensor {
         vae_noise(self.seed, samples, step, self.model.latent(), self.device)
+    }
+}
+
+/// Every rank's lines (no line may hold a newline), in rank order, on rank 0.
+fn gather_lines(dist: &Dist, lines: &[String]) -> Vec<String> {
+    let bytes: Vec<u8> = lines.iter().flat_map(|l| l.bytes().chain([b'\n'])).collect();
+    match dist.gather(&bytes) {
+        Ok(parts) => parts
+            .iter()
+            .flat_map(|p| {
+                String::from_utf8_lossy(p)
+                    .lines()
+                    .map(str::to_string)
+                    .collect::<Vec<_>>()
+            })
+            .collect(),
+        Err(e) => {
+            log::warn!("decoded molecules not gathered: {e}");
+            Vec::new()
+        }
     }
 }
 
@@ -641,9 +680,10 @@ pub fn eval(
             r.decode_s
         );
         let per_s = |secs: f64| r.molecules / secs.max(1e-9);
-        let share = |x: f64| 100.0 * x / r.decode_s.max(1e-9);
+        // Shares of the decode workers' summed time (workers run side by side).
+        let share = |x: f64| 100.0 * x / (r.tree_s + r.enumerate_s + r.score_s).max(1e-9);
         log::info!(
-            "encode {:.1} molecules/s, decode {:.1} molecules/s per rank; decode time: tree decoder {:.0}%, candidate enumeration {:.0}%, assembly scoring {:.0}%",
+            "encode {:.1} molecules/s, decode {:.1} molecules/s per rank; decode workers' time: tree decoder {:.0}%, candidate enumeration {:.0}%, assembly scoring {:.0}%",
             per_s(r.encode_s),
             per_s(r.decode_s),
             share(r.tree_s),

@@ -103,27 +103,14 @@ pub(crate) fn labeled(
     (out, skipped)
 }
 
-/// Threads for the decoder's chemistry on this rank: `jtvae.decode_threads`, by
-/// default the rank's share of the node's cores.
-pub(crate) fn chem_threads(cfg: &Config, dist: &Dist) -> usize {
+/// Decode workers on this rank (each decodes part of a batch with one libtorch
+/// thread): `jtvae.decode_threads`, by default the rank's share of the node's cores.
+pub(crate) fn decode_threads(cfg: &Config, dist: &Dist) -> usize {
     cfg.jtvae
         .as_ref()
         .and_then(|j| j.decode_threads)
         .unwrap_or_else(|| dist.cpus_per_rank())
         .max(1)
-}
-
-/// A pool of `n` threads for the decoder's chemistry; none for one thread.
-pub(crate) fn chem_pool(n: usize) -> Option<rayon::ThreadPool> {
-    if n <= 1 {
-        return None;
-    }
-    rayon::ThreadPoolBuilder::new()
-        .num_threads(n)
-        .thread_name(|i| format!("zo-chem-{i}"))
-        .build()
-        .map_err(|e| log::warn!("no chemistry thread pool ({e}); decoding on one thread"))
-        .ok()
 }
 
 /// The models of the pipeline and what querying them needs.
@@ -140,17 +127,18 @@ pub struct Pipeline {
     labels: RefCell<LabelGraphs>,
     times: RefCell<DecodeTimes>,
     /// Threads for the decoder's chemistry (None: the calling thread).
-    pool: Option<rayon::ThreadPool>,
+    /// Decode workers (`decode_threads`).
+    decode_threads: usize,
 }
 
 impl Pipeline {
     /// Builds the JT-VAE (`vs / "jtvae"`) and the MPNN (`vs / "mpnn"`) for `ds`.
-    /// `chem_threads`: threads for the decoder's chemistry (see `chem_threads`).
+    /// `decode_threads`: decode workers (see `decode_threads`).
     pub fn new(
         cfg: &Config,
         ds: &Dataset,
         vs: &VarStore,
-        chem_threads: usize,
+        decode_threads: usize,
     ) -> anyhow::Result<Pipeline> {
         let path = cfg.dataset_path();
         let Some(j) = &ds.jtvae else {
@@ -184,7 +172,7 @@ impl Pipeline {
             cache: RefCell::new(FeatureCache::new(cfg.zo.cache_size)),
             labels: RefCell::new(LabelGraphs::default()),
             times: RefCell::new(DecodeTimes::default()),
-            pool: chem_pool(chem_threads),
+            decode_threads,
         })
     }
 
@@ -201,7 +189,7 @@ impl Pipeline {
                 &self.vocab,
                 &mut self.labels.borrow_mut(),
                 &mut self.times.borrow_mut(),
-                self.pool.as_ref(),
+                self.decode_threads,
             )
             .into_iter()
             .map(Result::ok)
@@ -491,7 +479,7 @@ impl ZoObjective {
         let root = dist.is_root();
         let path = cfg.dataset_path();
         let ds = Dataset::read(&path)?;
-        let pipe = Pipeline::new(cfg, &ds, vs, chem_threads(cfg, dist))?;
+        let pipe = Pipeline::new(cfg, &ds, vs, decode_threads(cfg, dist))?;
         let jc = pipe.jc.clone();
         let vocab = Vocab::new(pipe.vocab.iter().cloned());
         let t0 = Instant::now();
