@@ -202,7 +202,8 @@ impl JtVae {
 
     /// Decodes latents `[B, latent]`, one result per row (see the module doc), on
     /// `threads` workers that each decode a contiguous part of the batch with one
-    /// libtorch thread (the caller's libtorch thread count is restored after). The
+    /// libtorch thread (one worker: the calling thread; the caller's libtorch thread
+    /// count is restored after). The
     /// result of a latent does not depend on the batch or the thread count.
     pub fn decode_batch(
         &self,
@@ -217,10 +218,13 @@ impl JtVae {
         let z = z.reshape([-1, self.latent()]);
         let b = z.size()[0] as usize;
         let threads = threads.clamp(1, b.max(1));
-        if threads == 1 {
-            return self.decode_part(&z, vocab, labels, times);
-        }
         let before = tch::get_num_threads();
+        if threads == 1 {
+            tch::set_num_threads(1);
+            let r = self.decode_part(&z, vocab, labels, times);
+            tch::set_num_threads(before);
+            return r;
+        }
         let per = b.div_ceil(threads);
         let model = AssertSync(self);
         let parts: Vec<(Vec<Result<Decoded, DecodeError>>, DecodeTimes)> =
