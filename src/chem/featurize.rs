@@ -112,28 +112,34 @@ fn one_hot(row: &mut [f32], offset: usize, index: Option<usize>) {
 /// an element outside the list sets `element=other`.
 pub fn atom_row(a: &AtomRecord) -> [f32; ATOM_DIM] {
     let mut r = [0f32; ATOM_DIM];
+    write_atom_row(&mut r, a);
+    r
+}
+
+/// `atom_row` written into `r` (`ATOM_DIM` zeros on entry).
+fn write_atom_row(r: &mut [f32], a: &AtomRecord) {
     let elem = ELEMENTS
         .iter()
         .position(|&(_, z)| z == a.atomic_num)
         .unwrap_or(43);
     r[elem] = 1.0;
     let range = |v: i32, max: i32| (0..=max).contains(&v).then_some(v as usize);
-    one_hot(&mut r, 44, range(a.degree, MAX_DEGREE));
-    one_hot(&mut r, 55, range(a.implicit_hs, MAX_IMPLICIT_H));
+    one_hot(r, 44, range(a.degree, MAX_DEGREE));
+    one_hot(r, 55, range(a.implicit_hs, MAX_IMPLICIT_H));
     r[62] = a.formal_charge as f32;
     r[63] = a.radical_electrons as f32;
     one_hot(
-        &mut r,
+        r,
         64,
         HYBRIDIZATIONS
             .iter()
             .position(|&(_, h)| h == a.hybridization),
     );
     r[69] = f32::from(u8::from(a.aromatic));
-    one_hot(&mut r, 70, range(a.total_hs, MAX_TOTAL_H));
+    one_hot(r, 70, range(a.total_hs, MAX_TOTAL_H));
     r[75] = f32::from(u8::from(a.in_ring));
     one_hot(
-        &mut r,
+        r,
         76,
         match a.chirality {
             1 => Some(0),
@@ -141,7 +147,6 @@ pub fn atom_row(a: &AtomRecord) -> [f32; ATOM_DIM] {
             _ => None,
         },
     );
-    r
 }
 
 /// The full feature row of one bond (shared by both directions).
@@ -229,9 +234,17 @@ impl Featurizer {
     ) -> MolGraph {
         let n_atoms = atoms.len();
         let mut atom_x = Vec::with_capacity(n_atoms * self.atom_dim());
+        // All columns kept (`atom_keep` is sorted and distinct): rows written in place.
+        let all = self.atom_keep.len() == ATOM_DIM;
         for a in atoms {
-            let row = atom_row(&a);
-            atom_x.extend(self.atom_keep.iter().map(|&c| row[c]));
+            if all {
+                let at = atom_x.len();
+                atom_x.resize(at + ATOM_DIM, 0.0);
+                write_atom_row(&mut atom_x[at..], &a);
+            } else {
+                let row = atom_row(&a);
+                atom_x.extend(self.atom_keep.iter().map(|&c| row[c]));
+            }
         }
         let n_edges = 2 * bonds.len();
         let mut edge_x = Vec::with_capacity(n_edges * self.bond_dim());
