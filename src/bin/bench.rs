@@ -475,7 +475,8 @@ fn jtvae_speed(
             let dec = n / (a("decode_s")? / r as f64);
             let (e0, d0) = *base.get_or_insert((enc, dec));
             // Shares of the decode workers' summed time.
-            let d = (a("decode_tree_s")? + a("decode_enumerate_s")? + a("decode_score_s")?).max(1e-9);
+            let d =
+                (a("decode_tree_s")? + a("decode_enumerate_s")? + a("decode_score_s")?).max(1e-9);
             let decoded: Vec<String> = f
                 .dataset("decoded")
                 .and_then(|d| d.read_raw::<hdf5::types::VarLenUnicode>())
@@ -484,7 +485,11 @@ fn jtvae_speed(
                 .map(|s| s.as_str().to_string())
                 .collect();
             let reference = first_decoded.get_or_insert_with(|| decoded.clone());
-            let same = decoded.iter().zip(reference.iter()).filter(|(a, b)| a == b).count();
+            let same = decoded
+                .iter()
+                .zip(reference.iter())
+                .filter(|(a, b)| a == b)
+                .count();
             println!(
                 "  {r} rank(s), batch {batch:3}: encode {enc:8.1} molecules/s (x{:.2}), decode {dec:6.1} molecules/s (x{:.2}); decode time: tree {:.0}%, enumeration {:.0}%, scoring {:.0}%; reconstructed {:.1}%; same molecules as the first row: {same}/{}",
                 enc / e0,

@@ -497,12 +497,24 @@ impl SplitWeights {
         let zero = || Tensor::zeros([h], (g.w_r.ws.kind(), g.w_r.ws.device()));
         let bias = |l: &nn::Linear| l.bs.as_ref().map_or_else(zero, |b| b.shallow_clone());
         SplitWeights {
-            on_x: Tensor::cat(&[first(&g.w_z), g.w_r.ws.shallow_clone(), first(&g.w_h), first(&d.u)], 0),
+            on_x: Tensor::cat(
+                &[
+                    first(&g.w_z),
+                    g.w_r.ws.shallow_clone(),
+                    first(&g.w_h),
+                    first(&d.u),
+                ],
+                0,
+            ),
             on_x_bias: Tensor::cat(&[bias(&g.w_z), zero(), bias(&g.w_h), bias(&d.u)], 0),
             z_s: g.w_z.ws.narrow(1, h, h).contiguous(),
             h_g: g.w_h.ws.narrow(1, h, h).contiguous(),
             u_o: d.u.ws.narrow(1, h, h).contiguous(),
-            u_z: d.u.ws.narrow(1, 2 * h, d.u.ws.size()[1] - 2 * h).contiguous(),
+            u_z: d
+                .u
+                .ws
+                .narrow(1, 2 * h, d.u.ws.size()[1] - 2 * h)
+                .contiguous(),
         }
     }
 
@@ -581,7 +593,9 @@ impl Rows {
                 [(2 * cap).max(self.len + n) as i64, self.store.size()[1]],
                 (self.store.kind(), self.store.device()),
             );
-            grown.narrow(0, 0, self.len as i64).copy_(&self.store.narrow(0, 0, self.len as i64));
+            grown
+                .narrow(0, 0, self.len as i64)
+                .copy_(&self.store.narrow(0, 0, self.len as i64));
             self.store = grown;
         }
         self.store.narrow(0, self.len as i64, n as i64).copy_(m);
@@ -599,7 +613,10 @@ impl Rows {
                 item.push(r);
             }
         }
-        (self.store.index_select(0, &long(&rows, dev)), long(&item, dev))
+        (
+            self.store.index_select(0, &long(&rows, dev)),
+            long(&item, dev),
+        )
     }
 }
 

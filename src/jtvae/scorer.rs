@@ -102,19 +102,19 @@ impl AssemblyScorer {
             let m = (h.matmul(&w_h.tr()).index_select(0, &long(&level.nbr))
                 + from_bond.index_select(0, &long(&level.bond)))
             .relu();
-            let agg = Tensor::zeros([n, hidden], (h.kind(), device)).index_add(
-                0,
-                &long(&level.into),
-                &m,
-            );
+            let agg =
+                Tensor::zeros([n, hidden], (h.kind(), device)).index_add(0, &long(&level.into), &m);
             let own = h.index_select(0, &long(&level.prev));
             h = self.w_upd.forward(&Tensor::cat(&[own, agg], 1)).relu();
         }
         let opts = (h.kind(), device);
         let g = long(&s.atom_graph);
         let n_graphs = s.n_graphs as i64;
-        let sum = Tensor::zeros([n_graphs, hidden], opts)
-            .index_add(0, &g, &h.index_select(0, &long(&s.atom_color)));
+        let sum = Tensor::zeros([n_graphs, hidden], opts).index_add(
+            0,
+            &g,
+            &h.index_select(0, &long(&s.atom_color)),
+        );
         let count = Tensor::zeros([n_graphs], opts)
             .index_add(0, &g, &Tensor::ones([s.n_atoms() as i64], opts))
             .clamp_min(1.0);

@@ -47,6 +47,9 @@ fn structure_hash<T: Hash>(t: &T) -> u64 {
     h.finish()
 }
 
+/// A colour's neighbours: (structural hash, bond code, colour) of each, sorted.
+type Neighbours = Vec<(u64, i64, i64)>;
+
 fn bond_code(b: &CandBond) -> (u8, bool) {
     (b.order.clamp(1, 3), b.in_child)
 }
@@ -92,12 +95,12 @@ impl SharedGraphs {
         }
         for _ in 0..steps {
             let mut level = Level::default();
-            let mut ids: HashMap<(i64, Vec<(u64, i64, i64)>), i64> = HashMap::new();
+            let mut ids: HashMap<(i64, Neighbours), i64> = HashMap::new();
             let mut next_hashes = Vec::new();
             let mut next_color = Vec::with_capacity(color.len());
             for (a, nbrs) in adj.iter().enumerate() {
                 // Sorted by structure first, so the order does not depend on the batch.
-                let mut key: Vec<(u64, i64, i64)> = nbrs
+                let mut key: Neighbours = nbrs
                     .iter()
                     .map(|&(n, k)| (hashes[color[n] as usize], k, color[n]))
                     .collect();

@@ -518,7 +518,10 @@ impl JtvaeObjective {
 
 /// Every rank's lines (no line may hold a newline), in rank order, on rank 0.
 fn gather_lines(dist: &Dist, lines: &[String]) -> Vec<String> {
-    let bytes: Vec<u8> = lines.iter().flat_map(|l| l.bytes().chain([b'\n'])).collect();
+    let bytes: Vec<u8> = lines
+        .iter()
+        .flat_map(|l| l.bytes().chain([b'\n']))
+        .collect();
     match dist.gather(&bytes) {
         Ok(parts) => parts
             .iter()
