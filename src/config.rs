@@ -68,6 +68,22 @@ pub struct DataConfig {
     /// Dataset HDF5 file written by `prepare`; default `<out_dir>/dataset.h5`.
     #[serde(default)]
     pub dataset: Option<PathBuf>,
+    /// Largest molecule accepted anywhere (CSV rows, black-box queries), in atoms.
+    #[serde(default = "default_max_atoms")]
+    pub max_atoms: usize,
+    /// Longest SMILES accepted anywhere, in bytes (checked before parsing).
+    #[serde(default = "default_max_smiles_length")]
+    pub max_smiles_length: usize,
+}
+
+impl DataConfig {
+    /// The bounds on one molecule's work (`chem::Limits`).
+    pub fn limits(&self) -> crate::chem::Limits {
+        crate::chem::Limits {
+            max_atoms: self.max_atoms,
+            max_smiles_length: self.max_smiles_length,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -394,6 +410,12 @@ pub struct TrainConfig {
 fn default_seed() -> u64 {
     42
 }
+fn default_max_atoms() -> usize {
+    crate::chem::limits::MAX_ATOMS
+}
+fn default_max_smiles_length() -> usize {
+    crate::chem::limits::MAX_SMILES_LENGTH
+}
 fn default_smiles_column() -> String {
     "smiles".into()
 }
@@ -493,6 +515,8 @@ impl Config {
         }
         let positive = [
             ("data.n_train", self.data.n_train),
+            ("data.max_atoms", self.data.max_atoms),
+            ("data.max_smiles_length", self.data.max_smiles_length),
             ("train.epochs", self.train.epochs),
             ("train.batch_size", self.train.batch_size),
             ("train.checkpoint_every", self.train.checkpoint_every),

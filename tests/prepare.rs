@@ -173,6 +173,11 @@ fn bad_configs_name_the_key_and_file() {
         &zo(&["train", dir.path().join("absent.toml").to_str().unwrap()]),
         &["absent.toml"],
     );
+    let cfg = config(dir.path(), "max_atoms = 0", "");
+    fails_naming(
+        &zo(&["prepare", cfg.to_str().unwrap()]),
+        &["data.max_atoms", "cfg.toml"],
+    );
     let cfg = config(dir.path(), "", "");
     std::fs::write(
         &cfg,
@@ -419,4 +424,106 @@ fn the_jtvae_can_train_on_a_larger_unlabeled_set_without_the_held_out_molecules(
     );
     assert_eq!(j.train_trees.len(), j.train_smiles.len());
     assert!(j.train_trees.iter().all(Option::is_some));
+}
+
+/// Issue 9, item 3: `prepare` reports the lines an editor shows and stores them as
+/// `source_line`, for CRLF files (as shipped) and gzip files alike.
+#[test]
+fn prepare_reports_and_stores_the_files_line_numbers_for_crlf_and_gzip() {
+    let rows = [
+        "smiles,t", "C,1", "CC,2", "CCC,3", "C1CC,4", "xyz,5", "CC,6",
+    ];
+    let crlf = rows.join("\r\n") + "\r\n";
+    for name in ["crlf.csv", "crlf.csv.gz"] {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join(name);
+        if name.ends_with(".gz") {
+            use std::io::Write;
+            let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+            gz.write_all(crlf.as_bytes()).unwrap();
+            std::fs::write(&path, gz.finish().unwrap()).unwrap();
+        } else {
+            std::fs::write(&path, &crlf).unwrap();
+        }
+        let cfg = dir.path().join("cfg.toml");
+        std::fs::write(
+            &cfg,
+            format!(
+                "[run]\nout_dir = \"out\"\n[data]\ncsv = \"{name}\"\ntarget_column = \"t\"\nn_train = 2\nn_test = 1\n[train]\nepochs = 1\nbatch_size = 2\nlr = 0.001\n"
+            ),
+        )
+        .unwrap();
+        let out = dir.path().join("out");
+        let o = zo(&[
+            "prepare",
+            cfg.to_str().unwrap(),
+            "--out-dir",
+            out.to_str().unwrap(),
+        ]);
+        assert_ok(&o);
+        let log = stderr(&o);
+        for needle in [
+            "line 5: \"C1CC\"",
+            "line 6: \"xyz\"",
+            "line 7: CC (same as line 3)",
+        ] {
+            assert!(log.contains(needle), "{name}: no {needle:?} in\n{log}");
+        }
+        let py = Command::new(python())
+            .arg(repo().join("tests/py/read_dataset.py"))
+            .arg(out.join("dataset.h5"))
+            .output()
+            .expect("python");
+        assert!(py.status.success(), "{}", text(&py));
+        let v: serde_json::Value = serde_json::from_slice(&py.stdout).unwrap();
+        let lines: Vec<f64> = v["source_line"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|x| x.as_f64().unwrap())
+            .collect();
+        assert_eq!(lines, [2.0, 3.0, 4.0], "{name}");
+    }
+}
+
+/// Issue 9, item 4: one pathological row (a 100 000-character alkane) is reported
+/// by its line like any bad row, and a molecule over `data.max_atoms` too; the
+/// rest of the file is prepared.
+#[test]
+fn a_huge_smiles_is_a_bad_row_not_a_stall() {
+    let dir = tempfile::tempdir().unwrap();
+    let huge = "C".repeat(100_000);
+    let big = "C".repeat(40);
+    let csv = format!("smiles,t\nCCO,1\n{huge},2\nCCN,3\n{big},4\nCCCl,5\nc1ccccc1,6\n");
+    std::fs::write(dir.path().join("data.csv"), csv).unwrap();
+    let cfg = dir.path().join("cfg.toml");
+    std::fs::write(
+        &cfg,
+        "[run]\nout_dir = \"out\"\n[data]\ncsv = \"data.csv\"\ntarget_column = \"t\"\nn_train = 3\nn_test = 1\nmax_atoms = 30\n[train]\nepochs = 1\nbatch_size = 2\nlr = 0.001\n",
+    )
+    .unwrap();
+    let out = dir.path().join("out");
+    let o = zo(&[
+        "prepare",
+        cfg.to_str().unwrap(),
+        "--out-dir",
+        out.to_str().unwrap(),
+    ]);
+    assert_ok(&o);
+    let log = stderr(&o);
+    assert!(log.contains("2 rows skipped: invalid SMILES"), "{log}");
+    assert!(
+        log.contains("line 3:")
+            && log.contains("100000 bytes exceeds data.max_smiles_length = 1000"),
+        "{log}"
+    );
+    assert!(
+        log.contains("line 5:") && log.contains("40 atoms exceed data.max_atoms = 30"),
+        "{log}"
+    );
+    // The long SMILES is shortened in the report.
+    assert!(
+        log.len() < 20_000,
+        "the report repeats the 100 000-character SMILES"
+    );
 }

@@ -82,11 +82,17 @@ pub fn build(cfg: &Config) -> anyhow::Result<(Dataset, PrepareReport)> {
     let mut smiles = Vec::new();
     let mut target = Vec::new();
     let mut source_line = Vec::new();
+    let limits = d.limits();
     for row in table.rows {
-        match chem::parse(&row.smiles) {
+        let parsed = limits.check_smiles(&row.smiles).and_then(|_| {
+            let rec = chem::parse(&row.smiles)?;
+            limits.check_atoms(&row.smiles, rec.atoms.len())?;
+            Ok(rec)
+        });
+        match parsed {
             Err(e) => report.invalid_smiles.push(BadRow {
                 line: row.line,
-                smiles: row.smiles,
+                smiles: e.smiles,
                 reason: e.message,
             }),
             Ok(rec) => {
@@ -153,7 +159,13 @@ pub fn build(cfg: &Config) -> anyhow::Result<(Dataset, PrepareReport)> {
     let ds = match &cfg.jtvae {
         Some(j) => {
             let source = j.vocab_csv.clone().unwrap_or_else(|| d.csv.clone());
-            let data = jtvae_data(&ds, &source, j.train_csv.as_deref(), &d.smiles_column)?;
+            let data = jtvae_data(
+                &ds,
+                &source,
+                j.train_csv.as_deref(),
+                &d.smiles_column,
+                &limits,
+            )?;
             Dataset {
                 jtvae: Some(data),
                 ..ds
@@ -417,6 +429,7 @@ fn jtvae_data(
     source: &std::path::Path,
     train_csv: Option<&std::path::Path>,
     smiles_column: &str,
+    limits: &chem::Limits,
 ) -> anyhow::Result<JtvaeData> {
     let rows = csv_table::read_smiles(source, smiles_column)?;
     let mut cache = LabelCache::default();
@@ -426,6 +439,13 @@ fn jtvae_data(
     // often rows of this CSV) are not decomposed a second time.
     let mut decomposed: HashMap<String, JunctionTree> = HashMap::new();
     for (line, smi) in &rows {
+        if let Err(e) = limits.check_size(smi) {
+            failed += 1;
+            if failed as usize <= LIST_FIRST {
+                log::warn!("{}: line {line}: {e}", source.display());
+            }
+            continue;
+        }
         // Canonical SMILES, as for the training molecules: the decomposition's tie
         // breaks follow atom order, so the same molecule must come in the same order.
         let canonical = chem::canonicalize(smi).unwrap_or_else(|_| smi.clone());
@@ -452,7 +472,7 @@ fn jtvae_data(
         );
     }
     let vocab = Vocab::new(labels);
-    let train_smiles = jtvae_training_smiles(ds, train_csv, smiles_column)?;
+    let train_smiles = jtvae_training_smiles(ds, train_csv, smiles_column, limits)?;
     let mut tree_of = |smi: &str| match decomposed.get(smi) {
         Some(t) => Ok(t.clone()),
         None => decompose_smiles(smi, &mut cache).map(|(_, t)| t),
@@ -523,6 +543,7 @@ fn jtvae_training_smiles(
     ds: &Dataset,
     train_csv: Option<&std::path::Path>,
     smiles_column: &str,
+    limits: &chem::Limits,
 ) -> anyhow::Result<Vec<String>> {
     let Some(path) = train_csv else {
         return Ok(ds
@@ -539,6 +560,13 @@ fn jtvae_training_smiles(
     let mut seen = std::collections::HashSet::new();
     let (mut out, mut invalid, mut excluded) = (Vec::new(), 0usize, 0usize);
     for (line, smi) in csv_table::read_smiles(path, smiles_column)? {
+        if let Err(e) = limits.check_size(&smi) {
+            invalid += 1;
+            if invalid <= LIST_FIRST {
+                log::warn!("{}: line {line}: skipped: {e}", path.display());
+            }
+            continue;
+        }
         match chem::canonicalize(&smi) {
             Err(_) => {
                 invalid += 1;

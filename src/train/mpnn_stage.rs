@@ -76,7 +76,7 @@ impl MpnnObjective {
         let root = dist.is_root();
         let path = cfg.dataset_path();
         let ds = Dataset::read(&path)?;
-        let source = RdkitSource::new(ds.featurizer.clone());
+        let source = RdkitSource::new(ds.featurizer.clone()).with_limits(cfg.data.limits());
         let t0 = Instant::now();
         let train = featurize(&source, &ds, &ds.train, "training", root);
         let test = featurize(&source, &ds, &ds.test, "test", root);

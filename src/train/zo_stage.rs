@@ -168,7 +168,9 @@ impl Pipeline {
             featurizer: ds.featurizer.clone(),
             device: vs.device(),
             jc,
-            source: Box::new(RdkitSource::new(ds.featurizer.clone())),
+            source: Box::new(
+                RdkitSource::new(ds.featurizer.clone()).with_limits(cfg.data.limits()),
+            ),
             cache: RefCell::new(FeatureCache::new(cfg.zo.cache_size)),
             labels: RefCell::new(LabelGraphs::default()),
             times: RefCell::new(DecodeTimes::default()),
