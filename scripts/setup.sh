@@ -45,15 +45,30 @@ from importlib.metadata import version
 sys.exit(version("torch").split("+")[0] != sys.argv[1])
 PY
 }
+# pip install, quiet; the slim install below leaves torch's CUDA requirements
+# unmet on purpose, and pip then prints an "ERROR: pip's dependency resolver ..."
+# block listing them after every install although nothing failed. That block is
+# dropped; everything else pip says is shown, all of it when pip fails.
+pip_install() {
+  local log
+  log=$(mktemp)
+  if ! .venv/bin/pip install -q "$@" 2>"$log"; then
+    cat "$log" >&2
+    rm -f "$log"
+    return 1
+  fi
+  grep -vE "^ERROR: pip's dependency resolver does not currently take into account|^torch [^ ]+ requires .*, which is not installed\.$" "$log" >&2 || true
+  rm -f "$log"
+}
 if ! torch_ok || ! ls .venv/lib/python3*/site-packages/torch/lib/libtorch_cpu.so >/dev/null 2>&1; then
-  echo "[setup] installing torch==$TORCH_VERSION into .venv"
-  .venv/bin/pip install -q --upgrade pip
+  echo "[setup] installing torch==$TORCH_VERSION into .venv (CPU libraries only unless ZO_TORCH_FULL=1)"
+  pip_install --upgrade pip
   if [[ "${ZO_TORCH_FULL:-0}" == 1 ]]; then
-    .venv/bin/pip install -q "torch==$TORCH_VERSION"
+    pip_install "torch==$TORCH_VERSION"
   else
     # libtorch_cpu needs only the CUDA runtime and CUPTI libraries of the versions
     # that torch names; the rest of the CUDA stack is 2+ GB we do not need on CPU.
-    .venv/bin/pip install -q --no-deps "torch==$TORCH_VERSION"
+    pip_install --no-deps "torch==$TORCH_VERSION"
     reqs=$(.venv/bin/python - <<'PY'
 import re
 from importlib.metadata import requires
@@ -69,11 +84,13 @@ print(" ".join(out))
 PY
 )
     # shellcheck disable=SC2086
-    [[ -n "$reqs" ]] && .venv/bin/pip install -q $reqs
-    .venv/bin/pip install -q typing_extensions sympy filelock networkx jinja2 fsspec
+    [[ -n "$reqs" ]] && pip_install $reqs
+    pip_install typing_extensions sympy filelock networkx jinja2 fsspec
+    echo "[setup] torch installed; its CUDA packages are left out on purpose (libtorch runs on CPU)"
   fi
 fi
 if ! .venv/bin/python -c "import h5py, numpy" 2>/dev/null; then
-  .venv/bin/pip install -q h5py numpy
+  echo "[setup] installing h5py and numpy into .venv"
+  pip_install h5py numpy
 fi
 echo "[setup] environment ready"
