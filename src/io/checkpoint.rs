@@ -7,6 +7,10 @@
 //! attrs `format`, `step`, `epoch`, `seed`, `adam_t`, `config`, `stage_key` (what
 //! determines the stage's result), `complete` (1 once the stage's last step is done);
 //! group `/metrics` (see `metrics`).
+//!
+//! Integrity (see `h5`): checksummed metadata and arrays, so a damaged file is an
+//! error naming the object. Writing a checkpoint keeps the one it replaces as
+//! `<name>.prev.h5`; `read_or_previous` falls back to it, saying so.
 use super::h5::{self, ctx};
 use super::metrics::Metrics;
 use hdf5::Group;
@@ -58,14 +62,20 @@ fn write_arrays(root: &Group, group: &str, arrays: &[NamedArray]) -> hdf5::Resul
         let g = h5::ensure_group(root, dir)?;
         let view = ndarray::ArrayViewD::from_shape(a.shape.clone(), &a.data)
             .map_err(|e| hdf5::Error::from(format!("{}: {e}", a.name)))?;
-        g.new_dataset_builder().with_data(view).create(leaf)?;
+        h5::write_array(&g, leaf, view)?;
     }
     Ok(())
 }
 
+/// Where the checkpoint that `path` replaced is kept (`checkpoint.prev.h5`).
+pub fn previous_path(path: &Path) -> std::path::PathBuf {
+    path.with_extension("prev.h5")
+}
+
 impl Checkpoint {
+    /// Writes atomically, keeping the checkpoint it replaces (`previous_path`).
     pub fn write(&self, path: &Path) -> anyhow::Result<()> {
-        h5::write_atomically(path, |f| {
+        h5::write_atomically_keeping(path, Some(&previous_path(path)), |f| {
             h5::write_str_attr(f, "format", FORMAT)?;
             h5::write_attr(f, "step", &self.step)?;
             h5::write_attr(f, "epoch", &self.epoch)?;
@@ -154,6 +164,47 @@ impl Checkpoint {
             stage_key: h5::read_str_attr(&f, "stage_key").unwrap_or_default(),
             complete: h5::read_attr::<u8>(&f, "complete").unwrap_or(0) == 1,
         })
+    }
+
+    /// `read`, or, when `path` is missing or cannot be read (damaged), the previous
+    /// checkpoint with a warning that says why. Returns the file it read.
+    pub fn read_or_previous(
+        path: &Path,
+        names: &[String],
+    ) -> anyhow::Result<(Checkpoint, std::path::PathBuf)> {
+        let prev = previous_path(path);
+        let first = if path.is_file() {
+            match Checkpoint::read(path, names) {
+                Ok(ck) => return Ok((ck, path.to_path_buf())),
+                Err(e) => Some(e),
+            }
+        } else {
+            None
+        };
+        if !prev.is_file() {
+            return Err(
+                first.unwrap_or_else(|| anyhow::anyhow!("no checkpoint at {}", path.display()))
+            );
+        }
+        match &first {
+            Some(e) => log::warn!(
+                "{} cannot be used ({e:#}); falling back to the previous checkpoint {}",
+                path.display(),
+                prev.display()
+            ),
+            None => log::warn!(
+                "no {}; falling back to the previous checkpoint {}",
+                path.display(),
+                prev.display()
+            ),
+        }
+        match Checkpoint::read(&prev, names) {
+            Ok(ck) => Ok((ck, prev)),
+            Err(e2) => Err(match first {
+                Some(e) => e.context(format!("and the previous checkpoint failed too: {e2:#}")),
+                None => e2,
+            }),
+        }
     }
 
     /// Reads only the parameters named `names` (e.g. a Stage-1 model inside a

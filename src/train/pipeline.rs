@@ -22,8 +22,21 @@ fn plan(sc: &Config, stage: Stage, resume: bool, dist: &Dist) -> anyhow::Result<
     let mut code = 0u64;
     let mut err = None;
     if dist.is_root() {
-        let p = if ck.is_file() {
-            match Checkpoint::head(&ck) {
+        let prev = crate::io::checkpoint::previous_path(&ck);
+        let p = if ck.is_file() || prev.is_file() {
+            // A damaged or missing checkpoint with a readable previous one: decide on
+            // that one (`--resume` then reads it, saying so).
+            let head = Checkpoint::head(&ck).or_else(|e| {
+                Checkpoint::head(&prev).map_err(|_| e).inspect(|_| {
+                    log::warn!(
+                        "stage {}: {} cannot be used; deciding on the previous checkpoint {}",
+                        stage.name(),
+                        ck.display(),
+                        prev.display()
+                    )
+                })
+            });
+            match head {
                 Ok(h) if h.complete && h.stage_key == sc.stage_key(stage) => {
                     log::info!(
                         "stage {}: complete at step {} in {} (same settings): skipped",
@@ -48,6 +61,10 @@ fn plan(sc: &Config, stage: Stage, resume: bool, dist: &Dist) -> anyhow::Result<
                         stage.name(),
                         ck.display()
                     );
+                    Plan::Fresh
+                }
+                Err(e) if resume => {
+                    err = Some(format!("--resume: unreadable checkpoint: {e:#}"));
                     Plan::Fresh
                 }
                 Err(e) => {

@@ -174,10 +174,20 @@ impl<'a, O: Objective> Trainer<'a, O> {
     /// Restores parameters, optimizer state, step and metrics from the checkpoint.
     pub fn resume(&mut self) -> anyhow::Result<()> {
         let path = self.checkpoint_path();
-        if !path.is_file() {
+        let prev = crate::io::checkpoint::previous_path(&path);
+        if !path.is_file() && !prev.is_file() {
             anyhow::bail!("--resume: no checkpoint at {}", path.display());
         }
-        let ck = Checkpoint::read(&path, &self.params.names)?;
+        let (ck, used) = Checkpoint::read_or_previous(&path, &self.params.names)?;
+        if used != path && path.is_file() && self.dist.is_root() {
+            // Out of the rotation: the next checkpoint would make it the previous one.
+            let aside = path.with_extension("damaged.h5");
+            match std::fs::rename(&path, &aside) {
+                Ok(()) => log::warn!("kept the damaged checkpoint as {}", aside.display()),
+                Err(e) => log::warn!("could not move {} aside: {e}", path.display()),
+            }
+        }
+        let path = used;
         if ck.seed != self.cfg.run.seed {
             anyhow::bail!(
                 "--resume: checkpoint {} has seed {}, config run.seed is {}",
