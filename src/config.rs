@@ -152,9 +152,8 @@ pub struct JtvaeConfig {
     /// (fast_jtnn: 100). Bounds the work of one decode.
     #[serde(default = "default_max_tree_nodes")]
     pub max_tree_nodes: usize,
-    /// Threads per rank for the decoder's chemistry (candidate enumeration with
-    /// RDKit, in parallel over the molecules of a decode batch); default: the
-    /// rank's share of the node's cores.
+    /// Decode workers per rank, each decoding a contiguous part of a batch with one
+    /// libtorch thread; default: the rank's share of the node's cores.
     #[serde(default)]
     pub decode_threads: Option<usize>,
     /// Held-out molecules decoded at the end of every epoch for reconstruction
