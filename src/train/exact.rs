@@ -47,15 +47,6 @@ fn exponents(maxabs: &[f64], n_total: usize) -> Vec<i32> {
         .collect()
 }
 
-/// Block index of every position, from the block lengths.
-fn block_of(blocks: &[usize]) -> Vec<usize> {
-    blocks
-        .iter()
-        .enumerate()
-        .flat_map(|(b, &n)| std::iter::repeat_n(b, n))
-        .collect()
-}
-
 /// Largest magnitude per block over `parts` (+∞ where a value is not finite).
 fn local_maxabs(blocks: &[usize], parts: &[Vec<f64>]) -> Vec<f64> {
     let mut max = vec![0f64; blocks.len()];
@@ -78,15 +69,20 @@ fn local_maxabs(blocks: &[usize], parts: &[Vec<f64>]) -> Vec<f64> {
 
 /// Sum of `parts` in fixed point with the per-block exponents.
 fn to_fixed(blocks: &[usize], exps: &[i32], parts: &[Vec<f64>]) -> Vec<i64> {
-    let which = block_of(blocks);
-    let scale: Vec<f64> = exps.iter().map(|&e| pow2(e)).collect();
-    let mut acc = vec![0i64; which.len()];
+    let mut acc = vec![0i64; blocks.iter().sum()];
     for part in parts {
-        for ((a, &v), &b) in acc.iter_mut().zip(part).zip(&which) {
-            // Non-finite values end as NaN blocks in `from_fixed`; skip them here.
-            if v.is_finite() {
-                *a += (v * scale[b]).round() as i64;
+        let mut at = 0;
+        for (&n, &e) in blocks.iter().zip(exps) {
+            let scale = pow2(e);
+            for (a, &v) in acc[at..at + n].iter_mut().zip(&part[at..at + n]) {
+                // Non-finite values end as NaN blocks in `from_fixed`; 0 here.
+                *a += if v.is_finite() {
+                    (v * scale).round() as i64
+                } else {
+                    0
+                };
             }
+            at += n;
         }
     }
     acc
@@ -94,17 +90,19 @@ fn to_fixed(blocks: &[usize], exps: &[i32], parts: &[Vec<f64>]) -> Vec<i64> {
 
 /// Back from fixed point; blocks whose maximum was not finite become NaN.
 fn from_fixed(blocks: &[usize], exps: &[i32], maxabs: &[f64], sum: &[i64]) -> Vec<f64> {
-    let which = block_of(blocks);
-    sum.iter()
-        .zip(&which)
-        .map(|(&s, &b)| {
-            if maxabs[b].is_finite() {
-                s as f64 * pow2(-exps[b])
-            } else {
-                f64::NAN
-            }
-        })
-        .collect()
+    let mut out = Vec::with_capacity(sum.len());
+    let mut at = 0;
+    for ((&n, &e), &m) in blocks.iter().zip(exps).zip(maxabs) {
+        let inv = pow2(-e);
+        let block = &sum[at..at + n];
+        if m.is_finite() {
+            out.extend(block.iter().map(|&s| s as f64 * inv));
+        } else {
+            out.extend(std::iter::repeat_n(f64::NAN, n));
+        }
+        at += n;
+    }
+    out
 }
 
 /// The element-wise sum over all ranks of all ranks' `parts` (this rank's
@@ -165,7 +163,11 @@ mod tests {
     fn any_split_gives_the_same_bits_and_a_close_sum() {
         let blocks = [3, 1, 4];
         let scales = [1e-8, 1.0, 1e6];
-        let which = block_of(&blocks);
+        let which: Vec<usize> = blocks
+            .iter()
+            .enumerate()
+            .flat_map(|(b, &n)| std::iter::repeat_n(b, n))
+            .collect();
         let mut x = 0.123f64;
         let parts: Vec<Vec<f64>> = (0..7)
             .map(|i| {
