@@ -249,6 +249,7 @@ pub struct StageTrain {
     pub log_every: Option<usize>,
     pub max_steps: Option<usize>,
     pub eval_batch_size: Option<usize>,
+    pub micro_batch: Option<usize>,
 }
 
 /// What Stage 2 does with the JT-VAE decoder (tree decoder + assembly scorer).
@@ -404,6 +405,14 @@ pub struct TrainConfig {
     /// Molecules per forward pass in evaluation.
     #[serde(default = "default_eval_batch")]
     pub eval_batch_size: usize,
+    /// Rank-count-invariant training: each global batch is cut into fixed
+    /// micro-batches of this many samples (whole micro-batches go to ranks), each
+    /// micro-batch's gradient is computed on its own, and the gradients are summed
+    /// in 64-bit fixed point (integer addition is associative), so the trained
+    /// parameters are bitwise the same for any number of ranks (CPU, same intra-op
+    /// threads per rank). Default: off (one float32 allreduce of per-rank sums).
+    #[serde(default)]
+    pub micro_batch: Option<usize>,
 }
 
 fn default_seed() -> u64 {
@@ -527,6 +536,9 @@ impl Config {
                 return Err(self.value_err(key, "must be at least 1"));
             }
         }
+        if self.train.micro_batch == Some(0) {
+            return Err(self.value_err("train.micro_batch", "must be at least 1"));
+        }
         if self.train.stage.is_some() && self.train.stages.is_some() {
             return Err(self.value_err(
                 "train.stage",
@@ -556,6 +568,7 @@ impl Config {
                 ("checkpoint_every", o.checkpoint_every),
                 ("log_every", o.log_every),
                 ("eval_batch_size", o.eval_batch_size),
+                ("micro_batch", o.micro_batch),
             ] {
                 if v == Some(0) {
                     return Err(
@@ -679,6 +692,7 @@ impl Config {
             t.log_every = o.log_every.unwrap_or(t.log_every);
             t.max_steps = o.max_steps.or(t.max_steps);
             t.eval_batch_size = o.eval_batch_size.unwrap_or(t.eval_batch_size);
+            t.micro_batch = o.micro_batch.or(t.micro_batch);
         }
         c.train.jtvae = None;
         c.train.mpnn = None;
@@ -703,10 +717,14 @@ impl Config {
     /// key is not trained again.
     pub fn stage_key(&self, stage: Stage) -> String {
         let t = &self.train;
-        let train = format!(
+        let mut train = format!(
             "epochs={} batch={} lr={} clip={} max_steps={:?} seed={}",
             t.epochs, t.batch_size, t.lr, t.clip_norm, t.max_steps, self.run.seed
         );
+        if let Some(m) = t.micro_batch {
+            // Only when set, so keys of runs without it are unchanged.
+            train.push_str(&format!(" micro_batch={m}"));
+        }
         let d = &self.data;
         let data = format!(
             "csv={} smiles={} target={} n_train={} n_test={}",
@@ -785,5 +803,26 @@ mod tests {
             err.contains("data.csv") && err.contains("missing.csv"),
             "{err}"
         );
+    }
+
+    #[test]
+    fn micro_batch_is_validated_and_overridden_per_stage() {
+        let dir = tempfile::tempdir().unwrap();
+        let cfg = Config::load(&write_cfg(dir.path(), GOOD)).unwrap();
+        assert_eq!(cfg.train.micro_batch, None);
+        let body = GOOD.replace("lr = 0.001", "lr = 0.001\nmicro_batch = 0");
+        let err = Config::load(&write_cfg(dir.path(), &body))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("train.micro_batch"), "{err}");
+        let body = GOOD.replace(
+            "lr = 0.001",
+            "lr = 0.001\nmicro_batch = 4\n[train.mpnn]\nmicro_batch = 2",
+        );
+        let cfg = Config::load(&write_cfg(dir.path(), &body)).unwrap();
+        assert_eq!(cfg.train.micro_batch, Some(4));
+        let mpnn = cfg.for_stage(Stage::Mpnn);
+        assert_eq!(mpnn.train.micro_batch, Some(2));
+        assert!(mpnn.stage_key(Stage::Mpnn).contains("micro_batch=2"));
     }
 }

@@ -59,6 +59,17 @@ impl Dist {
             .all_reduce_into(&send[..], buf, SystemOperation::sum());
     }
 
+    /// Element-wise integer sum over all ranks, in place (exact and independent of
+    /// the order of the additions, unlike floats; see `train::exact`).
+    pub fn allreduce_sum_i64(&self, buf: &mut [i64]) {
+        if self.size == 1 {
+            return;
+        }
+        let send = buf.to_vec();
+        self.world
+            .all_reduce_into(&send[..], buf, SystemOperation::sum());
+    }
+
     pub fn allreduce_sum_f64(&self, buf: &mut [f64]) {
         if self.size == 1 {
             return;

@@ -5,7 +5,9 @@
 //!    featurizer of the same columns (`scripts/py_featurize_bench.py`, when
 //!    /usr/bin/python3 has RDKit), and
 //! 2. MPNN training throughput (molecules/s) of `zo-hpc train inputs/bench.toml`
-//!    on 1 and 2 MPI ranks, measured side by side in one invocation.
+//!    on 1 and 2 MPI ranks, measured side by side in one invocation (with
+//!    `--micro-batch M[,M…]` also with `train.micro_batch = M`, the exact,
+//!    rank-count-invariant gradient sums, and its ratio to the float row).
 //!
 //! `zo-bench --jtvae` instead measures the JT-VAE chemistry on the full shipped data
 //! sets: decomposition throughput, vocabulary sizes, vocabulary coverage of test
@@ -26,7 +28,7 @@
 //! bound (the measured cost of one query, decode + featurize + embed, times the
 //! 1 + q queries of each sample of a rank).
 //!
-//! Usage: `zo-bench [--repeat N] [--ranks 1,2] [--jtvae [--gold N]]
+//! Usage: `zo-bench [--repeat N] [--ranks 1,2] [--micro-batch M[,M…]] [--jtvae [--gold N]]
 //! [--jtvae-speed CONFIG --run DIR [--limit N]] [--zo CONFIG --run DIR [--steps N]
 //! [--qs 1,4,16]]` from the repository root (or `make bench`).
 use anyhow::{bail, Context};
@@ -128,10 +130,9 @@ fn python_rate(file: &str, repeat: usize) -> Option<f64> {
 
 /// Runs the bench config on `ranks` ranks and returns training molecules/s
 /// (training phases only: evaluation and checkpoints excluded).
-fn train_rate(zo: &Path, ranks: usize, out: &Path) -> anyhow::Result<(f64, f64)> {
+fn train_rate(zo: &Path, config: &Path, ranks: usize, out: &Path) -> anyhow::Result<(f64, f64)> {
     let mut cmd = launcher(zo, ranks);
-    cmd.args(["train", "inputs/bench.toml", "--out-dir"])
-        .arg(out);
+    cmd.arg("train").arg(config).arg("--out-dir").arg(out);
     let t0 = Instant::now();
     let o = cmd.output().context("starting zo-hpc")?;
     let wall = t0.elapsed().as_secs_f64();
@@ -144,7 +145,7 @@ fn train_rate(zo: &Path, ranks: usize, out: &Path) -> anyhow::Result<(f64, f64)>
     let path = out.join("mpnn/metrics.h5");
     let f = hdf5::File::open(&path).with_context(|| format!("opening {}", path.display()))?;
     let m = zo_hpc::io::metrics::Metrics::read_from(&f)?;
-    let cfg = zo_hpc::config::Config::load(Path::new("inputs/bench.toml"))?;
+    let cfg = zo_hpc::config::Config::load(config)?;
     let phases = ["forward_backward", "allreduce", "optimizer"];
     // Per epoch, the slowest rank's time in each phase bounds the step time.
     let secs: f64 = phases
@@ -280,16 +281,46 @@ fn main() -> anyhow::Result<()> {
     }
     println!("\nMPNN training (inputs/bench.toml: paper-size MPNN, ZINC subset, global batch 16):");
     let tmp = std::env::temp_dir().join(format!("zo-bench-{}", std::process::id()));
+    let _cleanup = Cleanup(tmp.clone());
+    std::fs::create_dir_all(&tmp)?;
+    let bench = Path::new("inputs/bench.toml");
+    // --micro-batch M[,M…]: the same run with `train.micro_batch = M` (exact,
+    // rank-count-invariant sums) next to each float row.
+    let micro = match flag("--micro-batch") {
+        Some(v) => parse_list("--micro-batch", Some(v), "")?,
+        None => Vec::new(),
+    };
     let mut base = None;
     for &r in &ranks {
         let out = tmp.join(format!("ranks{r}"));
-        let (rate, wall) = train_rate(&zo, r, &out)?;
+        let (rate, wall) = train_rate(&zo, bench, r, &out)?;
         let speedup = base.map(|b: f64| rate / b).unwrap_or(1.0);
         base.get_or_insert(rate);
         println!("  {r} rank(s)  {rate:8.1} molecules/s  (x{speedup:.2} vs first row; whole run {wall:.1} s)");
+        for &m in &micro {
+            let config = micro_batch_variant(bench, &tmp, m)?;
+            let out = tmp.join(format!("ranks{r}_micro{m}"));
+            let (exact, wall) = train_rate(&zo, &config, r, &out)?;
+            println!(
+                "  {r} rank(s)  {exact:8.1} molecules/s  with micro_batch = {m}: x{:.3} the float row above (exact sums; whole run {wall:.1} s)",
+                exact / rate
+            );
+        }
     }
-    let _ = std::fs::remove_dir_all(&tmp);
     Ok(())
+}
+
+/// `config` with `train.micro_batch = m`, written into `dir` (its data path made absolute).
+fn micro_batch_variant(config: &Path, dir: &Path, m: usize) -> anyhow::Result<PathBuf> {
+    let text =
+        std::fs::read_to_string(config).with_context(|| format!("reading {}", config.display()))?;
+    let base = std::fs::canonicalize(config.parent().unwrap_or(Path::new(".")))?;
+    let text = text
+        .replace("csv = \"", &format!("csv = \"{}/", base.display()))
+        .replacen("[train]\n", &format!("[train]\nmicro_batch = {m}\n"), 1);
+    let path = dir.join(format!("bench_micro{m}.toml"));
+    std::fs::write(&path, text)?;
+    Ok(path)
 }
 
 /// Reads (smiles, value of `column`) from a shipped gzip CSV.

@@ -5,6 +5,7 @@
 pub mod adam;
 pub mod device;
 pub mod evaluate;
+pub mod exact;
 pub mod gradcheck;
 pub mod jtvae_stage;
 pub mod mpnn_stage;

@@ -49,6 +49,11 @@ impl Params {
         Some(start..start + self.numels[i])
     }
 
+    /// Elements of each parameter, in flat-buffer order.
+    pub fn numels(&self) -> &[usize] {
+        &self.numels
+    }
+
     pub fn numel(&self) -> usize {
         self.numels.iter().sum()
     }

@@ -2,7 +2,9 @@
 //! `Objective` (its model, data and loss); the loop does the rest identically for
 //! all of them: the seeded global batch order, this rank's shard of each global
 //! batch, one allreduce of the flat gradient buffer (with the loss and its terms
-//! appended), division by the global batch size, clipping, Adam, per-epoch
+//! appended) or, with `train.micro_batch`, an exact fixed-point sum of fixed
+//! micro-batches' gradients (`exact`: bitwise the same for any rank count),
+//! division by the global batch size, clipping, Adam, per-epoch
 //! evaluation, metrics, atomic checkpoints, `--resume`, progress and timings.
 use super::adam::{clip_global_norm, Adam};
 use super::params::Params;
@@ -34,6 +36,25 @@ pub struct StepOut {
     pub counts: Vec<f64>,
     /// Seconds of this rank in each of `phases()`.
     pub phase_s: Vec<f64>,
+}
+
+impl StepOut {
+    /// Adds another micro-batch's sums (element-wise; missing entries count as 0).
+    fn add(&mut self, o: &StepOut) {
+        fn add_into(dst: &mut Vec<f64>, src: &[f64]) {
+            if dst.len() < src.len() {
+                dst.resize(src.len(), 0.0);
+            }
+            for (d, s) in dst.iter_mut().zip(src) {
+                *d += s;
+            }
+        }
+        self.loss += o.loss;
+        add_into(&mut self.terms, &o.terms);
+        add_into(&mut self.projections, &o.projections);
+        add_into(&mut self.counts, &o.counts);
+        add_into(&mut self.phase_s, &o.phase_s);
+    }
 }
 
 /// What a training stage provides to the loop.
@@ -281,10 +302,30 @@ impl<'a, O: Objective> Trainer<'a, O> {
             .join(",")
     }
 
+    /// `obj.step` on `samples`, its seconds added to the timer and appended to
+    /// `phase_s` (as the step's own total).
+    fn timed_step(
+        &mut self,
+        samples: &[usize],
+        phases: &[&'static str],
+        timer: &mut Timer,
+    ) -> StepOut {
+        let t0 = Instant::now();
+        let mut out = self.obj.step(samples, self.step);
+        let secs = t0.elapsed().as_secs_f64();
+        *timer.0.entry("forward_backward").or_default() += secs;
+        for (p, s) in phases.iter().zip(&out.phase_s) {
+            *timer.0.entry(p).or_default() += s;
+        }
+        out.phase_s.push(secs);
+        out
+    }
+
     /// Trains to the end (or to `opts.abort_after_step`).
     pub fn run(&mut self, opts: &RunOptions) -> anyhow::Result<()> {
         let root = self.dist.is_root();
-        let tc = &self.cfg.train;
+        let cfg: &'a Config = self.cfg;
+        let tc = &cfg.train;
         let spe = self.steps_per_epoch();
         let total = self.total_steps();
         let n_train = self.obj.n_train();
@@ -330,26 +371,47 @@ impl<'a, O: Objective> Trainer<'a, O> {
                 perm = (epoch, order);
             }
             let global = &perm.1[bi * tc.batch_size..((bi + 1) * tc.batch_size).min(n_train)];
-            let mine = &global[self.dist.shard(global.len())];
 
-            self.params.zero_grad();
-            let out = if mine.is_empty() {
-                StepOut::default()
-            } else {
-                let t0 = Instant::now();
-                let mut out = self.obj.step(mine, self.step);
-                let secs = t0.elapsed().as_secs_f64();
-                *timer.0.entry("forward_backward").or_default() += secs;
-                for (p, s) in phases.iter().zip(&out.phase_s) {
-                    *timer.0.entry(p).or_default() += s;
+            // With `train.micro_batch`: this rank's whole micro-batches, each one's
+            // [gradient | projections] kept apart for the exact sum (`exact`).
+            let micro: Option<Vec<&[usize]>> = tc.micro_batch.map(|m| global.chunks(m).collect());
+            let mut parts: Vec<Vec<f64>> = Vec::new();
+            let out = match &micro {
+                None => {
+                    let mine = &global[self.dist.shard(global.len())];
+                    self.params.zero_grad();
+                    if mine.is_empty() {
+                        StepOut::default()
+                    } else {
+                        self.timed_step(mine, &phases, &mut timer)
+                    }
                 }
-                out.phase_s.push(secs);
-                out
+                Some(mbs) => {
+                    let mut acc = StepOut::default();
+                    for mb in &mbs[self.dist.shard(mbs.len())] {
+                        self.params.zero_grad();
+                        let o = self.timed_step(mb, &phases, &mut timer);
+                        let mut part: Vec<f64> =
+                            self.params.flat_grad().into_iter().map(f64::from).collect();
+                        part.extend(
+                            (0..n_proj).map(|i| o.projections.get(i).copied().unwrap_or(0.0)),
+                        );
+                        parts.push(part);
+                        acc.add(&o);
+                    }
+                    acc
+                }
             };
-            // One allreduce per step: [gradients | loss | terms | projections |
-            // counters | per-rank phase seconds (ranks × (phases + 1))].
-            let mut flat = self.params.flat_grad();
-            let n_params = flat.len();
+            // One float allreduce per step: [gradients (not with micro-batches) |
+            // loss | terms | projections | counters | per-rank phase seconds
+            // (ranks × (phases + 1))].
+            let mut flat = if micro.is_some() {
+                Vec::new()
+            } else {
+                self.params.flat_grad()
+            };
+            let n_grad = flat.len();
+            let n_params = self.params.numel();
             flat.push(out.loss as f32);
             fn pad(v: &[f64], n: usize) -> Vec<f32> {
                 (0..n)
@@ -371,13 +433,29 @@ impl<'a, O: Objective> Trainer<'a, O> {
                 m.insert("allreduce_floats_per_step".into(), flat.len() as f64);
                 m.insert("trained_parameters".into(), n_params as f64);
                 m.insert("projection_scalars_per_step".into(), n_proj as f64);
+                if micro.is_some() {
+                    m.insert(
+                        "exact_allreduce_i64_per_step".into(),
+                        (n_params + n_proj) as f64,
+                    );
+                }
             }
             let t_ar = Instant::now();
             self.dist.allreduce_sum_f32(&mut flat);
+            let tail = flat.split_off(n_grad);
+            // The exact sum of the micro-batches' [gradient | projections].
+            let exact = micro.as_ref().map(|mbs| {
+                let mut blocks = self.params.numels().to_vec();
+                blocks.push(n_proj);
+                let mut sum = super::exact::sum_over_ranks(self.dist, &blocks, &parts, mbs.len());
+                let projections = sum.split_off(n_params);
+                let grad: Vec<f32> = sum.into_iter().map(|v| v as f32).collect();
+                (grad, projections)
+            });
+            drop(parts);
             let ar_s = t_ar.elapsed().as_secs_f64();
             *timer.0.entry("allreduce").or_default() += ar_s;
             let scale = 1.0 / global.len() as f64;
-            let tail = flat.split_off(n_params);
             let batch_loss = f64::from(tail[0]) * scale;
             let mut at = 1;
             let mut take = |n: usize| {
@@ -386,7 +464,7 @@ impl<'a, O: Objective> Trainer<'a, O> {
                 v
             };
             let term_sums = take(terms.len());
-            let projections = take(n_proj);
+            let mut projections = take(n_proj);
             let counts = take(counters.len());
             let times = take(self.dist.size * per_rank);
             for (name, v) in terms.iter().zip(&term_sums) {
@@ -420,6 +498,10 @@ impl<'a, O: Objective> Trainer<'a, O> {
                 for (name, v) in self.obj.derived(&counts, step_max) {
                     self.metrics.push_step(name, v);
                 }
+            }
+            if let Some((grad, proj)) = exact {
+                flat = grad;
+                projections = proj;
             }
             let t_opt = Instant::now();
             self.obj.apply_reduced(self.step, &projections, &mut flat);

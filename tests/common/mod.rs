@@ -68,6 +68,11 @@ pub fn assert_ok(o: &Output) {
 
 /// All datasets under /params of a checkpoint, by path.
 pub fn read_params(checkpoint: &Path) -> BTreeMap<String, Vec<f32>> {
+    read_group(checkpoint, "params")
+}
+
+/// All f32 datasets under `group` of a checkpoint ("params", "adam/m", "adam/v"), by path.
+pub fn read_group(checkpoint: &Path, group: &str) -> BTreeMap<String, Vec<f32>> {
     fn walk(g: &hdf5::Group, prefix: &str, out: &mut BTreeMap<String, Vec<f32>>) {
         for name in g.member_names().unwrap() {
             let path = format!("{prefix}/{name}");
@@ -81,7 +86,7 @@ pub fn read_params(checkpoint: &Path) -> BTreeMap<String, Vec<f32>> {
     let f =
         hdf5::File::open(checkpoint).unwrap_or_else(|e| panic!("{}: {e}", checkpoint.display()));
     let mut out = BTreeMap::new();
-    walk(&f.group("params").unwrap(), "", &mut out);
+    walk(&f.group(group).unwrap(), "", &mut out);
     out
 }
 
