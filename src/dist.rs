@@ -49,44 +49,33 @@ impl Dist {
         shard_of(n, self.rank, self.size)
     }
 
-    /// Element-wise sum over all ranks, in place.
-    pub fn allreduce_sum_f32(&self, buf: &mut [f32]) {
+    /// Element-wise `op` over all ranks, in place.
+    fn allreduce<T: Equivalence + Clone>(&self, buf: &mut [T], op: SystemOperation) {
         if self.size == 1 {
             return;
         }
         let send = buf.to_vec();
-        self.world
-            .all_reduce_into(&send[..], buf, SystemOperation::sum());
+        self.world.all_reduce_into(&send[..], buf, op);
+    }
+
+    /// Element-wise sum over all ranks, in place.
+    pub fn allreduce_sum_f32(&self, buf: &mut [f32]) {
+        self.allreduce(buf, SystemOperation::sum());
     }
 
     /// Element-wise integer sum over all ranks, in place (exact and independent of
     /// the order of the additions, unlike floats; see `train::exact`).
     pub fn allreduce_sum_i64(&self, buf: &mut [i64]) {
-        if self.size == 1 {
-            return;
-        }
-        let send = buf.to_vec();
-        self.world
-            .all_reduce_into(&send[..], buf, SystemOperation::sum());
+        self.allreduce(buf, SystemOperation::sum());
     }
 
     pub fn allreduce_sum_f64(&self, buf: &mut [f64]) {
-        if self.size == 1 {
-            return;
-        }
-        let send = buf.to_vec();
-        self.world
-            .all_reduce_into(&send[..], buf, SystemOperation::sum());
+        self.allreduce(buf, SystemOperation::sum());
     }
 
     /// Maximum over ranks (for timing imbalance).
     pub fn allreduce_max_f64(&self, buf: &mut [f64]) {
-        if self.size == 1 {
-            return;
-        }
-        let send = buf.to_vec();
-        self.world
-            .all_reduce_into(&send[..], buf, SystemOperation::max());
+        self.allreduce(buf, SystemOperation::max());
     }
 
     pub fn barrier(&self) {

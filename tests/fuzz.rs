@@ -10,6 +10,20 @@ use proptest::test_runner::{Config as RunnerConfig, TestRunner};
 use std::io::Write;
 use std::path::Path;
 
+/// A runner of `cases` cases that stores no failure files in the repository.
+fn runner(cases: u32) -> TestRunner {
+    TestRunner::new(RunnerConfig {
+        cases,
+        failure_persistence: None,
+        ..RunnerConfig::default()
+    })
+}
+
+/// A valid config reading `csv_name` next to it.
+fn config_for(csv_name: &str) -> String {
+    format!("[run]\nout_dir = \"out\"\n[data]\ncsv = \"{csv_name}\"\ntarget_column = \"t\"\nn_train = 1\nn_test = 1\n[train]\nepochs = 1\nbatch_size = 2\nlr = 0.001\n")
+}
+
 fn cases() -> u32 {
     std::env::var("ZO_FUZZ_CASES")
         .ok()
@@ -187,12 +201,7 @@ fn check(cfg_path: &Path, csv_name: &str) -> Result<(), TestCaseError> {
 
 #[test]
 fn generated_configs_load_or_fail_naming_the_file_or_key() {
-    let mut runner = TestRunner::new(RunnerConfig {
-        cases: cases(),
-        failure_persistence: None,
-        ..RunnerConfig::default()
-    });
-    runner
+    runner(cases())
         .run(&config_text(), |text| {
             let dir = tempfile::tempdir().unwrap();
             std::fs::write(dir.path().join("data.csv"), VALID_CSV).unwrap();
@@ -205,12 +214,7 @@ fn generated_configs_load_or_fail_naming_the_file_or_key() {
 
 #[test]
 fn generated_csv_files_prepare_or_fail_naming_the_file_or_line() {
-    let mut runner = TestRunner::new(RunnerConfig {
-        cases: cases(),
-        failure_persistence: None,
-        ..RunnerConfig::default()
-    });
-    runner
+    runner(cases())
         .run(&(csv_bytes(), 0u8..3), |(bytes, kind)| {
             let dir = tempfile::tempdir().unwrap();
             // 0: plain; 1: gzip; 2: gzip cut short.
@@ -218,8 +222,7 @@ fn generated_csv_files_prepare_or_fail_naming_the_file_or_line() {
             let stored = if kind == 0 {
                 bytes
             } else {
-                let mut gz =
-                    flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+                let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
                 gz.write_all(&bytes).unwrap();
                 let mut z = gz.finish().unwrap();
                 if kind == 2 {
@@ -229,11 +232,7 @@ fn generated_csv_files_prepare_or_fail_naming_the_file_or_line() {
             };
             std::fs::write(dir.path().join(name), stored).unwrap();
             let p = dir.path().join("cfg.toml");
-            std::fs::write(
-                &p,
-                format!("[run]\nout_dir = \"out\"\n[data]\ncsv = \"{name}\"\ntarget_column = \"t\"\nn_train = 1\nn_test = 1\n[train]\nepochs = 1\nbatch_size = 2\nlr = 0.001\n"),
-            )
-            .unwrap();
+            std::fs::write(&p, config_for(name)).unwrap();
             check(&p, name)
         })
         .unwrap();
@@ -245,21 +244,12 @@ fn generated_csv_files_prepare_or_fail_naming_the_file_or_line() {
 #[test]
 fn the_binary_prepares_or_fails_cleanly_on_generated_csv_files() {
     let bin = env!("CARGO_BIN_EXE_zo-hpc");
-    let mut runner = TestRunner::new(RunnerConfig {
-        cases: (cases() / 10).max(10),
-        failure_persistence: None,
-        ..RunnerConfig::default()
-    });
-    runner
+    runner((cases() / 10).max(10))
         .run(&csv_bytes(), |bytes| {
             let dir = tempfile::tempdir().unwrap();
             std::fs::write(dir.path().join("data.csv"), bytes).unwrap();
             let p = dir.path().join("cfg.toml");
-            std::fs::write(
-                &p,
-                "[run]\nout_dir = \"out\"\n[data]\ncsv = \"data.csv\"\ntarget_column = \"t\"\nn_train = 1\nn_test = 1\n[train]\nepochs = 1\nbatch_size = 2\nlr = 0.001\n",
-            )
-            .unwrap();
+            std::fs::write(&p, config_for("data.csv")).unwrap();
             let o = std::process::Command::new(bin)
                 .args(["prepare", p.to_str().unwrap()])
                 .env("OMP_WAIT_POLICY", "PASSIVE")

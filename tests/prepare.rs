@@ -491,24 +491,13 @@ fn prepare_reports_and_stores_the_files_line_numbers_for_crlf_and_gzip() {
 /// rest of the file is prepared.
 #[test]
 fn a_huge_smiles_is_a_bad_row_not_a_stall() {
-    let dir = tempfile::tempdir().unwrap();
     let huge = "C".repeat(100_000);
     let big = "C".repeat(40);
     let csv = format!("smiles,t\nCCO,1\n{huge},2\nCCN,3\n{big},4\nCCCl,5\nc1ccccc1,6\n");
-    std::fs::write(dir.path().join("data.csv"), csv).unwrap();
-    let cfg = dir.path().join("cfg.toml");
-    std::fs::write(
-        &cfg,
+    let (_dir, o, _out) = prepare_case(
+        &[("data.csv", &csv)],
         "[run]\nout_dir = \"out\"\n[data]\ncsv = \"data.csv\"\ntarget_column = \"t\"\nn_train = 3\nn_test = 1\nmax_atoms = 30\n[train]\nepochs = 1\nbatch_size = 2\nlr = 0.001\n",
-    )
-    .unwrap();
-    let out = dir.path().join("out");
-    let o = zo(&[
-        "prepare",
-        cfg.to_str().unwrap(),
-        "--out-dir",
-        out.to_str().unwrap(),
-    ]);
+    );
     assert_ok(&o);
     let log = stderr(&o);
     assert!(log.contains("2 rows skipped: invalid SMILES"), "{log}");
