@@ -131,8 +131,8 @@ fn slurm_job_equals_mpirun() {
     let a = read_params(&mpirun_dir.join("mpnn/checkpoint.h5"));
     let b = read_params(&slurm_dir.join("mpnn/checkpoint.h5"));
     let diff = max_rel_diff(&a, &b);
-    assert!(
-        diff < 1e-6,
+    assert_eq!(
+        diff, 0.0,
         "mpirun and Slurm runs differ: max relative difference {diff:e}"
     );
 }
