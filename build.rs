@@ -32,6 +32,7 @@ fn main() {
     ] {
         println!("cargo:rerun-if-changed={f}");
     }
+    commit();
     println!("cargo:rerun-if-env-changed=RDKIT_INCLUDE_DIR");
     println!("cargo:rerun-if-env-changed=RDKIT_LIB_DIR");
 
@@ -76,4 +77,31 @@ fn cuda_lib_dirs(torch_lib: &Path) -> Vec<PathBuf> {
         .collect();
     dirs.sort();
     dirs
+}
+
+/// The git commit the binary is built from (`ZO_HPC_COMMIT`, written into every
+/// output file so that a figure names the code behind it); "unknown" outside git.
+/// Rebuilt when HEAD moves (a commit, a checkout).
+fn commit() {
+    let git = |args: &[&str]| {
+        std::process::Command::new("git")
+            .args(args)
+            .output()
+            .ok()
+            .filter(|o| o.status.success())
+            .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+    };
+    let id = git(&["rev-parse", "HEAD"]).unwrap_or_else(|| "unknown".into());
+    println!("cargo:rustc-env=ZO_HPC_COMMIT={id}");
+    if let Some(dir) = git(&["rev-parse", "--git-dir"]) {
+        let dir = Path::new(&dir);
+        println!("cargo:rerun-if-changed={}", dir.join("HEAD").display());
+        if let Some(r) = git(&["symbolic-ref", "-q", "HEAD"]) {
+            let common = git(&["rev-parse", "--git-common-dir"]).unwrap_or_default();
+            let p = Path::new(&common).join(r);
+            if p.is_file() {
+                println!("cargo:rerun-if-changed={}", p.display());
+            }
+        }
+    }
 }

@@ -262,7 +262,7 @@ pub enum DecoderMode {
     Zo,
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ZoConfig {
     /// Latent estimator: "forward" (the paper; q > 1 averages q directions),
@@ -308,6 +308,33 @@ pub struct ZoConfig {
     /// Stage-1 MPNN checkpoint to start from; default `<out_dir>/mpnn/checkpoint.h5`.
     #[serde(default)]
     pub init_mpnn: Option<PathBuf>,
+    /// Folder of pretrained Stage-1 models (`jtvae.h5`, `mpnn.h5`, written by
+    /// `zo-hpc export`; relative to the config file): Stage 2 starts from them when
+    /// the run has no Stage-1 checkpoint of its own and no `init_*` is given.
+    #[serde(default)]
+    pub pretrained: Option<PathBuf>,
+}
+
+/// As derived, without `pretrained`: the stage key is built from this text, and
+/// where Stage 2 actually starts is in it already (`init_*`, see `for_stage`).
+impl std::fmt::Debug for ZoConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ZoConfig")
+            .field("estimator", &self.estimator)
+            .field("q", &self.q)
+            .field("mu", &self.mu)
+            .field("sigma", &self.sigma)
+            .field("lambda", &self.lambda)
+            .field("decoder", &self.decoder)
+            .field("q_decoder", &self.q_decoder)
+            .field("mu_decoder", &self.mu_decoder)
+            .field("skip_unchanged", &self.skip_unchanged)
+            .field("cache_size", &self.cache_size)
+            .field("eval_limit", &self.eval_limit)
+            .field("init_jtvae", &self.init_jtvae)
+            .field("init_mpnn", &self.init_mpnn)
+            .finish()
+    }
 }
 
 impl Default for ZoConfig {
@@ -326,6 +353,7 @@ impl Default for ZoConfig {
             eval_limit: default_eval_limit(),
             init_jtvae: None,
             init_mpnn: None,
+            pretrained: None,
         }
     }
 }
@@ -480,6 +508,11 @@ impl Config {
         if let Some(ds) = &cfg.data.dataset {
             if ds.is_relative() {
                 cfg.data.dataset = Some(base.join(ds));
+            }
+        }
+        if let Some(p) = &cfg.zo.pretrained {
+            if p.is_relative() {
+                cfg.zo.pretrained = Some(base.join(p));
             }
         }
         if let Some(j) = cfg.jtvae.as_mut() {
@@ -702,14 +735,24 @@ impl Config {
         c
     }
 
-    /// Where a stage's final checkpoint lives (for the pipeline's later stages).
+    /// Where a stage's final checkpoint lives (for the pipeline's later stages):
+    /// `zo.init_*`, else the run's own, else (when the run has none) the
+    /// pretrained model of `zo.pretrained`.
     pub fn stage_checkpoint(&self, stage: Stage) -> PathBuf {
         let given = match stage {
             Stage::Jtvae => self.zo.init_jtvae.clone(),
             Stage::Mpnn => self.zo.init_mpnn.clone(),
             Stage::Zo => None,
         };
-        given.unwrap_or_else(|| self.run.out_dir.join(stage.name()).join("checkpoint.h5"))
+        given.unwrap_or_else(|| {
+            let own = self.run.out_dir.join(stage.name()).join("checkpoint.h5");
+            match &self.zo.pretrained {
+                Some(dir) if stage != Stage::Zo && !own.is_file() => {
+                    dir.join(format!("{}.h5", stage.name()))
+                }
+                _ => own,
+            }
+        })
     }
 
     /// A fingerprint of everything that determines a stage's result (for a
@@ -803,6 +846,30 @@ mod tests {
             err.contains("data.csv") && err.contains("missing.csv"),
             "{err}"
         );
+    }
+
+    #[test]
+    fn pretrained_is_resolved_and_kept_out_of_the_stage_key() {
+        let dir = tempfile::tempdir().unwrap();
+        let cfg = Config::load(&write_cfg(dir.path(), GOOD)).unwrap();
+        let key = cfg.stage_key(Stage::Zo);
+        // The key's text as the derived Debug wrote it (completed runs stay skipped).
+        assert!(
+            key.contains("ZoConfig { estimator: Forward, q: 1, mu: 0.001"),
+            "{key}"
+        );
+        assert!(
+            key.ends_with("init_jtvae: None, init_mpnn: None }"),
+            "{key}"
+        );
+        let body = format!("{GOOD}[zo]\npretrained = \"models/x\"\n");
+        let with = Config::load(&write_cfg(dir.path(), &body)).unwrap();
+        assert_eq!(with.stage_key(Stage::Zo), key);
+        let dir_x = dir.path().join("models/x");
+        assert_eq!(with.zo.pretrained.as_deref(), Some(dir_x.as_path()));
+        // No Stage 1 of its own: Stage 2 starts from the pretrained files.
+        assert_eq!(with.stage_checkpoint(Stage::Jtvae), dir_x.join("jtvae.h5"));
+        assert_eq!(with.stage_checkpoint(Stage::Mpnn), dir_x.join("mpnn.h5"));
     }
 
     #[test]

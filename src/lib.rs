@@ -3,6 +3,9 @@
 //!
 //! Data flows through the modules in this order: `config` → `data` → `chem` /
 //! `blackbox` → `models` → `zo` → `train` → `dist` → `io`.
+/// The git commit this binary was built from ("unknown" outside a git checkout).
+pub const COMMIT: &str = env!("ZO_HPC_COMMIT");
+
 pub mod blackbox;
 pub mod chem;
 pub mod config;

@@ -5,8 +5,10 @@ use anyhow::Context;
 use clap::{Parser, Subcommand};
 use std::io::Write;
 use std::path::{Path, PathBuf};
+use std::time::Instant;
 use zo_hpc::config::{Config, Stage};
 use zo_hpc::dist::Dist;
+use zo_hpc::train::stop::{Outcome, Stop, EXIT_STOPPED};
 use zo_hpc::train::RunOptions;
 
 /// Train deep models end to end through gradient-free scientific software
@@ -46,6 +48,11 @@ enum Command {
     /// Each stage writes metrics.h5 and checkpoint.h5 to `<out_dir>/<stage>/`; a stage
     /// whose checkpoint is complete and made with the same settings is skipped.
     /// Runs `prepare` first if the dataset file does not exist.
+    ///
+    /// Long runs in batch jobs: with `--time-limit`, or on SIGTERM / SIGUSR1 / SIGUSR2
+    /// (Slurm: `#SBATCH --signal=USR1@300`), training stops between two steps, writes
+    /// a checkpoint and exits with status 75; the same command with `--resume`
+    /// continues along the identical trajectory (see jobs/hof.slurm).
     Train {
         /// The run config (TOML).
         config: PathBuf,
@@ -53,9 +60,16 @@ enum Command {
         #[arg(long, value_name = "NAME", value_parser = ["jtvae", "mpnn", "zo"])]
         stage: Option<String>,
         /// Continue the first stage that is not complete from its checkpoint, along
-        /// the identical trajectory (completed stages are skipped as always).
+        /// the identical trajectory (completed stages are skipped as always; a stage
+        /// after complete ones that has no checkpoint yet is started).
         #[arg(long)]
         resume: bool,
+        /// Wall time for this invocation, counted from its start, e.g. 5400, 90m,
+        /// 2h30m or Slurm's 01:30:00: no step starts that would not end (with its
+        /// checkpoint) before it; then a checkpoint is written and the process
+        /// exits with status 75. Give a job a few minutes more than this.
+        #[arg(long, value_name = "DURATION", value_parser = zo_hpc::train::stop::parse_time_limit)]
+        time_limit: Option<std::time::Duration>,
         /// Write outputs here instead of the config's `run.out_dir`.
         #[arg(long, value_name = "DIR")]
         out_dir: Option<PathBuf>,
@@ -88,6 +102,25 @@ enum Command {
         /// Molecules encoded and decoded together (default `train.eval_batch_size`).
         #[arg(long, value_name = "N")]
         batch: Option<usize>,
+    },
+    /// Write the run's trained Stage-1 models (complete `jtvae` and `mpnn`
+    /// checkpoints) as files to ship: parameters without the optimizer state
+    /// (float16 with --half: half the size), the stage metrics and, for the
+    /// JT-VAE, its cluster vocabulary, plus a PROVENANCE.md (config, commit,
+    /// steps, data, last-epoch metrics). A config with `zo.pretrained = "DIR"`
+    /// starts Stage 2 from them (`zo-hpc train CONFIG --stage zo`).
+    Export {
+        /// The config of the run whose Stage 1 is exported.
+        config: PathBuf,
+        /// Folder to write `jtvae.h5`, `mpnn.h5` and `PROVENANCE.md` into.
+        #[arg(long, value_name = "DIR")]
+        to: PathBuf,
+        /// Store parameters as float16 (read back as float32).
+        #[arg(long)]
+        half: bool,
+        /// Read the run in this folder instead of the config's `run.out_dir`.
+        #[arg(long, value_name = "DIR")]
+        out_dir: Option<PathBuf>,
     },
     /// Check the zeroth-order estimators before spending a long run on them:
     /// (1) on a smooth, differentiable stand-in for decode + featurize + embed,
@@ -156,7 +189,9 @@ fn prepare_if_missing(cfg: &Config, dist: &Dist) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn run(cli: Cli, dist: &Dist) -> anyhow::Result<()> {
+/// Exit status of a successful command: 0, or 75 for a run that stopped early
+/// with a checkpoint.
+fn run(cli: Cli, dist: &Dist, start: Instant) -> anyhow::Result<i32> {
     match cli.command {
         Command::Eval {
             config,
@@ -184,7 +219,7 @@ fn run(cli: Cli, dist: &Dist) -> anyhow::Result<()> {
                     );
                     log::info!("wrote {}", out.display());
                 }
-                return Ok(());
+                return Ok(0);
             }
             if !cfg.stages().contains(&Stage::Jtvae) {
                 anyhow::bail!(
@@ -208,6 +243,7 @@ fn run(cli: Cli, dist: &Dist) -> anyhow::Result<()> {
                     use zo_hpc::io::h5::{write_attr, write_str_attr};
                     write_str_attr(f, "checkpoint", &ck.display().to_string())?;
                     write_str_attr(f, "compare", "canonical SMILES without stereo")?;
+                    write_str_attr(f, "commit", zo_hpc::COMMIT)?;
                     for (k, v) in [
                         ("molecules", r.molecules),
                         ("exact", r.exact),
@@ -231,7 +267,7 @@ fn run(cli: Cli, dist: &Dist) -> anyhow::Result<()> {
                 })?;
                 log::info!("wrote {}", out.display());
             }
-            Ok(())
+            Ok(0)
         }
         Command::Gradcheck {
             config,
@@ -248,7 +284,7 @@ fn run(cli: Cli, dist: &Dist) -> anyhow::Result<()> {
             tch::set_num_threads(threads as i32);
             prepare_if_missing(&cfg, dist)?;
             if !dist.is_root() {
-                return Ok(());
+                return Ok(0);
             }
             use zo_hpc::train::gradcheck;
             let opts = gradcheck::Options {
@@ -261,7 +297,46 @@ fn run(cli: Cli, dist: &Dist) -> anyhow::Result<()> {
             let out = cfg.run.out_dir.join("gradcheck.h5");
             gradcheck::write(&out, &r, &cfg)?;
             log::info!("wrote {}", out.display());
-            Ok(())
+            Ok(0)
+        }
+        Command::Export {
+            config,
+            to,
+            half,
+            out_dir,
+        } => {
+            let cfg = load(&config, out_dir)?;
+            if !dist.is_root() {
+                return Ok(0);
+            }
+            let ds = zo_hpc::io::dataset::Dataset::read(&cfg.dataset_path())?;
+            let vocab = ds.jtvae.as_ref().map(|j| j.vocab.clone());
+            let mut done = Vec::new();
+            for stage in [Stage::Jtvae, Stage::Mpnn] {
+                let v = if stage == Stage::Jtvae {
+                    vocab.as_deref()
+                } else {
+                    None
+                };
+                let e = zo_hpc::io::model::export(&cfg, stage, &to, half, v)?;
+                log::info!(
+                    "wrote {} ({} parameters, {:.1} MB)",
+                    e.file.display(),
+                    e.parameters,
+                    e.bytes as f64 / 1e6
+                );
+                done.push(e);
+            }
+            let command: Vec<String> = std::env::args().skip(1).collect();
+            let text = zo_hpc::io::model::provenance(
+                &cfg,
+                &done,
+                &format!("zo-hpc {}", command.join(" ")),
+            );
+            let p = to.join("PROVENANCE.md");
+            std::fs::write(&p, text).with_context(|| format!("writing {}", p.display()))?;
+            log::info!("wrote {}", p.display());
+            Ok(0)
         }
         Command::Prepare {
             config,
@@ -270,7 +345,7 @@ fn run(cli: Cli, dist: &Dist) -> anyhow::Result<()> {
         } => {
             let cfg = load(&config, out_dir)?;
             zo_hpc::data::prepare::run(&cfg, dist, !no_candidates)?;
-            Ok(())
+            Ok(0)
         }
         Command::Train {
             config,
@@ -279,6 +354,7 @@ fn run(cli: Cli, dist: &Dist) -> anyhow::Result<()> {
             out_dir,
             max_steps,
             abort_after_step,
+            time_limit,
         } => {
             let mut cfg = load(&config, out_dir)?;
             if max_steps.is_some() {
@@ -297,10 +373,15 @@ fn run(cli: Cli, dist: &Dist) -> anyhow::Result<()> {
             let opts = RunOptions {
                 resume,
                 abort_after_step,
+                stop: Stop::new(start, time_limit, true),
             };
             let only = stage.as_deref().and_then(Stage::parse);
-            zo_hpc::train::pipeline::run(&cfg, dist, only, &opts)
-                .with_context(|| format!("training with {}", config.display()))
+            let outcome = zo_hpc::train::pipeline::run(&cfg, dist, only, &opts)
+                .with_context(|| format!("training with {}", config.display()))?;
+            Ok(match outcome {
+                Outcome::Done => 0,
+                Outcome::Stopped => EXIT_STOPPED,
+            })
         }
     }
 }
@@ -329,6 +410,7 @@ fn passive_openmp() {
 
 fn main() {
     passive_openmp();
+    let start = Instant::now();
     let cli = Cli::parse();
     let dist = match Dist::init() {
         Ok(d) => d,
@@ -338,12 +420,19 @@ fn main() {
         }
     };
     init_logging(dist.rank, dist.size);
-    if let Err(e) = run(cli, &dist) {
-        log::error!("{e:#}");
-        if dist.size > 1 {
-            dist.abort(1);
+    match run(cli, &dist, start) {
+        Ok(0) => {}
+        Ok(code) => {
+            drop(dist);
+            std::process::exit(code);
         }
-        drop(dist);
-        std::process::exit(1);
+        Err(e) => {
+            log::error!("{e:#}");
+            if dist.size > 1 {
+                dist.abort(1);
+            }
+            drop(dist);
+            std::process::exit(1);
+        }
     }
 }

@@ -57,14 +57,25 @@ fn h5_path(name: &str) -> String {
 
 fn write_arrays(root: &Group, group: &str, arrays: &[NamedArray]) -> hdf5::Result<()> {
     for a in arrays {
-        let full = format!("{group}/{}", h5_path(&a.name));
-        let (dir, leaf) = full.rsplit_once('/').unwrap_or(("", full.as_str()));
-        let g = h5::ensure_group(root, dir)?;
-        let view = ndarray::ArrayViewD::from_shape(a.shape.clone(), &a.data)
-            .map_err(|e| hdf5::Error::from(format!("{}: {e}", a.name)))?;
-        h5::write_array(&g, leaf, view)?;
+        write_named(root, group, &a.name, &a.shape, &a.data)?;
     }
     Ok(())
+}
+
+/// One parameter `name` (dotted) of `shape` as `<group>/<name with slashes>`.
+pub(crate) fn write_named<T: hdf5::H5Type>(
+    root: &Group,
+    group: &str,
+    name: &str,
+    shape: &[usize],
+    data: &[T],
+) -> hdf5::Result<()> {
+    let full = format!("{group}/{}", h5_path(name));
+    let (dir, leaf) = full.rsplit_once('/').unwrap_or(("", full.as_str()));
+    let g = h5::ensure_group(root, dir)?;
+    let view = ndarray::ArrayViewD::from_shape(shape.to_vec(), data)
+        .map_err(|e| hdf5::Error::from(format!("{name}: {e}")))?;
+    h5::write_array(&g, leaf, view)
 }
 
 /// Where the checkpoint that `path` replaced is kept (`checkpoint.prev.h5`).
@@ -82,6 +93,7 @@ impl Checkpoint {
             h5::write_attr(f, "seed", &self.seed)?;
             h5::write_attr(f, "adam_t", &self.adam_t)?;
             h5::write_str_attr(f, "config", &self.config_text)?;
+            h5::write_str_attr(f, "commit", crate::COMMIT)?;
             h5::write_str_attr(f, "stage_key", &self.stage_key)?;
             h5::write_attr(f, "complete", &u8::from(self.complete))?;
             write_arrays(f, "params", &self.params)?;

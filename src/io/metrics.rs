@@ -14,7 +14,7 @@
 //! /timing/<phase>         f64[epochs]  seconds in the phase, max over ranks
 //! /timing/<phase>_mean    f64[epochs]  mean over ranks (max/mean = imbalance)
 //! attrs: scalars of the stage (MPNN: baseline_test_rmse); metrics.h5 also: ranks,
-//! stage, target_column, devices, config, config_path, rdkit_version
+//! stage, target_column, devices, config, config_path, rdkit_version, commit
 //! ```
 use super::h5;
 use hdf5::Group;
@@ -127,6 +127,7 @@ pub fn write_file(path: &std::path::Path, m: &Metrics, info: &RunInfo) -> anyhow
         h5::write_str_attr(f, "config", info.config_text)?;
         h5::write_str_attr(f, "config_path", info.config_path)?;
         h5::write_str_attr(f, "rdkit_version", info.rdkit_version)?;
+        h5::write_str_attr(f, "commit", crate::COMMIT)?;
         Ok(())
     })
 }

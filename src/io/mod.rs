@@ -6,4 +6,5 @@ pub mod checkpoint;
 pub mod dataset;
 pub mod h5;
 pub mod metrics;
+pub mod model;
 pub mod records;

@@ -55,7 +55,7 @@ pub fn table1(cfg: &Config, dist: &Dist, limit: usize) -> anyhow::Result<Vec<Col
         tch::manual_seed(cfg.run.seed as i64);
         let vs = VarStore::new(device);
         let pipe = Pipeline::new(cfg, &ds, &vs, super::zo_stage::decode_threads(cfg, dist))?;
-        load_stage1(&vs, &jk, &mk)?;
+        load_stage1(&vs, &jk, &mk, (&cfg.dataset_path(), &pipe.vocab))?;
         let mut cks = vec![jk.clone(), mk.clone()];
         if stage2 {
             let frozen = cfg.zo.decoder == DecoderMode::Frozen;
@@ -144,6 +144,7 @@ pub fn markdown(columns: &[Column], target: &str) -> String {
 pub fn write(path: &std::path::Path, columns: &[Column], cfg: &Config) -> anyhow::Result<()> {
     h5::write_atomically(path, |f| {
         h5::write_str_attr(f, "config", &cfg.text)?;
+        h5::write_str_attr(f, "commit", crate::COMMIT)?;
         h5::write_str_attr(f, "target_column", &cfg.data.target_column)?;
         h5::write_str_attr(
             f,

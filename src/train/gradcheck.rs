@@ -286,6 +286,7 @@ pub fn markdown(r: &Report, cfg: &Config) -> String {
 pub fn write(path: &std::path::Path, r: &Report, cfg: &Config) -> anyhow::Result<()> {
     h5::write_atomically(path, |f| {
         h5::write_str_attr(f, "config", &cfg.text)?;
+        h5::write_str_attr(f, "commit", crate::COMMIT)?;
         let g = f.create_group("standin")?;
         let names: Vec<String> = r.standin.iter().map(|e| e.estimator.to_string()).collect();
         h5::write_strings(&g, "estimator", &names)?;

@@ -638,7 +638,7 @@ impl Objective for JtvaeObjective {
 }
 
 /// `zo-hpc train` with `train.stage = "jtvae"`.
-pub fn run(cfg: &Config, dist: &Dist, opts: &RunOptions) -> anyhow::Result<()> {
+pub fn run(cfg: &Config, dist: &Dist, opts: &RunOptions) -> anyhow::Result<super::stop::Outcome> {
     let device = device::choose(cfg.train.device, dist.local_rank)?;
     device::log_choice(dist, device);
     tch::manual_seed(cfg.run.seed as i64);

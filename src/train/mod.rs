@@ -11,6 +11,7 @@ pub mod jtvae_stage;
 pub mod mpnn_stage;
 pub mod params;
 pub mod pipeline;
+pub mod stop;
 pub mod trainer;
 pub mod zo_stage;
 
@@ -21,4 +22,6 @@ pub struct RunOptions {
     pub resume: bool,
     /// Exit abruptly (no final checkpoint) after this global step: simulates a crash.
     pub abort_after_step: Option<usize>,
+    /// Stop early with a checkpoint (`--time-limit`, batch-system signals).
+    pub stop: stop::Stop,
 }

@@ -187,7 +187,7 @@ impl Objective for MpnnObjective {
 }
 
 /// `zo-hpc train` with `train.stage = "mpnn"`.
-pub fn run(cfg: &Config, dist: &Dist, opts: &RunOptions) -> anyhow::Result<()> {
+pub fn run(cfg: &Config, dist: &Dist, opts: &RunOptions) -> anyhow::Result<super::stop::Outcome> {
     let device = device::choose(cfg.train.device, dist.local_rank)?;
     device::log_choice(dist, device);
     tch::manual_seed(cfg.run.seed as i64);

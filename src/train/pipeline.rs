@@ -2,7 +2,11 @@
 //! JT-VAE, Stage 1 MPNN, Stage 2 zeroth-order) in order, each in its own
 //! sub-folder `<out_dir>/<stage>/` with its own checkpoint and metrics. A stage
 //! whose checkpoint is complete and was made with the same settings is skipped;
-//! `--resume` continues the first stage that is not complete.
+//! `--resume` continues the first stage that is not complete (and starts it when
+//! it has no checkpoint yet but an earlier stage is complete: a job chain that
+//! stopped between two stages). A stop (`--time-limit`, a signal) between or
+//! inside stages ends the pipeline with [`Outcome::Stopped`].
+use super::stop::Outcome;
 use super::RunOptions;
 use crate::config::{Config, Stage};
 use crate::dist::Dist;
@@ -17,7 +21,14 @@ enum Plan {
 }
 
 /// Decides on rank 0 (which reads the checkpoint), shared with every rank.
-fn plan(sc: &Config, stage: Stage, resume: bool, dist: &Dist) -> anyhow::Result<Plan> {
+/// `after_complete`: an earlier stage of this invocation was complete (skipped).
+fn plan(
+    sc: &Config,
+    stage: Stage,
+    resume: bool,
+    after_complete: bool,
+    dist: &Dist,
+) -> anyhow::Result<Plan> {
     let ck = sc.run.out_dir.join("checkpoint.h5");
     let mut code = 0u64;
     let mut err = None;
@@ -72,6 +83,12 @@ fn plan(sc: &Config, stage: Stage, resume: bool, dist: &Dist) -> anyhow::Result<
                     Plan::Fresh
                 }
             }
+        } else if resume && after_complete {
+            log::info!(
+                "stage {}: no checkpoint yet, the stages before it are complete: --resume starts it",
+                stage.name()
+            );
+            Plan::Fresh
         } else if resume {
             err = Some(format!("--resume: no checkpoint at {}", ck.display()));
             Plan::Fresh
@@ -100,14 +117,30 @@ pub fn run(
     dist: &Dist,
     only: Option<Stage>,
     opts: &RunOptions,
-) -> anyhow::Result<()> {
+) -> anyhow::Result<Outcome> {
     let stages = only.map_or_else(|| cfg.stages(), |s| vec![s]);
     let mut resume = opts.resume;
+    let mut earlier_complete = false;
+    // Whether this invocation trained a stage (a stop before the next one is then
+    // progress; before the first it would not be).
+    let mut trained = false;
     for stage in stages {
         let sc = cfg.for_stage(stage);
-        let p = plan(&sc, stage, resume, dist)?;
+        let p = plan(&sc, stage, resume, earlier_complete, dist)?;
         if p == Plan::Skip {
+            earlier_complete = true;
             continue;
+        }
+        if trained && opts.stop.active() && opts.stop.wanted_by_any(dist, std::time::Duration::ZERO)
+        {
+            if dist.is_root() {
+                log::warn!(
+                    "stopping before stage {}: {}; run the same command with --resume to continue",
+                    stage.name(),
+                    opts.stop.reason()
+                );
+            }
+            return Ok(Outcome::Stopped);
         }
         // --resume applies to the first stage that still has work.
         resume = false;
@@ -123,12 +156,17 @@ pub fn run(
                 sc.run.out_dir.display()
             );
         }
-        match stage {
+        let outcome = match stage {
             Stage::Jtvae => super::jtvae_stage::run(&sc, dist, &o),
             Stage::Mpnn => super::mpnn_stage::run(&sc, dist, &o),
             Stage::Zo => super::zo_stage::run(&sc, dist, &o),
         }
         .map_err(|e| e.context(format!("stage {}", stage.name())))?;
+        if outcome == Outcome::Stopped {
+            return Ok(outcome);
+        }
+        earlier_complete = true;
+        trained = true;
     }
-    Ok(())
+    Ok(Outcome::Done)
 }

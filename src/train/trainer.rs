@@ -8,6 +8,7 @@
 //! evaluation, metrics, atomic checkpoints, `--resume`, progress and timings.
 use super::adam::{clip_global_norm, Adam};
 use super::params::Params;
+use super::stop::Outcome;
 use super::RunOptions;
 use crate::config::Config;
 use crate::dist::Dist;
@@ -17,7 +18,7 @@ use crate::zo::rng::Stream;
 use anyhow::Context;
 use std::collections::BTreeMap;
 use std::io::IsTerminal;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 use tch::{nn::VarStore, Device, Tensor};
 
 /// What one rank computed for its shard in one step. The objective has already
@@ -321,8 +322,9 @@ impl<'a, O: Objective> Trainer<'a, O> {
         out
     }
 
-    /// Trains to the end (or to `opts.abort_after_step`).
-    pub fn run(&mut self, opts: &RunOptions) -> anyhow::Result<()> {
+    /// Trains to the end, or stops early with a checkpoint when `opts.stop` asks
+    /// (or abruptly at `opts.abort_after_step`).
+    pub fn run(&mut self, opts: &RunOptions) -> anyhow::Result<Outcome> {
         let root = self.dist.is_root();
         let cfg: &'a Config = self.cfg;
         let tc = &cfg.train;
@@ -362,7 +364,36 @@ impl<'a, O: Objective> Trainer<'a, O> {
         let mut rate_start = (Instant::now(), self.step);
         // This epoch's batch order, the same on every rank: (epoch, permutation).
         let mut perm: (usize, Vec<usize>) = (usize::MAX, Vec::new());
+        // For `opts.stop`: the longest step so far (epoch evaluation included) and
+        // checkpoint write, the margin kept before a deadline; the step whose
+        // checkpoint is on disk (a resumed run starts from one). At least one step
+        // is taken per invocation, so that a chain of jobs always advances.
+        let (mut longest, mut ck_s) = (Duration::ZERO, Duration::ZERO);
+        let first = self.step;
+        let mut ck_step = (self.step > 0).then_some(self.step);
         while self.step < total {
+            if self.step > first
+                && opts.stop.active()
+                && opts.stop.wanted_by_any(self.dist, longest + ck_s)
+            {
+                if root {
+                    if ck_step != Some(self.step) {
+                        timer.time("checkpoint", || self.write_checkpoint())?;
+                    }
+                    self.write_metrics(&devices)?;
+                    log::warn!(
+                        "stopping at step {}/{total}: {}; checkpoint written, run the same command with --resume to continue",
+                        self.step,
+                        opts.stop.reason()
+                    );
+                }
+                self.dist.barrier();
+                if let Some(pb) = bar {
+                    pb.finish_and_clear();
+                }
+                return Ok(Outcome::Stopped);
+            }
+            let step_start = Instant::now();
             let epoch = self.step / spe;
             let bi = self.step % spe;
             if perm.0 != epoch {
@@ -585,10 +616,14 @@ impl<'a, O: Objective> Trainer<'a, O> {
             }
             if self.step.is_multiple_of(tc.checkpoint_every) || self.step == total {
                 if root {
+                    let t = Instant::now();
                     timer.time("checkpoint", || self.write_checkpoint())?;
+                    ck_s = ck_s.max(t.elapsed());
                 }
                 self.dist.barrier();
+                ck_step = Some(self.step);
             }
+            longest = longest.max(step_start.elapsed());
             if opts.abort_after_step == Some(self.step) {
                 log::warn!("--abort-after-step {}: stopping abruptly", self.step);
                 std::process::exit(86);
@@ -607,7 +642,7 @@ impl<'a, O: Objective> Trainer<'a, O> {
                 self.cfg.run.out_dir.display()
             );
         }
-        Ok(())
+        Ok(Outcome::Done)
     }
 
     fn finish_epoch(&mut self, timer: &mut Timer, start: Instant, values: &[(String, f64)]) {

@@ -416,8 +416,16 @@ impl PipelineEval {
     }
 }
 
-/// Loads the Stage-1 checkpoints into the pipeline's parameters.
-pub fn load_stage1(vs: &VarStore, jtvae_ck: &Path, mpnn_ck: &Path) -> anyhow::Result<()> {
+/// Loads the Stage-1 checkpoints (or exported models) into the pipeline's
+/// parameters; a JT-VAE model file made with another vocabulary than `vocab` (of
+/// the dataset file `dataset`) is refused.
+pub fn load_stage1(
+    vs: &VarStore,
+    jtvae_ck: &Path,
+    mpnn_ck: &Path,
+    (dataset, vocab): (&Path, &[String]),
+) -> anyhow::Result<()> {
+    crate::io::model::check_vocab(jtvae_ck, dataset, vocab)?;
     for (prefix, ck) in [("jtvae.", jtvae_ck), ("mpnn.", mpnn_ck)] {
         Params::of_filtered(vs, |n| n.starts_with(prefix))
             .load_from(ck)
@@ -509,7 +517,7 @@ impl ZoObjective {
         }
         let init_j = cfg.stage_checkpoint(crate::config::Stage::Jtvae);
         let init_m = cfg.stage_checkpoint(crate::config::Stage::Mpnn);
-        load_stage1(vs, &init_j, &init_m)?;
+        load_stage1(vs, &init_j, &init_m, (&path, &pipe.vocab))?;
         if root {
             log::info!(
                 "Stage 2 starts from {} and {}; estimator {:?}, q {}, µ {}, σ {}, λ {}, decoder {:?}",
@@ -912,7 +920,7 @@ impl Objective for ZoObjective {
 }
 
 /// `zo-hpc train` for stage "zo".
-pub fn run(cfg: &Config, dist: &Dist, opts: &RunOptions) -> anyhow::Result<()> {
+pub fn run(cfg: &Config, dist: &Dist, opts: &RunOptions) -> anyhow::Result<super::stop::Outcome> {
     let device = device::choose(cfg.train.device, dist.local_rank)?;
     device::log_choice(dist, device);
     tch::manual_seed(cfg.run.seed as i64);
