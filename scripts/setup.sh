@@ -12,8 +12,10 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 TORCH_VERSION=2.11.0
+# fonts-dejavu-core: the TTF that `zo-hpc report` draws its plot text with.
 APT_PKGS=(build-essential pkg-config librdkit-dev libboost-dev libhdf5-dev
-  libopenmpi-dev openmpi-bin libclang-dev clang python3-venv python3-h5py)
+  libopenmpi-dev openmpi-bin libclang-dev clang python3-venv python3-h5py
+  fonts-dejavu-core)
 if [[ "${ZO_SETUP_SLURM:-0}" == 1 ]]; then APT_PKGS+=(slurm-wlm munge); fi
 
 have_pkg() { dpkg-query -W -f='${Status}' "$1" 2>/dev/null | grep -q "install ok installed"; }

@@ -2,7 +2,8 @@
 //! has no gradients (zeroth-order SciML, arXiv 2206.02785).
 //!
 //! Data flows through the modules in this order: `config` → `data` → `chem` /
-//! `blackbox` → `models` → `zo` → `train` → `dist` → `io`.
+//! `blackbox` → `models` → `zo` → `train` → `dist` → `io`; `report` reads the
+//! files of finished runs back into plots and a summary.
 /// The git commit this binary was built from ("unknown" outside a git checkout).
 pub const COMMIT: &str = env!("ZO_HPC_COMMIT");
 
@@ -14,5 +15,6 @@ pub mod dist;
 pub mod io;
 pub mod jtvae;
 pub mod models;
+pub mod report;
 pub mod train;
 pub mod zo;

@@ -1,6 +1,6 @@
 //! The `zo-hpc` command line: `prepare` a dataset file from a CSV, `train` the
 //! pipeline's stages, `eval` them (the paper's Table 1), `gradcheck` the
-//! zeroth-order estimators. Run it plainly, under `mpirun -n N`, or under Slurm's `srun`.
+//! zeroth-order estimators, `report` on finished runs. Run it plainly, under `mpirun -n N`, or under Slurm's `srun`.
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 use std::io::Write;
@@ -12,8 +12,8 @@ use zo_hpc::train::stop::{Outcome, Stop, EXIT_STOPPED};
 use zo_hpc::train::RunOptions;
 
 /// Train deep models end to end through gradient-free scientific software
-/// (zeroth-order SciML). Every command takes a TOML config (see README.md,
-/// "Config reference"); outputs go to the config's `run.out_dir`.
+/// (zeroth-order SciML). Every command but `report` takes a TOML config (see
+/// README.md, "Config reference"); outputs go to the config's `run.out_dir`.
 ///
 /// Run under MPI with `mpirun -n 4 zo-hpc train CONFIG` or `srun zo-hpc train CONFIG`.
 /// Logging: RUST_LOG=debug|info|warn (default info).
@@ -144,6 +144,23 @@ enum Command {
         /// Read and write in this folder instead of the config's `run.out_dir`.
         #[arg(long, value_name = "DIR")]
         out_dir: Option<PathBuf>,
+    },
+    /// Plots and a summary of finished (or partly finished) runs, from their HDF5
+    /// files alone: the training curves of every stage (`<run>/{jtvae,mpnn,zo}/metrics.h5`),
+    /// Stage 2's per-step diagnostics (flip rate, failures, cache hits, queries/s,
+    /// seconds per phase, imbalance), the estimator check (`gradcheck.h5`), overlays
+    /// across runs, and Table 1 (Stage 1 vs Stage 2 from `eval.h5`, one column per
+    /// run and stage, with mean ± sd over runs) with each run's seed, µ, q,
+    /// estimator, λ, decoder mode, ranks and commit. Writes PNGs and report.md
+    /// (also printed); missing files are skipped. Needs a TrueType font: $ZO_HPC_FONT
+    /// or DejaVu Sans (Debian package fonts-dejavu-core).
+    Report {
+        /// Run folders (each a config's `run.out_dir`); several are compared.
+        #[arg(required = true, value_name = "RUN_DIR")]
+        runs: Vec<PathBuf>,
+        /// Write the PNGs and report.md here (default `<first RUN_DIR>/report`).
+        #[arg(long, value_name = "DIR")]
+        out: Option<PathBuf>,
     },
 }
 
@@ -336,6 +353,16 @@ fn run(cli: Cli, dist: &Dist, start: Instant) -> anyhow::Result<i32> {
             let p = to.join("PROVENANCE.md");
             std::fs::write(&p, text).with_context(|| format!("writing {}", p.display()))?;
             log::info!("wrote {}", p.display());
+            Ok(0)
+        }
+        Command::Report { runs, out } => {
+            // Reading files needs no ranks: under MPI the others just finish.
+            if !dist.is_root() {
+                return Ok(0);
+            }
+            let w = zo_hpc::report::run(&runs, out.as_deref()).context("zo-hpc report")?;
+            print!("{}", w.markdown);
+            log::info!("{} plots and {}", w.pngs.len(), w.report.display());
             Ok(0)
         }
         Command::Prepare {

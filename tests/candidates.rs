@@ -14,15 +14,7 @@ use zo_hpc::jtvae::tree::LabelCache;
 
 /// The tiny JT-VAE config with `edit` applied, written into `dir` (data paths made absolute).
 fn config(dir: &Path, name: &str, edit: impl Fn(String) -> String) -> String {
-    let text = std::fs::read_to_string(repo().join("tests/configs/jtvae_tiny.toml"))
-        .unwrap()
-        .replace(
-            "../../inputs/data/",
-            &format!("{}/", repo().join("inputs/data").display()),
-        );
-    let p = dir.join(name);
-    std::fs::write(&p, edit(text)).unwrap();
-    p.display().to_string()
+    config_copy(dir, "tests/configs/jtvae_tiny.toml", name, edit)
 }
 
 fn prepare(ranks: usize, cfg: &str, out: &Path) -> std::process::Output {

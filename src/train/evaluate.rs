@@ -126,18 +126,24 @@ pub fn markdown(columns: &[Column], target: &str) -> String {
                     .iter()
                     .find(|(k, _)| k == name)
                     .map_or(f64::NAN, |(_, v)| *v);
-                if name == "recon_acc" {
-                    format!("{:.2}%", 100.0 * v)
-                } else if v.fract() == 0.0 && v.abs() < 1e9 {
-                    format!("{v:.0}")
-                } else {
-                    format!("{v:.4}")
-                }
+                cell(name, v)
             })
             .collect();
         s.push_str(&format!("| {name} | {} |\n", cells.join(" | ")));
     }
     s
+}
+
+/// One value of Table 1 as printed: `recon_acc` as a percentage, counts as
+/// integers, the rest with 4 decimals (`zo-hpc report` prints the same).
+pub fn cell(name: &str, v: f64) -> String {
+    if name == "recon_acc" {
+        format!("{:.2}%", 100.0 * v)
+    } else if v.fract() == 0.0 && v.abs() < 1e9 {
+        format!("{v:.0}")
+    } else {
+        format!("{v:.4}")
+    }
 }
 
 /// Writes `eval.h5`: one group per column with its values as attributes.

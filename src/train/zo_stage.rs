@@ -453,7 +453,8 @@ const COUNTERS: [&str; 11] = [
     "decoder_queries",
     "decoder_changed",
 ];
-const PHASES: [&str; 6] = [
+/// The phases each rank times per step (`time_<phase>` in metrics.h5).
+pub const PHASES: [&str; 6] = [
     "encode",
     "decode",
     "featurize",

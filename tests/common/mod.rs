@@ -124,3 +124,22 @@ pub fn python() -> PathBuf {
         PathBuf::from("python3")
     }
 }
+
+/// The repository's config `config` with its data paths made absolute and `edit`
+/// applied, written as `dir/name` (so it can live in a temporary folder); its path.
+pub fn config_copy(
+    dir: &Path,
+    config: &str,
+    name: &str,
+    edit: impl Fn(String) -> String,
+) -> String {
+    let text = std::fs::read_to_string(repo().join(config))
+        .unwrap()
+        .replace(
+            "../../inputs/data/",
+            &format!("{}/", repo().join("inputs/data").display()),
+        );
+    let p = dir.join(name);
+    std::fs::write(&p, edit(text)).unwrap();
+    p.display().to_string()
+}

@@ -1,0 +1,145 @@
+//! `zo-hpc report RUN_DIR…`: plots and a Markdown summary of finished (or partly
+//! finished) runs, made from their HDF5 files alone (no config, no model, no
+//! RDKit): the training curves of every stage, Stage 2's per-step diagnostics,
+//! the estimator check of `gradcheck`, overlays across runs, and Table 1 (Stage 1
+//! vs Stage 2 from `eval.h5`) with mean ± sd over runs.
+//!
+//! `load` reads a run folder, `figures` decides what to plot, `plots` draws it,
+//! `table` writes the Markdown.
+mod figures;
+mod load;
+mod plots;
+mod table;
+
+pub use plots::SIZE;
+
+use std::path::{Path, PathBuf};
+
+#[derive(Debug, thiserror::Error)]
+pub enum ReportError {
+    #[error("no run folder given")]
+    NoRuns,
+    #[error("{0} is not a folder")]
+    NotAFolder(PathBuf),
+    #[error("{0}: nothing readable (no jtvae/, mpnn/ or zo/metrics.h5, eval.h5 or gradcheck.h5)")]
+    NothingReadable(PathBuf),
+    #[error(
+        "no TrueType font for the plots: tried {}; set {env} to a .ttf file or install the Debian package fonts-dejavu-core",
+        tried.iter().map(|p| p.display().to_string()).collect::<Vec<_>>().join(", ")
+    )]
+    NoFont {
+        tried: Vec<PathBuf>,
+        env: &'static str,
+    },
+    #[error("{0}: not a font plotters can use")]
+    BadFont(PathBuf),
+    #[error("{}: {source}", path.display())]
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("drawing {}: {message}", file.display())]
+    Plot { file: PathBuf, message: String },
+}
+
+/// What a report wrote.
+pub struct Written {
+    pub markdown: String,
+    pub report: PathBuf,
+    pub pngs: Vec<PathBuf>,
+}
+
+/// Reads the runs in `dirs`, writes the PNGs and report.md into `out` (default
+/// `<first dir>/report`).
+pub fn run(dirs: &[PathBuf], out: Option<&Path>) -> Result<Written, ReportError> {
+    let first = dirs.first().ok_or(ReportError::NoRuns)?;
+    let out = out.map_or_else(|| first.join("report"), Path::to_path_buf);
+    let mut runs = Vec::new();
+    let mut names = Vec::new();
+    for dir in dirs {
+        let name = unique_name(dir, &names);
+        names.push(name.clone());
+        runs.push(load::Run::read(dir, name)?);
+    }
+    let font = plots::register_font()?;
+    log::debug!("font {}", font.display());
+    std::fs::create_dir_all(&out).map_err(|source| ReportError::Io {
+        path: out.clone(),
+        source,
+    })?;
+    let figs: Vec<figures::Figure> = runs
+        .iter()
+        .flat_map(figures::for_run)
+        .chain(figures::compare(&runs))
+        .collect();
+    let mut pngs = Vec::new();
+    for f in &figs {
+        let path = out.join(&f.file);
+        plots::draw(&path, &f.title, &f.panels)?;
+        log::info!("wrote {}", path.display());
+        pngs.push(path);
+    }
+    let markdown = markdown(&runs, &figs);
+    let report = out.join("report.md");
+    std::fs::write(&report, &markdown).map_err(|source| ReportError::Io {
+        path: report.clone(),
+        source,
+    })?;
+    log::info!("wrote {}", report.display());
+    Ok(Written {
+        markdown,
+        report,
+        pngs,
+    })
+}
+
+/// The folder's name made safe for file names and links, unique among `taken`
+/// (two `run/` folders in different places become `run` and `run_2`).
+fn unique_name(dir: &Path, taken: &[String]) -> String {
+    let full = std::fs::canonicalize(dir).unwrap_or_else(|_| dir.to_path_buf());
+    let raw = full
+        .file_name()
+        .map_or("run".into(), |n| n.to_string_lossy().into_owned());
+    let base: String = raw
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || "-_.".contains(c) {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect();
+    let mut name = base.clone();
+    let mut k = 1;
+    while taken.contains(&name) {
+        k += 1;
+        name = format!("{base}_{k}");
+    }
+    name
+}
+
+fn markdown(runs: &[load::Run], figs: &[figures::Figure]) -> String {
+    let mut s = String::from("# zo-hpc report\n\n");
+    let target = runs
+        .iter()
+        .find_map(|r| r.eval.as_ref().and_then(|e| e.target.clone()));
+    s.push_str(&format!(
+        "## Table 1: Stage 1 vs Stage 2 ({}test split, `eval.h5`)\n\n",
+        target.map_or(String::new(), |t| format!("{t}, "))
+    ));
+    match table::table1(runs) {
+        Some(t) => s.push_str(&t),
+        None => s.push_str("No run has an `eval.h5` yet (`zo-hpc eval CONFIG` writes it).\n"),
+    }
+    s.push_str("\n## Runs\n");
+    s.push_str(&table::runs_section(runs));
+    s.push_str("\n## Plots\n\n");
+    if figs.is_empty() {
+        s.push_str("No plottable data.\n");
+    }
+    for f in figs {
+        s.push_str(&format!("- [{}]({}): {}\n", f.file, f.file, f.about));
+    }
+    s
+}
