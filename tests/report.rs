@@ -71,6 +71,8 @@ fn runs() -> &'static Runs {
         ]);
         run_ok(&["eval", &seed43, "--out-dir", s, "--limit", "8"]);
         let f = hdf5::File::open_rw(second.join("eval.h5")).unwrap();
+        // Another commit than this binary's (the one the first run shows).
+        f.delete_attr("commit").unwrap();
         zo_hpc::io::h5::write_str_attr(&f, "commit", "0123abcd").unwrap();
         Runs {
             _dir: dir,
@@ -256,10 +258,11 @@ fn one_run_gives_every_plot_and_table_1_from_eval_h5() {
         ],
     );
     assert!(!md.contains("mean ± sd"), "one run has no spread:\n{md}");
+    let commit = format!("- commit: {}", zo_hpc::COMMIT);
     for line in [
         "`run.seed` = 5, `zo.mu` = 0.5, `zo.q` = 2, `zo.estimator` = forward, `zo.lambda` = 1.0",
         "- ranks: jtvae 1, mpnn 1, zo 1",
-        "- commit: unknown",
+        commit.as_str(),
     ] {
         assert!(md.contains(line), "{line:?} missing:\n{md}");
     }
@@ -322,7 +325,8 @@ fn two_runs_are_overlaid_and_summarized_as_mean_and_sd() {
         assert_cell(s, sd, &format!("sd {row}"));
     }
     assert!(md.contains("`run.seed` = 43"), "{md}");
-    assert!(md.contains("- commit: 0123abcd"), "{md}");
+    // The files of one run made by different commits are each named.
+    assert!(md.contains("; 0123abcd (eval)"), "{md}");
 }
 
 #[test]
