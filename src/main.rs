@@ -326,16 +326,21 @@ fn run(cli: Cli, dist: &Dist, start: Instant) -> anyhow::Result<i32> {
             if !dist.is_root() {
                 return Ok(0);
             }
-            let ds = zo_hpc::io::dataset::Dataset::read(&cfg.dataset_path())?;
-            let vocab = ds.jtvae.as_ref().map(|j| j.vocab.clone());
+            use zo_hpc::io::model::{export, Inputs};
+            let path = cfg.dataset_path();
+            let ds = zo_hpc::io::dataset::Dataset::read(&path)?;
+            let Some(j) = &ds.jtvae else {
+                anyhow::bail!(
+                    "{}: no JT-VAE vocabulary (prepared without [jtvae])",
+                    path.display()
+                );
+            };
             let mut done = Vec::new();
-            for stage in [Stage::Jtvae, Stage::Mpnn] {
-                let v = if stage == Stage::Jtvae {
-                    vocab.as_deref()
-                } else {
-                    None
-                };
-                let e = zo_hpc::io::model::export(&cfg, stage, &to, half, v)?;
+            for (stage, inputs) in [
+                (Stage::Jtvae, Inputs::Vocab(&j.vocab)),
+                (Stage::Mpnn, Inputs::Features(&ds.featurizer)),
+            ] {
+                let e = export(&cfg, stage, &to, half, inputs)?;
                 log::info!(
                     "wrote {} ({} parameters, {:.1} MB)",
                     e.file.display(),

@@ -94,6 +94,11 @@ fn exported_models_start_stage_two_like_the_runs_own_checkpoints() {
         f.dataset("vocab").is_ok(),
         "no vocabulary in the JT-VAE file"
     );
+    let f = hdf5::File::open(m16.join("mpnn.h5")).unwrap();
+    assert!(
+        f.dataset("featurizer/atom_keep").is_ok(),
+        "no feature columns in the MPNN file"
+    );
 
     // Stage 2 from the run's own Stage 1, and in a fresh folder from the export.
     assert_ok(&train_config(&tiny(), &run, &["--stage", "zo"]));
@@ -158,6 +163,26 @@ fn a_model_of_another_vocabulary_or_an_unfinished_stage_is_refused() {
     let o = train_config(&with_pretrained(d, &models), &fresh, &["--stage", "zo"]);
     assert!(!o.status.success());
     assert!(text(&o).contains("vocabulary"), "{}", text(&o));
+    // Other feature columns (a dataset whose training split made other columns constant).
+    assert_ok(&zo(&[
+        "export",
+        &tiny(),
+        "--out-dir",
+        &s(&run),
+        "--to",
+        &s(&models),
+    ]));
+    {
+        let f = hdf5::File::open_rw(models.join("mpnn.h5")).unwrap();
+        let g = f.group("featurizer").unwrap();
+        let mut keep: Vec<u64> = zo_hpc::io::h5::read_vec(&g, "atom_keep").unwrap();
+        keep.pop();
+        g.unlink("atom_keep").unwrap();
+        zo_hpc::io::h5::write_vec(&g, "atom_keep", &keep).unwrap();
+    }
+    let o = train_config(&with_pretrained(d, &models), &fresh, &["--stage", "zo"]);
+    assert!(!o.status.success());
+    assert!(text(&o).contains("feature columns"), "{}", text(&o));
 
     // A stage killed before its end cannot be exported.
     let cut = d.join("cut");

@@ -1,12 +1,14 @@
 //! Trained Stage-1 models as files to ship (`zo-hpc export`, `zo.pretrained`): the
 //! parameters of a complete stage checkpoint without the optimizer state, stored as
 //! float16 (half the size; read back as float32) or float32, with the stage's
-//! metrics, the JT-VAE's cluster vocabulary (checked against the dataset when the
-//! model is loaded) and a `PROVENANCE.md` beside them saying how they were made.
+//! metrics, what the model's inputs mean — the JT-VAE's cluster vocabulary, the
+//! MPNN's feature columns — (both checked against the dataset when the model is
+//! loaded) and a `PROVENANCE.md` beside them saying how they were made.
 //!
 //! The file is read like a checkpoint's parameters (`Checkpoint::read_params`).
 use super::checkpoint::{write_named, Checkpoint};
 use super::h5;
+use crate::chem::featurize::Featurizer;
 use crate::config::{Config, Stage};
 use crate::io::metrics::Metrics;
 use std::fmt::Write as _;
@@ -20,10 +22,11 @@ pub const FORMAT: &str = "zo-hpc-model/1";
 pub enum ModelError {
     #[error("{path}: {message}")]
     File { path: PathBuf, message: String },
-    #[error("{model}: its JT-VAE vocabulary ({n_model} clusters) is not the dataset's ({n_data} clusters, {dataset}); the model was trained on another vocabulary (other data or code): train Stage 1 again or use the matching dataset")]
-    Vocab {
+    #[error("{model}: its {what} ({n_model}) is not the dataset's ({n_data}, {dataset}); the model was trained on other inputs (other data or code): train Stage 1 again or use the matching dataset")]
+    Inputs {
         model: PathBuf,
         dataset: PathBuf,
+        what: &'static str,
         n_model: usize,
         n_data: usize,
     },
@@ -49,14 +52,22 @@ pub struct Exported {
     pub last_epoch: Vec<(String, f64)>,
 }
 
+/// What a model's inputs mean, from the dataset it was trained on.
+pub enum Inputs<'a> {
+    /// The JT-VAE's cluster vocabulary.
+    Vocab(&'a [String]),
+    /// The MPNN's kept atom and bond feature columns.
+    Features(&'a Featurizer),
+}
+
 /// Writes `<to>/<stage>.h5` from the complete checkpoint of `stage` in the run of
-/// `cfg` (with `vocab`, the dataset's, for the JT-VAE).
+/// `cfg`, with `inputs` (the dataset's vocabulary or feature columns).
 pub fn export(
     cfg: &Config,
     stage: Stage,
     to: &Path,
     half: bool,
-    vocab: Option<&[String]>,
+    inputs: Inputs<'_>,
 ) -> Result<Exported, ModelError> {
     let ck = cfg.run.out_dir.join(stage.name()).join("checkpoint.h5");
     let head = Checkpoint::head(&ck).map_err(|e| file_err(&ck, format!("{e:#}")))?;
@@ -101,8 +112,14 @@ pub fn export(
         }
         let m = o.create_group("metrics")?;
         metrics.write_into(&m)?;
-        if let Some(v) = vocab {
-            h5::write_strings(o, "vocab", v)?;
+        match inputs {
+            Inputs::Vocab(v) => h5::write_strings(o, "vocab", v)?,
+            Inputs::Features(fz) => {
+                let g = o.create_group("featurizer")?;
+                let u = |v: &[usize]| v.iter().map(|&i| i as u64).collect::<Vec<u64>>();
+                h5::write_vec(&g, "atom_keep", &u(&fz.atom_keep))?;
+                h5::write_vec(&g, "bond_keep", &u(&fz.bond_keep))?;
+            }
         }
         Ok(())
     })
@@ -147,26 +164,75 @@ fn param_names(f: &hdf5::File) -> hdf5::Result<Vec<String>> {
     Ok(out)
 }
 
-/// The vocabulary stored in a model file, if it is one that holds one.
-pub fn stored_vocab(path: &Path) -> Option<Vec<String>> {
+/// A model file's group or dataset `name` read by `read`, if the file is a model
+/// file holding it (a checkpoint holds none).
+fn stored<T>(path: &Path, read: impl Fn(&hdf5::File) -> hdf5::Result<T>) -> Option<T> {
     let f = h5::open(path).ok()?;
     if h5::read_str_attr(&f, "format").ok()? != FORMAT {
         return None;
     }
-    h5::read_strings(&f, "vocab").ok()
+    read(&f).ok()
 }
 
-/// Refuses a JT-VAE model file made with another vocabulary than the dataset's.
-pub fn check_vocab(model: &Path, dataset: &Path, vocab: &[String]) -> Result<(), ModelError> {
-    match stored_vocab(model) {
-        Some(v) if v != vocab => Err(ModelError::Vocab {
-            model: model.to_path_buf(),
-            dataset: dataset.to_path_buf(),
-            n_model: v.len(),
-            n_data: vocab.len(),
-        }),
-        _ => Ok(()),
+/// The vocabulary stored in a JT-VAE model file.
+pub fn stored_vocab(path: &Path) -> Option<Vec<String>> {
+    stored(path, |f| h5::read_strings(f, "vocab"))
+}
+
+/// The feature columns stored in an MPNN model file.
+pub fn stored_features(path: &Path) -> Option<Featurizer> {
+    stored(path, |f| {
+        let g = f.group("featurizer")?;
+        let v = |n: &str| -> hdf5::Result<Vec<usize>> {
+            Ok(h5::read_vec::<u64>(&g, n)?
+                .into_iter()
+                .map(|i| i as usize)
+                .collect())
+        };
+        Ok(Featurizer {
+            atom_keep: v("atom_keep")?,
+            bond_keep: v("bond_keep")?,
+        })
+    })
+}
+
+/// Refuses model files made for other inputs than the dataset's (`dataset`, its
+/// `vocab` and feature columns `features`); checkpoints pass (they carry none).
+pub fn check_inputs(
+    jtvae: &Path,
+    mpnn: &Path,
+    dataset: &Path,
+    vocab: &[String],
+    features: &Featurizer,
+) -> Result<(), ModelError> {
+    let err = |model: &Path, what, n_model, n_data| ModelError::Inputs {
+        model: model.to_path_buf(),
+        dataset: dataset.to_path_buf(),
+        what,
+        n_model,
+        n_data,
+    };
+    if let Some(v) = stored_vocab(jtvae) {
+        if v != vocab {
+            return Err(err(
+                jtvae,
+                "JT-VAE cluster vocabulary",
+                v.len(),
+                vocab.len(),
+            ));
+        }
     }
+    if let Some(f) = stored_features(mpnn) {
+        if f.atom_keep != features.atom_keep || f.bond_keep != features.bond_keep {
+            return Err(err(
+                mpnn,
+                "MPNN feature columns (atom + bond)",
+                f.atom_keep.len() + f.bond_keep.len(),
+                features.atom_keep.len() + features.bond_keep.len(),
+            ));
+        }
+    }
+    Ok(())
 }
 
 /// `PROVENANCE.md` for the models exported from the run of `cfg`.
@@ -220,7 +286,7 @@ pub fn provenance(cfg: &Config, exported: &[Exported], command: &str) -> String 
         s,
         "\nUse: `zo.pretrained = \"<this folder>\"` in a config; `zo-hpc train CONFIG --stage zo` \
          then starts Stage 2 from these models when the run has no Stage-1 checkpoints of its own. \
-         The JT-VAE file holds its cluster vocabulary: a dataset prepared with another one is refused.\n"
+         The JT-VAE file holds its cluster vocabulary and the MPNN file its feature columns: a dataset prepared with other ones is refused.\n"
     );
     let _ = writeln!(s, "## Config\n\n```toml\n{}\n```", cfg.text.trim_end());
     s

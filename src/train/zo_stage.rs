@@ -417,15 +417,15 @@ impl PipelineEval {
 }
 
 /// Loads the Stage-1 checkpoints (or exported models) into the pipeline's
-/// parameters; a JT-VAE model file made with another vocabulary than `vocab` (of
-/// the dataset file `dataset`) is refused.
+/// parameters; model files made for another vocabulary or other feature columns
+/// than `pipe`'s (of the dataset file `dataset`) are refused.
 pub fn load_stage1(
     vs: &VarStore,
     jtvae_ck: &Path,
     mpnn_ck: &Path,
-    (dataset, vocab): (&Path, &[String]),
+    (dataset, pipe): (&Path, &Pipeline),
 ) -> anyhow::Result<()> {
-    crate::io::model::check_vocab(jtvae_ck, dataset, vocab)?;
+    crate::io::model::check_inputs(jtvae_ck, mpnn_ck, dataset, &pipe.vocab, &pipe.featurizer)?;
     for (prefix, ck) in [("jtvae.", jtvae_ck), ("mpnn.", mpnn_ck)] {
         Params::of_filtered(vs, |n| n.starts_with(prefix))
             .load_from(ck)
@@ -518,7 +518,7 @@ impl ZoObjective {
         }
         let init_j = cfg.stage_checkpoint(crate::config::Stage::Jtvae);
         let init_m = cfg.stage_checkpoint(crate::config::Stage::Mpnn);
-        load_stage1(vs, &init_j, &init_m, (&path, &pipe.vocab))?;
+        load_stage1(vs, &init_j, &init_m, (&path, &pipe))?;
         if root {
             log::info!(
                 "Stage 2 starts from {} and {}; estimator {:?}, q {}, µ {}, σ {}, λ {}, decoder {:?}",
