@@ -34,7 +34,8 @@ case "$out" in /*) out_abs=$out ;; *) out_abs=$PWD/$out ;; esac
 # --resume only once there is something to resume (it refuses an empty folder).
 resume() { ls "$1"/*/checkpoint*.h5 >/dev/null 2>&1 && echo --resume || true; }
 
-# Stage 2 only in folder $1 with seed $2 and the [zo] settings $3 (KEY=VALUE,…),
+# Stage 2 only (`--stage zo`; the config keeps every stage so that `eval` finds
+# Stage 1 in init_*) in folder $1 with seed $2 and the [zo] settings $3 (KEY=VALUE,…),
 # from the Stage-1 models of the first run; data paths made absolute (the derived
 # config lives in the run folder).
 stage2() {
@@ -42,7 +43,6 @@ stage2() {
     mkdir -p "$dir"
     local args=(-e "s#^out_dir *=.*#out_dir = \"$dir\"#"
         -e "s#^seed *=.*#seed = $seed#"
-        -e "s#^stages *=.*#stages = [\"zo\"]#"
         -e "s#\"\.\./#\"$cfg_dir/../#g"
         -e "s#^\[zo\]#[zo]\ninit_jtvae = \"$out_abs/jtvae/checkpoint.h5\"\ninit_mpnn = \"$out_abs/mpnn/checkpoint.h5\"#"
         -e "s#^\[data\]#[data]\ndataset = \"$out_abs/dataset.h5\"#")
@@ -56,7 +56,7 @@ stage2() {
     sed "${args[@]}" "$cfg" > "$dir/config.toml"
     echo "[table1] Stage 2 in $dir (seed $seed${sets:+, $sets})"
     # shellcheck disable=SC2086
-    $launch "$bin" train "$dir/config.toml" $(resume "$dir") $extra
+    $launch "$bin" train "$dir/config.toml" --stage zo $(resume "$dir") $extra
 }
 
 echo "[table1] $cfg: Stage 1 and Stage 2 (seed $seed0) in $out"
