@@ -29,9 +29,16 @@ fn shipped_models_load_into_the_models_of_their_configs() {
         // The run folder of a fresh checkout has no Stage 1: the shipped files are used.
         assert_eq!(cfg.stage_checkpoint(Stage::Jtvae), dir.join("jtvae.h5"));
         let (jk, mk) = (dir.join("jtvae.h5"), dir.join("mpnn.h5"));
-        assert!(jk.is_file() && mk.is_file(), "{}: model files missing", dir.display());
+        assert!(
+            jk.is_file() && mk.is_file(),
+            "{}: model files missing",
+            dir.display()
+        );
         let prov = std::fs::read_to_string(dir.join("PROVENANCE.md")).unwrap();
-        assert!(prov.contains("zo-hpc export") && prov.contains("## Config"), "{prov}");
+        assert!(
+            prov.contains("zo-hpc export") && prov.contains("## Config"),
+            "{prov}"
+        );
 
         let vocab = stored_vocab(&jk).expect("no vocabulary in the JT-VAE file");
         let features = stored_features(&mk).expect("no feature columns in the MPNN file");
