@@ -4,7 +4,8 @@
 //! Stage 1 — the same bits as starting from the run's own checkpoints.
 mod common;
 use common::*;
-use std::path::Path;
+use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
 
 fn tiny() -> String {
     repo()
@@ -33,32 +34,53 @@ fn s(p: &Path) -> String {
     p.display().to_string()
 }
 
+/// Stage 1 (JT-VAE + MPNN) of the tiny pipeline, trained once per test binary.
+fn stage1() -> &'static Path {
+    static DIR: OnceLock<tempfile::TempDir> = OnceLock::new();
+    DIR.get_or_init(|| {
+        let d = tempfile::tempdir().unwrap();
+        for stage in ["jtvae", "mpnn"] {
+            assert_ok(&train_config(&tiny(), d.path(), &["--stage", stage]));
+        }
+        d
+    })
+    .path()
+}
+
+/// `zo-hpc export` of the run in `run` to `to` (float16 with `half`).
+fn export(run: &Path, to: &Path, half: bool) -> std::process::Output {
+    let (cfg, run, to) = (tiny(), s(run), s(to));
+    let mut args = vec!["export", &cfg, "--out-dir", &run, "--to", &to];
+    if half {
+        args.push("--half");
+    }
+    zo(&args)
+}
+
+/// A run folder `name` in `dir` holding only the prepared dataset of Stage 1 (and,
+/// with `with_stage1`, its two checkpoints).
+fn folder(dir: &Path, name: &str, with_stage1: bool) -> PathBuf {
+    let out = dir.join(name);
+    let mut files = vec!["dataset.h5".to_string()];
+    if with_stage1 {
+        files.extend(["jtvae/checkpoint.h5".into(), "mpnn/checkpoint.h5".into()]);
+    }
+    for f in files {
+        let to = out.join(&f);
+        std::fs::create_dir_all(to.parent().unwrap()).unwrap();
+        std::fs::copy(stage1().join(&f), to).unwrap();
+    }
+    out
+}
+
 #[test]
 fn exported_models_start_stage_two_like_the_runs_own_checkpoints() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
-    let run = d.join("run");
-    for stage in ["jtvae", "mpnn"] {
-        assert_ok(&train_config(&tiny(), &run, &["--stage", stage]));
-    }
+    let run = folder(d, "run", true);
     let (m32, m16) = (d.join("m32"), d.join("m16"));
-    assert_ok(&zo(&[
-        "export",
-        &tiny(),
-        "--out-dir",
-        &s(&run),
-        "--to",
-        &s(&m32),
-    ]));
-    assert_ok(&zo(&[
-        "export",
-        &tiny(),
-        "--out-dir",
-        &s(&run),
-        "--to",
-        &s(&m16),
-        "--half",
-    ]));
+    assert_ok(&export(&run, &m32, false));
+    assert_ok(&export(&run, &m16, true));
     for stage in ["jtvae", "mpnn"] {
         let ck = read_params(&run.join(stage).join("checkpoint.h5"));
         let f32s = read_params(&m32.join(format!("{stage}.h5")));
@@ -102,9 +124,7 @@ fn exported_models_start_stage_two_like_the_runs_own_checkpoints() {
 
     // Stage 2 from the run's own Stage 1, and in a fresh folder from the export.
     assert_ok(&train_config(&tiny(), &run, &["--stage", "zo"]));
-    let fresh = d.join("fresh");
-    std::fs::create_dir_all(&fresh).unwrap();
-    std::fs::copy(run.join("dataset.h5"), fresh.join("dataset.h5")).unwrap();
+    let fresh = folder(d, "fresh", false);
     let cfg = with_pretrained(d, &m32);
     let o = train_config(&cfg, &fresh, &["--stage", "zo"]);
     assert_ok(&o);
@@ -136,19 +156,9 @@ fn exported_models_start_stage_two_like_the_runs_own_checkpoints() {
 fn a_model_of_another_vocabulary_or_an_unfinished_stage_is_refused() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
-    let run = d.join("run");
-    for stage in ["jtvae", "mpnn"] {
-        assert_ok(&train_config(&tiny(), &run, &["--stage", stage]));
-    }
+    let run = stage1();
     let models = d.join("models");
-    assert_ok(&zo(&[
-        "export",
-        &tiny(),
-        "--out-dir",
-        &s(&run),
-        "--to",
-        &s(&models),
-    ]));
+    assert_ok(&export(run, &models, false));
     // Another vocabulary (as after a change of the data or the decomposition).
     {
         let f = hdf5::File::open_rw(models.join("jtvae.h5")).unwrap();
@@ -157,21 +167,12 @@ fn a_model_of_another_vocabulary_or_an_unfinished_stage_is_refused() {
         f.unlink("vocab").unwrap();
         zo_hpc::io::h5::write_strings(&f, "vocab", &v).unwrap();
     }
-    let fresh = d.join("fresh");
-    std::fs::create_dir_all(&fresh).unwrap();
-    std::fs::copy(run.join("dataset.h5"), fresh.join("dataset.h5")).unwrap();
+    let fresh = folder(d, "fresh", false);
     let o = train_config(&with_pretrained(d, &models), &fresh, &["--stage", "zo"]);
     assert!(!o.status.success());
     assert!(text(&o).contains("vocabulary"), "{}", text(&o));
     // Other feature columns (a dataset whose training split made other columns constant).
-    assert_ok(&zo(&[
-        "export",
-        &tiny(),
-        "--out-dir",
-        &s(&run),
-        "--to",
-        &s(&models),
-    ]));
+    assert_ok(&export(run, &models, false));
     {
         let f = hdf5::File::open_rw(models.join("mpnn.h5")).unwrap();
         let g = f.group("featurizer").unwrap();
@@ -192,14 +193,7 @@ fn a_model_of_another_vocabulary_or_an_unfinished_stage_is_refused() {
         &["--stage", "jtvae", "--abort-after-step", "3"],
     );
     assert_eq!(o.status.code(), Some(86), "{}", text(&o));
-    let o = zo(&[
-        "export",
-        &tiny(),
-        "--out-dir",
-        &s(&cut),
-        "--to",
-        &s(&d.join("x")),
-    ]);
+    let o = export(&cut, &d.join("x"), false);
     assert!(!o.status.success());
     assert!(text(&o).contains("not complete"), "{}", text(&o));
 }
