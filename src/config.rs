@@ -37,6 +37,9 @@ pub struct Config {
     /// Zeroth-order Stage 2 (stage "zo"): estimator, queries, smoothing, λ, decoder mode.
     #[serde(default)]
     pub zo: ZoConfig,
+    /// The knowledge source behind the MPNN (default: RDKit in process).
+    #[serde(default)]
+    pub source: SourceConfig,
     /// The config file's text, kept for the outputs (set by `load`).
     #[serde(skip)]
     pub text: String,
@@ -250,6 +253,68 @@ pub struct StageTrain {
     pub max_steps: Option<usize>,
     pub eval_batch_size: Option<usize>,
     pub micro_batch: Option<usize>,
+}
+
+/// Which knowledge source answers the black-box queries.
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum SourceKind {
+    /// The in-process RDKit featurizer (the paper).
+    #[default]
+    Rdkit,
+    /// A user command kept running per rank, speaking the line protocol of
+    /// `blackbox::external` (see the README).
+    External,
+    /// The RDKit featurizer plus columns a physics program computes for the
+    /// molecule (`blackbox::physics`).
+    Physics,
+}
+
+/// The physics program of `kind = "physics"`.
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum PhysicsProgram {
+    /// MOPAC (PM7 single point at an RDKit/MMFF geometry).
+    #[default]
+    Mopac,
+    /// xtb (GFN2-xTB single point at an RDKit/MMFF geometry).
+    Xtb,
+}
+
+/// `[source]`: the black box. Keys that belong to another kind are errors.
+#[derive(Debug, Clone, Deserialize, PartialEq, Default)]
+#[serde(deny_unknown_fields)]
+pub struct SourceConfig {
+    /// "rdkit" (default), "external" or "physics".
+    #[serde(default)]
+    pub kind: SourceKind,
+    /// external: the command and its arguments; it runs in the config file's folder.
+    #[serde(default)]
+    pub command: Vec<String>,
+    /// external: seconds one batch may take before the source counts as hung and is
+    /// restarted (default 60).
+    #[serde(default)]
+    pub timeout_s: Option<f64>,
+    /// external: restarts allowed per rank and run; after that every query fails
+    /// (counted), the run goes on (default 5).
+    #[serde(default)]
+    pub max_restarts: Option<usize>,
+    /// external: molecules per request (default 64).
+    #[serde(default)]
+    pub batch_size: Option<usize>,
+    /// physics: "mopac" (default) or "xtb".
+    #[serde(default)]
+    pub program: Option<PhysicsProgram>,
+    /// physics: seconds the program may take for one molecule (default 20).
+    #[serde(default)]
+    pub time_limit_s: Option<f64>,
+    /// physics: the persistent HDF5 cache of results by canonical SMILES (relative
+    /// to the config file); default `physics_<program>.h5` beside the dataset file.
+    #[serde(default)]
+    pub cache: Option<PathBuf>,
+    /// physics: molecules computed at once per rank (default: the rank's cores).
+    #[serde(default)]
+    pub threads: Option<usize>,
 }
 
 /// What Stage 2 does with the JT-VAE decoder (tree decoder + assembly scorer).
@@ -515,6 +580,11 @@ impl Config {
                 cfg.zo.pretrained = Some(base.join(p));
             }
         }
+        if let Some(c) = cfg.source.cache.as_mut() {
+            if c.is_relative() {
+                *c = base.join(&*c);
+            }
+        }
         if let Some(j) = cfg.jtvae.as_mut() {
             for v in [j.vocab_csv.as_mut(), j.train_csv.as_mut()]
                 .into_iter()
@@ -535,6 +605,58 @@ impl Config {
             key: key.into(),
             message: message.into(),
         }
+    }
+
+    /// `[source]`: the keys of its kind only, with sane values.
+    fn check_source(&self) -> Result<(), ConfigError> {
+        let s = &self.source;
+        let given = [
+            ("command", !s.command.is_empty(), SourceKind::External),
+            ("timeout_s", s.timeout_s.is_some(), SourceKind::External),
+            (
+                "max_restarts",
+                s.max_restarts.is_some(),
+                SourceKind::External,
+            ),
+            ("batch_size", s.batch_size.is_some(), SourceKind::External),
+            ("program", s.program.is_some(), SourceKind::Physics),
+            (
+                "time_limit_s",
+                s.time_limit_s.is_some(),
+                SourceKind::Physics,
+            ),
+            ("cache", s.cache.is_some(), SourceKind::Physics),
+            ("threads", s.threads.is_some(), SourceKind::Physics),
+        ];
+        for (key, set, kind) in given {
+            if set && s.kind != kind {
+                return Err(self.value_err(
+                    &format!("source.{key}"),
+                    format!(
+                        "only for kind = \"{}\" (this source is \"{}\")",
+                        format!("{kind:?}").to_lowercase(),
+                        format!("{:?}", s.kind).to_lowercase()
+                    ),
+                ));
+            }
+        }
+        if s.kind == SourceKind::External && s.command.is_empty() {
+            return Err(self.value_err(
+                "source.command",
+                "kind = \"external\" needs the command to run, e.g. [\"python3\", \"my_source.py\"]",
+            ));
+        }
+        for (key, v) in [("timeout_s", s.timeout_s), ("time_limit_s", s.time_limit_s)] {
+            if v.is_some_and(|v| !(v > 0.0 && v.is_finite())) {
+                return Err(self.value_err(&format!("source.{key}"), "must be a positive number"));
+            }
+        }
+        for (key, v) in [("batch_size", s.batch_size), ("threads", s.threads)] {
+            if v == Some(0) {
+                return Err(self.value_err(&format!("source.{key}"), "must be at least 1"));
+            }
+        }
+        Ok(())
     }
 
     fn check(&self) -> Result<(), ConfigError> {
@@ -618,6 +740,7 @@ impl Config {
                 return Err(self.value_err(&format!("train.{name}.clip_norm"), "must be >= 0"));
             }
         }
+        self.check_source()?;
         let z = &self.zo;
         if z.q == 0 {
             return Err(self.value_err("zo.q", "must be at least 1"));
@@ -777,11 +900,17 @@ impl Config {
             d.n_train,
             d.n_test
         );
+        // Only when not the default, so keys of runs without `[source]` are unchanged.
+        let source = if self.source == SourceConfig::default() {
+            String::new()
+        } else {
+            format!("|{:?}", self.source)
+        };
         match stage {
             Stage::Jtvae => format!("jtvae|{data}|{train}|{:?}", self.jtvae),
-            Stage::Mpnn => format!("mpnn|{data}|{train}|{:?}", self.mpnn),
+            Stage::Mpnn => format!("mpnn|{data}|{train}|{:?}{source}", self.mpnn),
             Stage::Zo => format!(
-                "zo|{data}|{train}|{:?}|{:?}|{:?}",
+                "zo|{data}|{train}|{:?}|{:?}|{:?}{source}",
                 self.jtvae, self.mpnn, self.zo
             ),
         }
@@ -846,6 +975,39 @@ mod tests {
             err.contains("data.csv") && err.contains("missing.csv"),
             "{err}"
         );
+    }
+
+    #[test]
+    fn source_keys_belong_to_their_kind_and_enter_the_mpnn_and_zo_keys() {
+        let dir = tempfile::tempdir().unwrap();
+        let plain = Config::load(&write_cfg(dir.path(), GOOD)).unwrap();
+        let load =
+            |src: &str| Config::load(&write_cfg(dir.path(), &format!("{GOOD}[source]\n{src}")));
+        let err = |src: &str| load(src).unwrap_err().to_string();
+        let e = err("kind = \"physics\"\ncommand = [\"x\"]\n");
+        assert!(
+            e.contains("source.command") && e.contains("only for kind = \"external\""),
+            "{e}"
+        );
+        let e = err("kind = \"external\"\n");
+        assert!(e.contains("source.command"), "{e}");
+        let e = err("kind = \"external\"\ncommand = [\"x\"]\ntimeout_s = 0\n");
+        assert!(e.contains("source.timeout_s"), "{e}");
+        let e = err("kind = \"quantum\"\n");
+        assert!(e.contains("kind") && e.contains("line 14"), "{e}");
+        // An explicit default source keeps the keys of runs without `[source]`.
+        let rdkit = load("kind = \"rdkit\"\n").unwrap();
+        for st in [Stage::Jtvae, Stage::Mpnn, Stage::Zo] {
+            assert_eq!(rdkit.stage_key(st), plain.stage_key(st));
+        }
+        let phys = load("kind = \"physics\"\ncache = \"c.h5\"\n").unwrap();
+        assert_eq!(
+            phys.source.cache.as_deref(),
+            Some(dir.path().join("c.h5").as_path())
+        );
+        assert_eq!(phys.stage_key(Stage::Jtvae), plain.stage_key(Stage::Jtvae));
+        assert_ne!(phys.stage_key(Stage::Mpnn), plain.stage_key(Stage::Mpnn));
+        assert_ne!(phys.stage_key(Stage::Zo), plain.stage_key(Stage::Zo));
     }
 
     #[test]

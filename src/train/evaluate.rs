@@ -54,7 +54,7 @@ pub fn table1(cfg: &Config, dist: &Dist, limit: usize) -> anyhow::Result<Vec<Col
         }
         tch::manual_seed(cfg.run.seed as i64);
         let vs = VarStore::new(device);
-        let pipe = Pipeline::new(cfg, &ds, &vs, super::zo_stage::decode_threads(cfg, dist))?;
+        let pipe = Pipeline::new(cfg, &ds, &vs, dist)?;
         load_stage1(&vs, &jk, &mk, (&cfg.dataset_path(), &pipe))?;
         let mut cks = vec![jk.clone(), mk.clone()];
         if stage2 {

@@ -66,7 +66,7 @@ pub fn run(cfg: &Config, dist: &Dist, o: &Options) -> anyhow::Result<Report> {
     let ds = Dataset::read(&cfg.dataset_path())?;
     tch::manual_seed(cfg.run.seed as i64);
     let vs = VarStore::new(device);
-    let pipe = Pipeline::new(cfg, &ds, &vs, super::zo_stage::decode_threads(cfg, dist))?;
+    let pipe = Pipeline::new(cfg, &ds, &vs, dist)?;
     let jk = cfg.stage_checkpoint(Stage::Jtvae);
     let trained = jk.is_file();
     if trained {

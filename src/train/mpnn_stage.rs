@@ -5,7 +5,7 @@
 use super::params::to_vec_f32;
 use super::trainer::{backward_step, Objective, StepOut, Trainer};
 use super::{device, RunOptions};
-use crate::blackbox::{KnowledgeSource, RdkitSource};
+use crate::blackbox::{KnowledgeSource, SourceContext};
 use crate::chem::MolGraph;
 use crate::config::Config;
 use crate::dist::Dist;
@@ -51,9 +51,13 @@ fn featurize(
         }
     }
     if root && failed > 0 {
+        let s = source.stats();
         log::warn!(
-            "{failed} {what} molecules failed in {} and are left out",
-            source.name()
+            "{failed} {what} molecules failed in {} and are left out (source so far: {} failed to answer, {} timed out, {} restarts)",
+            source.name(),
+            s.failed,
+            s.timeouts,
+            s.restarts
         );
     }
     Split { graphs, y }
@@ -67,6 +71,8 @@ pub struct MpnnObjective {
     device: Device,
     model: Mpnn,
     eval_batch: usize,
+    /// Width of the atom rows: the dataset's RDKit columns plus the source's extra ones.
+    atom_dim: usize,
 }
 
 impl MpnnObjective {
@@ -76,18 +82,27 @@ impl MpnnObjective {
         let root = dist.is_root();
         let path = cfg.dataset_path();
         let ds = Dataset::read(&path)?;
-        let source = RdkitSource::new(ds.featurizer.clone()).with_limits(cfg.data.limits());
+        let ctx = SourceContext::new(cfg, dist.rank, dist.cpus_per_rank());
+        let source = crate::blackbox::build(cfg, &ds.featurizer, &ctx)?;
+        let extra = source.extra_atom_columns();
+        let atom_dim = ds.featurizer.atom_dim() + extra.len();
+        let source = source.as_ref();
         let t0 = Instant::now();
-        let train = featurize(&source, &ds, &ds.train, "training", root);
-        let test = featurize(&source, &ds, &ds.test, "test", root);
+        let train = featurize(source, &ds, &ds.train, "training", root);
+        let test = featurize(source, &ds, &ds.test, "test", root);
         if root {
             log::info!(
-                "featurized {} + {} molecules with {} in {:.2} s ({} atom, {} bond features)",
+                "featurized {} + {} molecules with {} in {:.2} s ({} atom features{}, {} bond features)",
                 train.graphs.len(),
                 test.graphs.len(),
                 source.name(),
                 t0.elapsed().as_secs_f64(),
-                ds.featurizer.atom_dim(),
+                atom_dim,
+                if extra.is_empty() {
+                    String::new()
+                } else {
+                    format!(" incl. {}", extra.join(", "))
+                },
                 ds.featurizer.bond_dim()
             );
         }
@@ -98,7 +113,7 @@ impl MpnnObjective {
             );
         }
         let dims = MpnnDims {
-            atom_dim: ds.featurizer.atom_dim() as i64,
+            atom_dim: atom_dim as i64,
             edge_dim: ds.featurizer.bond_dim() as i64,
         };
         let model = Mpnn::new(&(vs.root() / "mpnn"), dims, &cfg.mpnn);
@@ -109,6 +124,7 @@ impl MpnnObjective {
             device: vs.device(),
             model,
             eval_batch: cfg.train.eval_batch_size,
+            atom_dim,
         })
     }
 
@@ -116,7 +132,7 @@ impl MpnnObjective {
         let graphs: Vec<&MolGraph> = idx.iter().map(|&i| &split.graphs[i]).collect();
         GraphBatch::new(
             &graphs,
-            self.ds.featurizer.atom_dim(),
+            self.atom_dim,
             self.ds.featurizer.bond_dim(),
             self.device,
         )

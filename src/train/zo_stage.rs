@@ -20,7 +20,7 @@ use super::jtvae_stage::{flat, vae_noise, Example, MoleculeSet, Prepared};
 use super::params::{to_vec_f32, Params};
 use super::trainer::{Objective, StepOut, Trainer};
 use super::{device, RunOptions};
-use crate::blackbox::{FeatureCache, KnowledgeSource, RdkitSource};
+use crate::blackbox::{FeatureCache, KnowledgeSource, SourceContext, SourceStats};
 use crate::chem::{Featurizer, MolGraph};
 use crate::config::{Config, DecoderMode, JtvaeConfig, ZoConfig};
 use crate::dist::Dist;
@@ -120,6 +120,8 @@ pub struct Pipeline {
     pub vocab: Vec<String>,
     /// The MPNN's featurizer (the dataset's kept columns).
     pub featurizer: Featurizer,
+    /// Width of the MPNN's atom rows: the featurizer's plus the source's extra columns.
+    pub atom_dim: usize,
     pub device: Device,
     pub jc: JtvaeConfig,
     source: Box<dyn KnowledgeSource>,
@@ -132,14 +134,10 @@ pub struct Pipeline {
 }
 
 impl Pipeline {
-    /// Builds the JT-VAE (`vs / "jtvae"`) and the MPNN (`vs / "mpnn"`) for `ds`.
-    /// `decode_threads`: decode workers (see `decode_threads`).
-    pub fn new(
-        cfg: &Config,
-        ds: &Dataset,
-        vs: &VarStore,
-        decode_threads: usize,
-    ) -> anyhow::Result<Pipeline> {
+    /// Builds the JT-VAE (`vs / "jtvae"`) and the MPNN (`vs / "mpnn"`) for `ds`, and
+    /// this rank's knowledge source.
+    pub fn new(cfg: &Config, ds: &Dataset, vs: &VarStore, dist: &Dist) -> anyhow::Result<Pipeline> {
+        let decode_threads = decode_threads(cfg, dist);
         let path = cfg.dataset_path();
         let Some(j) = &ds.jtvae else {
             anyhow::bail!(
@@ -156,8 +154,11 @@ impl Pipeline {
             full.bond_dim(),
             &jc,
         );
+        let ctx = SourceContext::new(cfg, dist.rank, dist.cpus_per_rank());
+        let source = crate::blackbox::build(cfg, &ds.featurizer, &ctx)?;
+        let atom_dim = ds.featurizer.atom_dim() + source.extra_atom_columns().len();
         let dims = MpnnDims {
-            atom_dim: ds.featurizer.atom_dim() as i64,
+            atom_dim: atom_dim as i64,
             edge_dim: ds.featurizer.bond_dim() as i64,
         };
         let mpnn = Mpnn::new(&(vs.root() / "mpnn"), dims, &cfg.mpnn);
@@ -166,11 +167,10 @@ impl Pipeline {
             mpnn,
             vocab: j.vocab.clone(),
             featurizer: ds.featurizer.clone(),
+            atom_dim,
             device: vs.device(),
             jc,
-            source: Box::new(
-                RdkitSource::new(ds.featurizer.clone()).with_limits(cfg.data.limits()),
-            ),
+            source,
             cache: RefCell::new(FeatureCache::new(cfg.zo.cache_size)),
             labels: RefCell::new(LabelGraphs::default()),
             times: RefCell::new(DecodeTimes::default()),
@@ -198,6 +198,11 @@ impl Pipeline {
             .collect()
     }
 
+    /// The knowledge source's running totals of failures and restarts.
+    pub fn source_stats(&self) -> SourceStats {
+        self.source.stats()
+    }
+
     /// Black-box answers for SMILES through the cache; returns (answers, hits).
     fn featurize(&self, smiles: &[String]) -> (Vec<crate::blackbox::cache::Answer>, usize) {
         let (a, s) = self.cache.borrow_mut().query(self.source.as_ref(), smiles);
@@ -222,7 +227,7 @@ impl Pipeline {
     fn batch(&self, graphs: &[&MolGraph]) -> GraphBatch {
         GraphBatch::new(
             graphs,
-            self.featurizer.atom_dim(),
+            self.atom_dim,
             self.featurizer.bond_dim(),
             self.device,
         )
@@ -440,7 +445,7 @@ pub fn load_stage1(
     Ok(())
 }
 
-const COUNTERS: [&str; 11] = [
+const COUNTERS: [&str; 14] = [
     "samples",
     "base_failed",
     "queries",
@@ -452,6 +457,9 @@ const COUNTERS: [&str; 11] = [
     "embedded",
     "decoder_queries",
     "decoder_changed",
+    "source_failed",
+    "source_timeouts",
+    "source_restarts",
 ];
 /// The phases each rank times per step (`time_<phase>` in metrics.h5).
 pub const PHASES: [&str; 6] = [
@@ -490,7 +498,7 @@ impl ZoObjective {
         let root = dist.is_root();
         let path = cfg.dataset_path();
         let ds = Dataset::read(&path)?;
-        let pipe = Pipeline::new(cfg, &ds, vs, decode_threads(cfg, dist))?;
+        let pipe = Pipeline::new(cfg, &ds, vs, dist)?;
         let jc = pipe.jc.clone();
         let vocab = Vocab::new(pipe.vocab.iter().cloned());
         let t0 = Instant::now();
@@ -632,6 +640,7 @@ impl Objective for ZoObjective {
         let l = p.jtvae.latent() as usize;
         let r = self.zc.mu * self.zc.sigma;
         c[count("samples")] = samples.len() as f64;
+        let source_before = p.source_stats();
 
         // Encode (with gradient).
         let t0 = Instant::now();
@@ -881,6 +890,10 @@ impl Objective for ZoObjective {
             jl.assm.double_value(&[]),
             jl.kl.double_value(&[]),
         ];
+        let source_after = p.source_stats();
+        c[count("source_failed")] = (source_after.failed - source_before.failed) as f64;
+        c[count("source_timeouts")] = (source_after.timeouts - source_before.timeouts) as f64;
+        c[count("source_restarts")] = (source_after.restarts - source_before.restarts) as f64;
         StepOut {
             loss: pred_sum + jt_sum,
             terms,
