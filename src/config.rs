@@ -994,7 +994,7 @@ mod tests {
         let e = err("kind = \"external\"\ncommand = [\"x\"]\ntimeout_s = 0\n");
         assert!(e.contains("source.timeout_s"), "{e}");
         let e = err("kind = \"quantum\"\n");
-        assert!(e.contains("kind") && e.contains("line 14"), "{e}");
+        assert!(e.contains("quantum") && e.contains("line 13"), "{e}");
         // An explicit default source keeps the keys of runs without `[source]`.
         let rdkit = load("kind = \"rdkit\"\n").unwrap();
         for st in [Stage::Jtvae, Stage::Mpnn, Stage::Zo] {
