@@ -13,9 +13,11 @@ cd "$(dirname "$0")/.."
 
 TORCH_VERSION=2.11.0
 # fonts-dejavu-core: the TTF that `zo-hpc report` draws its plot text with.
+# python3-rdkit: the example external knowledge source (inputs/sources/);
+# mopac, xtb: the physics knowledge source.
 APT_PKGS=(build-essential pkg-config librdkit-dev libboost-dev libhdf5-dev
   libopenmpi-dev openmpi-bin libclang-dev clang python3-venv python3-h5py
-  fonts-dejavu-core)
+  fonts-dejavu-core python3-rdkit mopac xtb)
 if [[ "${ZO_SETUP_SLURM:-0}" == 1 ]]; then APT_PKGS+=(slurm-wlm munge); fi
 
 have_pkg() { dpkg-query -W -f='${Status}' "$1" 2>/dev/null | grep -q "install ok installed"; }
