@@ -68,6 +68,12 @@ pub struct DataConfig {
     pub target_column: String,
     pub n_train: usize,
     pub n_test: usize,
+    /// Labeled training molecules the MPNN and Stage 2 learn from: the first this
+    /// many of the training split (default: all `n_train`). The split, the held-out
+    /// molecules and the unsupervised JT-VAE stay as they are, so runs with fewer
+    /// labels share the dataset file and Stage-1 JT-VAE (the data-scarcity study).
+    #[serde(default)]
+    pub n_labeled: Option<usize>,
     /// Dataset HDF5 file written by `prepare`; default `<out_dir>/dataset.h5`.
     #[serde(default)]
     pub dataset: Option<PathBuf>,
@@ -80,6 +86,11 @@ pub struct DataConfig {
 }
 
 impl DataConfig {
+    /// How many training molecules carry a label for the MPNN and Stage 2.
+    pub fn labeled(&self) -> usize {
+        self.n_labeled.unwrap_or(self.n_train).min(self.n_train)
+    }
+
     /// The bounds on one molecule's work (`chem::Limits`).
     pub fn limits(&self) -> crate::chem::Limits {
         crate::chem::Limits {
@@ -253,6 +264,7 @@ pub struct StageTrain {
     pub max_steps: Option<usize>,
     pub eval_batch_size: Option<usize>,
     pub micro_batch: Option<usize>,
+    pub eval_every: Option<usize>,
 }
 
 /// Which knowledge source answers the black-box queries.
@@ -506,6 +518,10 @@ pub struct TrainConfig {
     /// threads per rank). Default: off (one float32 allreduce of per-rank sums).
     #[serde(default)]
     pub micro_batch: Option<usize>,
+    /// Evaluate every this many epochs (and after the first and the last); the
+    /// epochs between hold NaN in metrics.h5. Evaluation never changes training.
+    #[serde(default = "d1usize")]
+    pub eval_every: usize,
 }
 
 fn default_seed() -> u64 {
@@ -685,11 +701,21 @@ impl Config {
             ("train.checkpoint_every", self.train.checkpoint_every),
             ("train.log_every", self.train.log_every),
             ("train.eval_batch_size", self.train.eval_batch_size),
+            ("train.eval_every", self.train.eval_every),
         ];
         for (key, v) in positive {
             if v == 0 {
                 return Err(self.value_err(key, "must be at least 1"));
             }
+        }
+        if self.data.n_labeled == Some(0) {
+            return Err(self.value_err("data.n_labeled", "must be at least 1"));
+        }
+        if self.data.n_labeled.is_some_and(|n| n > self.data.n_train) {
+            return Err(self.value_err(
+                "data.n_labeled",
+                format!("must not exceed data.n_train = {}", self.data.n_train),
+            ));
         }
         if self.train.micro_batch == Some(0) {
             return Err(self.value_err("train.micro_batch", "must be at least 1"));
@@ -724,6 +750,7 @@ impl Config {
                 ("log_every", o.log_every),
                 ("eval_batch_size", o.eval_batch_size),
                 ("micro_batch", o.micro_batch),
+                ("eval_every", o.eval_every),
             ] {
                 if v == Some(0) {
                     return Err(
@@ -849,6 +876,7 @@ impl Config {
             t.max_steps = o.max_steps.or(t.max_steps);
             t.eval_batch_size = o.eval_batch_size.unwrap_or(t.eval_batch_size);
             t.micro_batch = o.micro_batch.or(t.micro_batch);
+            t.eval_every = o.eval_every.unwrap_or(t.eval_every);
         }
         c.train.jtvae = None;
         c.train.mpnn = None;
@@ -892,7 +920,7 @@ impl Config {
             train.push_str(&format!(" micro_batch={m}"));
         }
         let d = &self.data;
-        let data = format!(
+        let mut data = format!(
             "csv={} smiles={} target={} n_train={} n_test={}",
             d.csv.display(),
             d.smiles_column,
@@ -900,6 +928,10 @@ impl Config {
             d.n_train,
             d.n_test
         );
+        // Only fewer labels change the key (and never the unsupervised JT-VAE's).
+        if d.labeled() < d.n_train && stage != Stage::Jtvae {
+            data.push_str(&format!(" n_labeled={}", d.labeled()));
+        }
         // Only when not the default, so keys of runs without `[source]` are unchanged.
         let source = if self.source == SourceConfig::default() {
             String::new()

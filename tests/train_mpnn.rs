@@ -217,3 +217,51 @@ fn resume_without_a_checkpoint_is_a_clear_error() {
         "{err}"
     );
 }
+
+#[test]
+fn fewer_labels_train_on_the_first_of_the_split_and_eval_every_skips_epochs() {
+    let dir = tempfile::tempdir().unwrap();
+    let edit = |labels: &'static str| {
+        move |t: String| {
+            t.replace("n_test = 48", &format!("n_test = 48\n{labels}"))
+                .replace("epochs = 3", "epochs = 5\neval_every = 2")
+        }
+    };
+    let cfg = config_copy(
+        dir.path(),
+        "tests/configs/tiny.toml",
+        "l.toml",
+        edit("n_labeled = 32"),
+    );
+    let out = dir.path().join("l");
+    assert_ok(&train_config(&cfg, &out, &[]));
+    let m = read_metrics(&out.join("mpnn/metrics.h5"));
+    // 32 labeled molecules in batches of 16: two steps an epoch.
+    assert_eq!(m.step_loss.len(), 10);
+    assert_eq!(m.epoch_step, vec![2, 4, 6, 8, 10]);
+    // Evaluated after epochs 1, 2, 4 and 5 (the last); epoch 3 holds NaN.
+    let t = &m.epoch["test_rmse"];
+    let evaluated: Vec<bool> = t.iter().map(|v| v.is_finite()).collect();
+    assert_eq!(evaluated, vec![true, true, false, true, true], "{t:?}");
+    assert!(m.epoch["train_rmse"][2].is_nan());
+    assert_eq!(m.epoch["wall_s"].len(), 5);
+    // The held-out split is that of the run with every label: same baseline.
+    let all = config_copy(dir.path(), "tests/configs/tiny.toml", "a.toml", edit(""));
+    let out_all = dir.path().join("a");
+    assert_ok(&train_config(&all, &out_all, &["--max-steps", "1"]));
+    let a = read_metrics(&out_all.join("mpnn/metrics.h5"));
+    assert_eq!(
+        a.scalars["baseline_test_rmse"],
+        m.scalars["baseline_test_rmse"]
+    );
+    // n_labeled beyond the split is an error naming the key.
+    let bad = config_copy(
+        dir.path(),
+        "tests/configs/tiny.toml",
+        "b.toml",
+        edit("n_labeled = 97"),
+    );
+    let o = train_config(&bad, &dir.path().join("b"), &[]);
+    assert!(!o.status.success());
+    assert!(text(&o).contains("data.n_labeled"), "{}", text(&o));
+}

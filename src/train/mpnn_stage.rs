@@ -88,7 +88,8 @@ impl MpnnObjective {
         let atom_dim = ds.featurizer.atom_dim() + extra.len();
         let source = source.as_ref();
         let t0 = Instant::now();
-        let train = featurize(source, &ds, &ds.train, "training", root);
+        let labeled = &ds.train[..cfg.data.labeled().min(ds.train.len())];
+        let train = featurize(source, &ds, labeled, "training", root);
         let test = featurize(source, &ds, &ds.test, "test", root);
         if root {
             log::info!(

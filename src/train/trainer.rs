@@ -335,6 +335,18 @@ impl<'a, O: Objective> Trainer<'a, O> {
         let counters = self.obj.counters();
         let phases = self.obj.phases();
         let n_proj = self.obj.n_projections();
+        // What evaluation gives (known from the metrics when resuming), so epochs
+        // between evaluations (`eval_every`) record NaN for each.
+        let mut eval_names: Option<Vec<String>> = {
+            let known: Vec<String> = self
+                .metrics
+                .epoch
+                .keys()
+                .filter(|k| *k != "wall_s")
+                .cloned()
+                .collect();
+            (!known.is_empty()).then_some(known)
+        };
         let bar = (root && std::io::stderr().is_terminal()).then(|| {
             let pb = indicatif::ProgressBar::new(total as u64);
             pb.set_style(
@@ -589,7 +601,13 @@ impl<'a, O: Objective> Trainer<'a, O> {
 
             let epoch_done = self.step.is_multiple_of(spe);
             if epoch_done {
-                let values = timer.time("eval", || self.obj.evaluate(self.dist));
+                let n = self.step / spe;
+                let due = n == 1 || n.is_multiple_of(tc.eval_every.max(1)) || self.step == total;
+                let values = match (&eval_names, due) {
+                    (Some(names), false) => names.iter().map(|k| (k.clone(), f64::NAN)).collect(),
+                    _ => timer.time("eval", || self.obj.evaluate(self.dist)),
+                };
+                eval_names = Some(values.iter().map(|(k, _)| k.clone()).collect());
                 self.finish_epoch(&mut timer, epoch_start, &values);
                 if root {
                     let shown: Vec<String> =

@@ -503,7 +503,8 @@ impl ZoObjective {
         let vocab = Vocab::new(pipe.vocab.iter().cloned());
         let t0 = Instant::now();
         let mut cands = Prepared::open(&ds, &path, Some(jc.max_candidates), root)?;
-        let (train, skipped) = labeled(&ds, &ds.train, &vocab, &mut cands);
+        let n_labeled = cfg.data.labeled().min(ds.train.len());
+        let (train, skipped) = labeled(&ds, &ds.train[..n_labeled], &vocab, &mut cands);
         let test_idx: Vec<u64> = ds.test.iter().take(cfg.zo.eval_limit).copied().collect();
         let mut encode_only = Prepared::open(&ds, &path, None, false)?;
         let (test, test_skipped) = labeled(&ds, &test_idx, &vocab, &mut encode_only);
