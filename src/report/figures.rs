@@ -15,7 +15,7 @@ pub struct Figure {
 }
 
 impl Figure {
-    fn new(
+    pub(super) fn new(
         file: String,
         title: String,
         about: impl Into<String>,

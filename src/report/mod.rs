@@ -9,6 +9,7 @@
 mod figures;
 mod load;
 mod plots;
+mod scarcity;
 mod table;
 
 pub use plots::SIZE;
@@ -71,6 +72,11 @@ pub fn run(dirs: &[PathBuf], out: Option<&Path>) -> Result<Written, ReportError>
         .iter()
         .flat_map(figures::for_run)
         .chain(figures::compare(&runs))
+        .chain(
+            scarcity::applies(&runs)
+                .then(|| scarcity::figure(&runs))
+                .flatten(),
+        )
         .collect();
     let mut pngs = Vec::new();
     for f in &figs {
@@ -131,6 +137,10 @@ fn markdown(runs: &[load::Run], figs: &[figures::Figure]) -> String {
     match table::table1(runs) {
         Some(t) => s.push_str(&t),
         None => s.push_str("No run has an `eval.h5` yet (`zo-hpc eval CONFIG` writes it).\n"),
+    }
+    if scarcity::applies(runs) {
+        s.push_str("\n## Data scarcity: Stage 1 vs Stage 2 per knowledge source\n");
+        s.push_str(&scarcity::section(runs));
     }
     s.push_str("\n## Runs\n");
     s.push_str(&table::runs_section(runs));

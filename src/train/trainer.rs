@@ -610,13 +610,20 @@ impl<'a, O: Objective> Trainer<'a, O> {
                 eval_names = Some(values.iter().map(|(k, _)| k.clone()).collect());
                 self.finish_epoch(&mut timer, epoch_start, &values);
                 if root {
-                    let shown: Vec<String> =
-                        values.iter().map(|(k, v)| format!("{k} {v:.4}")).collect();
+                    let shown: Vec<String> = values
+                        .iter()
+                        .filter(|(_, v)| !v.is_nan())
+                        .map(|(k, v)| format!("{k} {v:.4}"))
+                        .collect();
                     let msg = format!(
                         "epoch {}/{}: {} ({:.1} s)",
                         epoch + 1,
                         tc.epochs,
-                        shown.join(", "),
+                        if shown.is_empty() {
+                            "not evaluated (eval_every)".to_string()
+                        } else {
+                            shown.join(", ")
+                        },
                         self.metrics
                             .epoch
                             .get("wall_s")
