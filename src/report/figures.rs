@@ -240,7 +240,9 @@ fn cache_share(m: &Metrics) -> Option<Vec<f64>> {
 
 fn zo_diagnostics(run: &Run, m: &Metrics) -> Option<Figure> {
     let share = cache_share(m);
-    let rows: [(&str, &str, Option<&[f64]>); 5] = [
+    // The knowledge source's own failures, shown where there were any.
+    let source_failed = step_series(m, "source_failed").filter(|v| v.iter().any(|&x| x > 0.0));
+    let rows: [(&str, &str, Option<&[f64]>); 6] = [
         (
             "flip rate",
             "changed / answered",
@@ -261,6 +263,11 @@ fn zo_diagnostics(run: &Run, m: &Metrics) -> Option<Figure> {
             "imbalance",
             "slowest / mean rank",
             step_series(m, "imbalance"),
+        ),
+        (
+            "knowledge-source failures",
+            "queries (crash, hang, garbage, time limit)",
+            source_failed,
         ),
     ];
     let panels = rows
@@ -291,6 +298,15 @@ fn zo_phases(run: &Run, m: &Metrics) -> Option<Figure> {
             p.series
                 .push(series(phase, numbered(&smooth(v)), Look::Line, i));
         }
+    }
+    // Of `featurize`: the physics program's own seconds (summed over ranks).
+    if let Some(v) = step_series(m, "source_program_s").filter(|v| v.iter().any(|&x| x > 0.0)) {
+        p.series.push(series(
+            "physics program (all ranks)",
+            numbered(&smooth(v)),
+            Look::Dashed,
+            PHASES.len() + 2,
+        ));
     }
     Figure::new(
         format!("{}_zo_phases.png", run.name),
