@@ -39,11 +39,12 @@ cfg_dir=$(cd "$(dirname "$cfg")" && pwd)
 case "$out" in /*) out_abs=$out ;; *) out_abs=$PWD/$out ;; esac
 study=${out_abs}_scarcity
 
-resume() { ls "$1"/*/checkpoint*.h5 >/dev/null 2>&1 && echo --resume || true; }
+# --resume only once the stage has a checkpoint (a single stage refuses nothing to resume).
+resume() { ls "$1/$2"/checkpoint*.h5 >/dev/null 2>&1 && echo --resume || true; }
 
 echo "[scarcity] Stage-1 JT-VAE and dataset of $out"
 # shellcheck disable=SC2086
-$launch "$bin" train "$cfg" --stage jtvae $(resume "$out") $extra
+$launch "$bin" train "$cfg" --stage jtvae $(resume "$out" jtvae) $extra
 
 # derive DIR SEED N SOURCE [INIT_MPNN]: writes DIR/config.toml.
 derive() {
@@ -81,9 +82,9 @@ for src in $sources; do
         derive "$first" "$seed0" "$n" "$src"
         echo "[scarcity] $src, $n labeled: Stage-1 MPNN and Stage 2 (seed $seed0) in $first"
         # shellcheck disable=SC2086
-        $launch "$bin" train "$first/config.toml" --stage mpnn $(resume "$first") $extra
+        $launch "$bin" train "$first/config.toml" --stage mpnn $(resume "$first" mpnn) $extra
         # shellcheck disable=SC2086
-        $launch "$bin" train "$first/config.toml" --stage zo $(resume "$first") $extra
+        $launch "$bin" train "$first/config.toml" --stage zo $(resume "$first" zo) $extra
         runs+=("$first")
         for s in $seeds; do
             [ "$s" = "$seed0" ] && continue
@@ -91,7 +92,7 @@ for src in $sources; do
             derive "$d" "$s" "$n" "$src" "$first/mpnn/checkpoint.h5"
             echo "[scarcity] $src, $n labeled: Stage 2 (seed $s) in $d"
             # shellcheck disable=SC2086
-            $launch "$bin" train "$d/config.toml" --stage zo $(resume "$d") $extra
+            $launch "$bin" train "$d/config.toml" --stage zo $(resume "$d" zo) $extra
             runs+=("$d")
         done
     done
