@@ -7,7 +7,7 @@ a template: replace `atom_row`/`bond_row` (or add columns) to plug in your own c
 
     [source]
     kind = "external"
-    command = ["/usr/bin/python3", "../inputs/sources/rdkit_features.py"]
+    command = ["/usr/bin/python3", "sources/rdkit_features.py"]   # a config in inputs/
 
 The protocol, in short (README.md, "External knowledge sources"): print one JSON
 handshake line; then, for each request line {"batch": n, "smiles": [...]}, print one
