@@ -1,0 +1,212 @@
+//! One running external source: the child process with a writer thread on its stdin
+//! and a reader thread on its stdout, so that no call here blocks past a deadline
+//! whatever the source does (stops reading, stops writing, never ends a line).
+//! The child gets its own process group, killed as a whole, so helpers it started
+//! (a shell script's `sleep`, an MPI-less solver) go with it.
+use std::fs::File;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::os::unix::process::CommandExt;
+use std::path::Path;
+use std::process::{Child, ChildStdin, ChildStdout, Command, ExitStatus, Stdio};
+use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender};
+use std::time::{Duration, Instant};
+
+/// Longest answer line read; beyond it the line is replaced by an invalid one (a
+/// 150-atom molecule with 100 columns is well under 1 MB).
+const MAX_LINE: usize = 64 << 20;
+
+/// Why no line came.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NoLine {
+    /// The deadline passed.
+    Timeout,
+    /// The source closed its stdout (exited or crashed).
+    Closed,
+}
+
+/// A started source process.
+pub struct Process {
+    child: Child,
+    /// Requests to the writer thread; dropped to close the child's stdin.
+    to_stdin: Option<Sender<Vec<u8>>>,
+    lines: Receiver<String>,
+    killed: bool,
+}
+
+impl Process {
+    /// Starts `command` in `dir` with stdout piped and stderr appended to `stderr`.
+    pub fn spawn(command: &[String], dir: &Path, stderr: File) -> std::io::Result<Process> {
+        let (program, args) = command.split_first().ok_or_else(|| {
+            std::io::Error::new(std::io::ErrorKind::InvalidInput, "empty command")
+        })?;
+        // A relative program with a folder in it is relative to `dir`, as its
+        // arguments are (Rust leaves this case to the platform).
+        let program = if program.contains('/') {
+            dir.join(program)
+        } else {
+            program.into()
+        };
+        let mut child = Command::new(program)
+            .args(args)
+            .current_dir(dir)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::from(stderr))
+            .process_group(0)
+            .spawn()?;
+        let (stdin, stdout) = match (child.stdin.take(), child.stdout.take()) {
+            (Some(i), Some(o)) => (i, o),
+            _ => {
+                let _ = child.kill();
+                let _ = child.wait();
+                return Err(std::io::Error::other("no pipes to the child"));
+            }
+        };
+        let (to_stdin, requests) = mpsc::channel();
+        let (line_tx, lines) = mpsc::channel();
+        let spawned = std::thread::Builder::new()
+            .name("source-stdin".into())
+            .spawn(move || write_all(stdin, requests))
+            .and_then(|_| {
+                std::thread::Builder::new()
+                    .name("source-stdout".into())
+                    .spawn(move || read_lines(stdout, line_tx))
+            });
+        let mut p = Process {
+            child,
+            to_stdin: Some(to_stdin),
+            lines,
+            killed: false,
+        };
+        if let Err(e) = spawned {
+            p.kill();
+            return Err(e);
+        }
+        Ok(p)
+    }
+
+    /// Queues `line` for the child's stdin (never blocks).
+    pub fn send(&self, line: String) {
+        if let Some(tx) = &self.to_stdin {
+            // A closed writer means the child is gone: the missing answers say so.
+            let _ = tx.send(line.into_bytes());
+        }
+    }
+
+    /// The next line of the child's stdout, waiting until `deadline` at most.
+    pub fn line(&self, deadline: Instant) -> Result<String, NoLine> {
+        let wait = deadline.saturating_duration_since(Instant::now());
+        self.lines.recv_timeout(wait).map_err(|e| match e {
+            RecvTimeoutError::Timeout => NoLine::Timeout,
+            RecvTimeoutError::Disconnected => NoLine::Closed,
+        })
+    }
+
+    /// A line already waiting, if any (answers nobody asked for).
+    pub fn stray_line(&self) -> Option<String> {
+        self.lines.try_recv().ok()
+    }
+
+    /// Kills the process group and reaps the child; its exit status if known.
+    pub fn kill(&mut self) -> Option<ExitStatus> {
+        self.to_stdin = None;
+        if !self.killed {
+            self.killed = true;
+            // Not reaped yet (see `exited`), so the group id is still the child's.
+            kill_group(self.child.id());
+            let _ = self.child.kill();
+        }
+        self.child.wait().ok()
+    }
+
+    /// Closes stdin, gives the child `grace` to exit on its own, then kills what is
+    /// left of its group.
+    pub fn stop(&mut self, grace: Duration) -> Option<ExitStatus> {
+        self.to_stdin = None;
+        let end = Instant::now() + grace;
+        while Instant::now() < end && !self.exited() {
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        self.kill()
+    }
+
+    /// Whether the child has exited, without reaping it.
+    fn exited(&self) -> bool {
+        let pid: libc::id_t = self.child.id();
+        // SAFETY: waitid with WNOWAIT only reads the child's state into `info`.
+        unsafe {
+            let mut info: libc::siginfo_t = std::mem::zeroed();
+            let r = libc::waitid(
+                libc::P_PID,
+                pid,
+                &mut info,
+                libc::WEXITED | libc::WNOHANG | libc::WNOWAIT,
+            );
+            r != 0 || info.si_pid() != 0
+        }
+    }
+}
+
+impl Drop for Process {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+fn kill_group(pid: u32) {
+    if let Ok(pid) = libc::pid_t::try_from(pid) {
+        // SAFETY: kill(2) with a negative pid signals that process group only; the
+        // group is ours (process_group(0) made the child its leader).
+        unsafe {
+            libc::kill(-pid, libc::SIGKILL);
+        }
+    }
+}
+
+fn write_all(mut stdin: ChildStdin, requests: Receiver<Vec<u8>>) {
+    for bytes in requests {
+        if stdin
+            .write_all(&bytes)
+            .and_then(|()| stdin.flush())
+            .is_err()
+        {
+            return;
+        }
+    }
+}
+
+fn read_lines(stdout: ChildStdout, lines: Sender<String>) {
+    let mut r = BufReader::with_capacity(1 << 16, stdout);
+    loop {
+        let mut buf = Vec::new();
+        match (&mut r).take(MAX_LINE as u64).read_until(b'\n', &mut buf) {
+            Ok(0) | Err(_) => return,
+            Ok(_) => {}
+        }
+        let line = if buf.last() == Some(&b'\n') {
+            buf.pop();
+            if buf.last() == Some(&b'\r') {
+                buf.pop();
+            }
+            String::from_utf8_lossy(&buf).into_owned()
+        } else if buf.len() >= MAX_LINE {
+            // Skip the rest of the over-long line.
+            let mut rest = Vec::new();
+            loop {
+                rest.clear();
+                match (&mut r).take(MAX_LINE as u64).read_until(b'\n', &mut rest) {
+                    Ok(0) | Err(_) => return,
+                    Ok(_) if rest.last() == Some(&b'\n') => break,
+                    Ok(_) => {}
+                }
+            }
+            format!("(a line of more than {MAX_LINE} bytes)")
+        } else {
+            // The last line, without a newline: the stream ends after it.
+            String::from_utf8_lossy(&buf).into_owned()
+        };
+        if lines.send(line).is_err() {
+            return;
+        }
+    }
+}

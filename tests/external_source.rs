@@ -1,0 +1,524 @@
+//! The external-process knowledge source (`source.kind = "external"`): the example
+//! source `inputs/sources/rdkit_features.py` gives the in-process featurizer's
+//! graphs; each fault of `tests/sources/broken.py` (crash, hang, garbage, short or
+//! shifted answers, a source that stops reading, one that dies at start-up) fails
+//! only the molecules concerned, with the counters, restarts, their limit and the
+//! per-rank stderr log as documented; a wrong protocol version or missing columns is
+//! a start-up error. Then Stage 1 (MPNN) and Stage 2 through the real binary, on 1
+//! and 2 ranks, with the example source and with broken ones.
+mod common;
+use common::*;
+use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+use zo_hpc::blackbox::external::ExternalSource;
+use zo_hpc::blackbox::{KnowledgeSource, QueryError, SourceContext, SourceStats};
+use zo_hpc::chem::{Featurizer, Limits, MolGraph};
+use zo_hpc::config::{SourceConfig, SourceKind};
+
+const PYTHON: &str = "/usr/bin/python3";
+
+fn example() -> String {
+    repo()
+        .join("inputs/sources/rdkit_features.py")
+        .display()
+        .to_string()
+}
+
+fn broken() -> String {
+    repo().join("tests/sources/broken.py").display().to_string()
+}
+
+fn ctx(dir: &Path) -> SourceContext {
+    SourceContext {
+        rank: 3,
+        threads: 1,
+        log_dir: dir.join("logs"),
+        config_dir: dir.to_path_buf(),
+        data_dir: dir.to_path_buf(),
+    }
+}
+
+fn cfg(command: &[&str], timeout_s: f64, max_restarts: usize, batch_size: usize) -> SourceConfig {
+    SourceConfig {
+        kind: SourceKind::External,
+        command: command.iter().map(|s| s.to_string()).collect(),
+        timeout_s: Some(timeout_s),
+        max_restarts: Some(max_restarts),
+        batch_size: Some(batch_size),
+        ..SourceConfig::default()
+    }
+}
+
+/// The broken source in `mode` (`k` good batches per process) with the full featurizer.
+fn start_broken(
+    dir: &Path,
+    mode: &str,
+    k: usize,
+    timeout_s: f64,
+    max_restarts: usize,
+) -> anyhow::Result<ExternalSource> {
+    let k = k.to_string();
+    ExternalSource::start(
+        &cfg(&[PYTHON, &broken(), mode, &k], timeout_s, max_restarts, 4),
+        &Featurizer::full(),
+        Limits::default(),
+        &ctx(dir),
+    )
+}
+
+fn mols(n: usize) -> Vec<String> {
+    ["CCO", "c1ccccc1", "CC(=O)N", "C1CC1"]
+        .iter()
+        .cycle()
+        .take(n)
+        .map(|s| s.to_string())
+        .collect()
+}
+
+/// "ok" / "rejected" / "failed" per answer.
+fn kinds(r: &[Result<MolGraph, QueryError>]) -> Vec<&'static str> {
+    r.iter()
+        .map(|x| match x {
+            Ok(_) => "ok",
+            Err(QueryError::Rejected(_)) => "rejected",
+            Err(QueryError::Failed(_)) => "failed",
+        })
+        .collect()
+}
+
+fn stats(failed: u64, timeouts: u64, restarts: u64) -> (u64, u64, u64) {
+    (failed, timeouts, restarts)
+}
+
+fn counted(s: SourceStats) -> (u64, u64, u64) {
+    (s.failed, s.timeouts, s.restarts)
+}
+
+fn log_of(src: &ExternalSource) -> String {
+    std::fs::read_to_string(src.stderr_log()).unwrap()
+}
+
+#[test]
+fn the_example_source_gives_the_in_process_graphs() {
+    let dir = tempfile::tempdir().unwrap();
+    let smiles: Vec<String> = [
+        "CCO",
+        "c1ccccc1",
+        "c1cc[nH]c1",
+        "C[NH3+]",
+        "CC(=O)[O-]",
+        "[Na+].[Cl-]",
+        "F/C=C/F",
+        "F/C=C\\F",
+        "C[C@H](N)C(=O)O",
+        "C[C@@H](N)C(=O)O",
+        "ClC(Br)(I)F",
+        "C1CC2CCC1C2",
+        "O=S(=O)(O)c1ccc(cc1)B(O)O",
+        "C#N",
+        "[CH2]C",
+        "[2H]OC",
+        "c1ccc2c(c1)[nH]c1ccccc12",
+        "C1=CC=CC=C1[Se]C",
+        "O=[N+]([O-])c1ccccc1",
+        "CCCCCCCCCCCCCCCCCC(=O)O",
+        "[Fe+2]",
+        "C",
+        "CC(C)(C)[Si](C)(C)OC",
+        "OC1=CC(=O)C=CC1=O",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    let mut q = smiles.clone();
+    q.push("not a smiles".into());
+    q.push("C".repeat(60));
+    q.push("C".repeat(2000));
+    let limits = Limits {
+        max_atoms: 50,
+        max_smiles_length: 1000,
+    };
+    // full columns, and the kept columns of a dataset (a subset, in its order)
+    let subset = Featurizer {
+        atom_keep: vec![0, 1, 2, 7, 44, 45, 62, 69, 75, 76, 77],
+        bond_keep: vec![0, 3, 4, 6, 8],
+    };
+    for featurizer in [Featurizer::full(), subset] {
+        let src = ExternalSource::start(
+            &cfg(&[PYTHON, &example()], 30.0, 0, 7),
+            &featurizer,
+            limits,
+            &ctx(dir.path()),
+        )
+        .unwrap();
+        assert_eq!(src.name(), "external:rdkit-python");
+        assert!(src.extra_atom_columns().is_empty());
+        let r = src.query(&q);
+        assert_eq!(r.len(), q.len());
+        for (s, got) in smiles.iter().zip(&r) {
+            let want = featurizer.featurize(s).unwrap();
+            assert_eq!(got.as_ref().unwrap(), &want, "{s}");
+        }
+        let n = smiles.len();
+        assert_eq!(kinds(&r[n..]), ["rejected"; 3]);
+        let msg = |k: usize| r[n + k].as_ref().unwrap_err().to_string();
+        assert!(
+            msg(1).contains("60 atoms exceed data.max_atoms = 50"),
+            "{}",
+            msg(1)
+        );
+        assert!(
+            msg(2).contains("data.max_smiles_length = 1000"),
+            "{}",
+            msg(2)
+        );
+        assert_eq!(counted(src.stats()), stats(0, 0, 0));
+        assert!(src.query(&[]).is_empty());
+        // RDKit's own complaint about the bad SMILES is in this rank's log
+        let log_path = dir.path().join("logs/source.rank3.stderr.log");
+        assert_eq!(src.stderr_log(), log_path);
+        let log = log_of(&src);
+        assert!(log.contains("SMILES Parse Error"), "{log}");
+        assert!(log.contains("--- zo-hpc: starting"), "{log}");
+    }
+}
+
+#[test]
+fn a_source_that_crashes_midway_is_restarted_until_its_limit() {
+    let dir = tempfile::tempdir().unwrap();
+    let src = start_broken(dir.path(), "crash", 1, 30.0, 2).unwrap();
+    let q = mols(4);
+    let mut seen = Vec::new();
+    for _ in 0..7 {
+        seen.push(kinds(&src.query(&q)).join(" "));
+    }
+    let good = "ok ok ok ok";
+    let crash = "ok failed failed failed";
+    let dead = "failed failed failed failed";
+    assert_eq!(seen, [good, crash, good, crash, good, crash, dead]);
+    assert_eq!(counted(src.stats()), stats(3 * 3 + 4, 0, 2));
+    let t = Instant::now();
+    assert_eq!(kinds(&src.query(&q)), ["failed"; 4]);
+    assert!(
+        t.elapsed() < Duration::from_millis(100),
+        "gave up, so fails at once"
+    );
+    let log = log_of(&src);
+    assert_eq!(log.matches("--- zo-hpc: starting").count(), 3, "{log}");
+    assert_eq!(log.matches("broken.py crash: crashing").count(), 3, "{log}");
+}
+
+#[test]
+fn a_hung_source_times_out_and_is_killed_with_its_children() {
+    let dir = tempfile::tempdir().unwrap();
+    let src = start_broken(dir.path(), "hang", 2, 0.5, 3).unwrap();
+    let q = mols(6); // two batches of 4 and 2
+    assert_eq!(kinds(&src.query(&q)), ["ok"; 6]);
+    let t = Instant::now();
+    // second process life: batch 2 (4 molecules) hangs; the next batch restarts
+    let r = src.query(&q);
+    assert!(t.elapsed() < Duration::from_secs(8), "{:?}", t.elapsed());
+    assert_eq!(
+        kinds(&r),
+        ["failed", "failed", "failed", "failed", "ok", "ok"]
+    );
+    assert!(r[0]
+        .as_ref()
+        .unwrap_err()
+        .to_string()
+        .contains("timeout_s = 0.5"));
+    assert_eq!(counted(src.stats()), stats(4, 4, 1));
+    let log = log_of(&src);
+    assert!(log.contains("broken.py hang: hanging"), "{log}");
+    drop(src);
+    // the `sleep 3600` the source started went with its process group
+    let ps = std::process::Command::new("ps")
+        .args(["-eo", "args"])
+        .output()
+        .unwrap();
+    let ps = String::from_utf8_lossy(&ps.stdout);
+    assert!(!ps.contains(&format!("{} hang", broken())), "{ps}");
+    assert!(!ps.contains("sleep 3601"), "{ps}");
+}
+
+#[test]
+fn garbage_and_invalid_rows_fail_their_molecules_without_a_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    for (mode, why) in [
+        ("garbage", "not JSON"),
+        ("badrows", "77 features where the handshake declared 78"),
+    ] {
+        let src = start_broken(dir.path(), mode, 1, 30.0, 2).unwrap();
+        assert_eq!(kinds(&src.query(&mols(4))), ["ok"; 4], "{mode}");
+        let r = src.query(&mols(5));
+        assert_eq!(kinds(&r), ["failed"; 5], "{mode}");
+        let m = r[0].as_ref().unwrap_err().to_string();
+        assert!(m.contains(why), "{mode}: {m}");
+        assert_eq!(counted(src.stats()), stats(5, 0, 0), "{mode}");
+    }
+}
+
+#[test]
+fn too_few_or_shifted_answers_fail_the_rest_of_the_batch_and_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    // short: three of four answers, then nothing: the fourth times out
+    let src = start_broken(dir.path(), "short", 1, 0.5, 2).unwrap();
+    assert_eq!(kinds(&src.query(&mols(4))), ["ok"; 4]);
+    assert_eq!(kinds(&src.query(&mols(4))), ["ok", "ok", "ok", "failed"]);
+    assert_eq!(counted(src.stats()), stats(1, 1, 0));
+    assert_eq!(kinds(&src.query(&mols(4))), ["ok"; 4]);
+    assert_eq!(counted(src.stats()), stats(1, 1, 1));
+    // desync: answers carry the wrong index: out of step at once
+    let src = start_broken(dir.path(), "desync", 1, 30.0, 2).unwrap();
+    assert_eq!(kinds(&src.query(&mols(4))), ["ok"; 4]);
+    let r = src.query(&mols(4));
+    assert_eq!(kinds(&r), ["failed"; 4]);
+    let m = r[0].as_ref().unwrap_err().to_string();
+    assert!(m.contains("out of step") && m.contains("index 0"), "{m}");
+    assert_eq!(kinds(&src.query(&mols(4))), ["ok"; 4]);
+    assert_eq!(counted(src.stats()), stats(4, 0, 1));
+}
+
+#[test]
+fn a_source_that_stops_reading_cannot_block_the_rank() {
+    let dir = tempfile::tempdir().unwrap();
+    let src = ExternalSource::start(
+        &cfg(&[PYTHON, &broken(), "deaf"], 0.5, 0, 100),
+        &Featurizer::full(),
+        Limits::default(),
+        &ctx(dir.path()),
+    )
+    .unwrap();
+    // one request of 100 × 900 bytes: more than a pipe holds, so writing blocks
+    let q: Vec<String> = (0..100).map(|_| "C".repeat(900)).collect();
+    let t = Instant::now();
+    let r = src.query(&q);
+    assert!(t.elapsed() < Duration::from_secs(5), "{:?}", t.elapsed());
+    assert_eq!(kinds(&r), ["failed"; 100]);
+    assert_eq!(counted(src.stats()), stats(100, 100, 0));
+}
+
+#[test]
+fn a_source_that_dies_at_start_up_fails_every_query() {
+    let dir = tempfile::tempdir().unwrap();
+    let src = start_broken(dir.path(), "startup", 0, 30.0, 2).unwrap();
+    assert!(src.extra_atom_columns().is_empty());
+    assert_eq!(src.stats().restarts, 2);
+    assert_eq!(kinds(&src.query(&mols(6))), ["failed"; 6]);
+    assert_eq!(counted(src.stats()), stats(6, 0, 2));
+    let log = log_of(&src);
+    assert_eq!(log.matches("cannot load my model").count(), 3, "{log}");
+}
+
+#[test]
+fn a_wrong_version_missing_columns_or_no_program_is_a_start_up_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let e = format!(
+        "{:#}",
+        start_broken(dir.path(), "version", 0, 30.0, 2)
+            .err()
+            .unwrap()
+    );
+    assert!(
+        e.contains("version 2") && e.contains("version 1") && e.contains("broken.py"),
+        "{e}"
+    );
+    let e = format!(
+        "{:#}",
+        start_broken(dir.path(), "fewcols", 0, 30.0, 2)
+            .err()
+            .unwrap()
+    );
+    assert!(
+        e.contains("\"element=C\"") && e.contains("broken.py"),
+        "{e}"
+    );
+    let e = ExternalSource::start(
+        &cfg(&["./no_such_source"], 30.0, 2, 4),
+        &Featurizer::full(),
+        Limits::default(),
+        &ctx(dir.path()),
+    )
+    .err()
+    .unwrap();
+    assert!(format!("{e:#}").contains("no_such_source"), "{e:#}");
+}
+
+#[test]
+fn extra_atom_columns_follow_the_datasets_columns() {
+    let dir = tempfile::tempdir().unwrap();
+    let src = start_broken(dir.path(), "extra", 9, 30.0, 0).unwrap();
+    assert_eq!(src.extra_atom_columns(), ["mass"]);
+    let r = src.query(&["CO".to_string()]);
+    let g = r[0].as_ref().unwrap();
+    let want = Featurizer::full().featurize("CO").unwrap();
+    assert_eq!(g.atom_dim, want.atom_dim + 1);
+    let d = g.atom_dim;
+    assert_eq!(&g.atom_x[..d - 1], &want.atom_x[..d - 1]);
+    assert!(
+        (g.atom_x[d - 1] - 0.12011).abs() < 1e-5,
+        "{}",
+        g.atom_x[d - 1]
+    );
+    assert!((g.atom_x[2 * d - 1] - 0.15999).abs() < 1e-5);
+    assert_eq!(g.edge_x, want.edge_x, "the extra bond column is ignored");
+}
+
+// ---- through the binary ---------------------------------------------------
+
+fn tiny() -> String {
+    repo()
+        .join("tests/configs/pipeline_tiny.toml")
+        .display()
+        .to_string()
+}
+
+/// Stage 1 (JT-VAE + MPNN, in-process RDKit) of the tiny pipeline, once per binary.
+fn stage1() -> &'static Path {
+    static DIR: OnceLock<tempfile::TempDir> = OnceLock::new();
+    DIR.get_or_init(|| {
+        let d = tempfile::tempdir().unwrap();
+        for stage in ["jtvae", "mpnn"] {
+            assert_ok(&train_config(&tiny(), d.path(), &["--stage", stage]));
+        }
+        d
+    })
+    .path()
+}
+
+/// A run folder holding a copy of Stage 1.
+fn with_stage1(dir: &Path, name: &str) -> PathBuf {
+    let out = dir.join(name);
+    for sub in ["jtvae", "mpnn"] {
+        std::fs::create_dir_all(out.join(sub)).unwrap();
+        std::fs::copy(
+            stage1().join(sub).join("checkpoint.h5"),
+            out.join(sub).join("checkpoint.h5"),
+        )
+        .unwrap();
+    }
+    std::fs::copy(stage1().join("dataset.h5"), out.join("dataset.h5")).unwrap();
+    out
+}
+
+/// The tiny config with an external `[source]` running `command` (+ `keys`).
+fn with_source(dir: &Path, name: &str, command: &[&str], keys: &str) -> String {
+    let command: Vec<String> = command.iter().map(|s| format!("{s:?}")).collect();
+    config_copy(dir, "tests/configs/pipeline_tiny.toml", name, |t| {
+        format!(
+            "{t}\n[source]\nkind = \"external\"\ncommand = [{}]\n{keys}\n",
+            command.join(", ")
+        )
+    })
+}
+
+fn train(ranks: usize, config: &str, out: &Path, stage: &str) -> std::process::Output {
+    let out = out.display().to_string();
+    let args = [
+        "train",
+        config,
+        "--out-dir",
+        &out,
+        "--stage",
+        stage,
+        "--max-steps",
+        "3",
+    ];
+    if ranks == 1 {
+        zo(&args)
+    } else {
+        mpirun(ranks, &args)
+    }
+}
+
+fn source_counts(out: &Path) -> (f64, f64, f64) {
+    let m = read_metrics(&out.join("zo/metrics.h5"));
+    let sum = |k: &str| m.step_terms[k].iter().sum::<f64>();
+    (
+        sum("source_failed"),
+        sum("source_timeouts"),
+        sum("source_restarts"),
+    )
+}
+
+#[test]
+fn stage_2_runs_with_the_example_source_on_1_and_2_ranks() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = with_source(
+        dir.path(),
+        "ext.toml",
+        &[PYTHON, &example()],
+        "batch_size = 5",
+    );
+    for ranks in [1, 2] {
+        let out = with_stage1(dir.path(), &format!("run{ranks}"));
+        let o = train(ranks, &config, &out, "zo");
+        assert_ok(&o);
+        let log = String::from_utf8_lossy(&o.stderr);
+        assert!(log.contains("external source \"rdkit-python\""), "{log}");
+        assert_eq!(source_counts(&out), (0.0, 0.0, 0.0));
+        for rank in 0..ranks {
+            assert!(out
+                .join(format!("zo/source.rank{rank}.stderr.log"))
+                .is_file());
+        }
+    }
+}
+
+#[test]
+fn stage_2_finishes_with_a_crashing_or_hanging_source_and_counts_its_failures() {
+    let dir = tempfile::tempdir().unwrap();
+    let crash = with_source(
+        dir.path(),
+        "crash.toml",
+        &[PYTHON, &broken(), "crash", "2"],
+        "max_restarts = 1",
+    );
+    let out = with_stage1(dir.path(), "crash");
+    let o = train(2, &crash, &out, "zo");
+    assert_ok(&o);
+    let (failed, _, restarts) = source_counts(&out);
+    assert!(
+        failed > 0.0 && restarts > 0.0,
+        "{failed} {restarts}\n{}",
+        text(&o)
+    );
+    let hang = with_source(
+        dir.path(),
+        "hang.toml",
+        &[PYTHON, &broken(), "hang", "1"],
+        "timeout_s = 0.5\nmax_restarts = 1",
+    );
+    let out = with_stage1(dir.path(), "hang");
+    let o = train(1, &hang, &out, "zo");
+    assert_ok(&o);
+    let (failed, timeouts, _) = source_counts(&out);
+    assert!(
+        failed > 0.0 && timeouts > 0.0,
+        "{failed} {timeouts}\n{}",
+        text(&o)
+    );
+}
+
+#[test]
+fn stage_1_mpnn_trains_on_a_source_with_an_extra_column() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = with_source(
+        dir.path(),
+        "extra.toml",
+        &[PYTHON, &broken(), "extra", "1000"],
+        "",
+    );
+    let out = with_stage1(dir.path(), "extra");
+    std::fs::remove_dir_all(out.join("mpnn")).unwrap();
+    let o = train(1, &config, &out, "mpnn");
+    assert_ok(&o);
+    let log = String::from_utf8_lossy(&o.stderr);
+    assert!(log.contains("incl. mass"), "{log}");
+    assert!(
+        log.contains("\"order\"") && log.contains("ignored"),
+        "{log}"
+    );
+    assert!(out.join("mpnn/checkpoint.h5").is_file());
+}

@@ -1,0 +1,85 @@
+#!/usr/bin/python3
+"""A misbehaving external source for the tests: inputs/sources/rdkit_features.py
+with one fault, chosen by the first argument; K (second argument, default 1) is
+how many batches each process answers properly before the fault.
+
+  crash K     answers one line of batch K+1, then exits with status 3
+  hang K      sleeps (in a child process of the shell it runs) on batch K+1
+  garbage K   from batch K+1 on, answers lines that are not JSON
+  badrows K   from batch K+1 on, answers rows one column short
+  short K     answers batch K+1 with one line too few, then goes on
+  desync K    answers batch K+1 with the indices shifted by one
+  deaf        sends its handshake, then never reads stdin
+  startup     writes to stderr and exits with status 2 before its handshake
+  version     sends a handshake of version 2
+  fewcols     declares no element=C column
+  extra       adds the extra atom column "mass" and the extra bond column "order"
+
+Each process also writes "broken.py MODE: batch N" to stderr for every batch.
+"""
+import json
+import os
+import subprocess
+import sys
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)),
+                                "..", "..", "inputs", "sources"))
+import rdkit_features as rf  # noqa: E402
+
+mode = sys.argv[1]
+k = int(sys.argv[2]) if len(sys.argv) > 2 else 1
+say = lambda s: print(f"broken.py {mode}: {s}", file=sys.stderr, flush=True)  # noqa: E731
+out = lambda o: sys.stdout.write(o if isinstance(o, str) else json.dumps(o) + "\n")  # noqa: E731
+
+if mode == "startup":
+    say("cannot load my model")
+    sys.exit(2)
+atoms, bonds = list(rf.ATOM_COLUMNS), list(rf.BOND_COLUMNS)
+if mode == "fewcols":
+    atoms.remove("element=C")
+if mode == "extra":
+    atoms.append("mass")
+    bonds.append("order")
+hello = {"protocol": "zo-hpc-source", "version": 2 if mode == "version" else 1,
+         "name": f"broken-{mode}", "atom_columns": atoms, "bond_columns": bonds}
+out(hello)
+sys.stdout.flush()
+if mode == "deaf":
+    subprocess.run(["sleep", "3600"])
+
+for n, line in enumerate(sys.stdin):
+    req = json.loads(line)
+    b, smiles = req["batch"], req["smiles"]
+    say(f"batch {b}")
+    faulty = n >= k
+    answers = [rf.answer(b, i, s) for i, s in enumerate(smiles)]
+    if mode == "extra":
+        for a, s in zip(answers, smiles):
+            mol = rf.Chem.MolFromSmiles(s)
+            for row, atom in zip(a.get("atoms", []), mol.GetAtoms() if mol else []):
+                row.append(atom.GetMass() / 100)
+            for bond in a.get("bonds", []):
+                bond[2].append(1)
+    if faulty and mode == "crash":
+        out(answers[0])
+        sys.stdout.flush()
+        say("crashing")
+        sys.exit(3)
+    if faulty and mode == "hang":
+        say("hanging")
+        sys.stdout.flush()
+        subprocess.run(["sh", "-c", "sleep 3601"])
+    if faulty and mode == "garbage":
+        answers = ["this is not json\n" for _ in smiles]
+    if faulty and mode == "badrows":
+        for a in answers:
+            for row in a.get("atoms", []):
+                row.pop()
+    if n == k and mode == "short":
+        answers = answers[:-1]
+    if n == k and mode == "desync":
+        for a in answers:
+            a["index"] += 1
+    for a in answers:
+        out(a)
+    sys.stdout.flush()
