@@ -296,6 +296,23 @@ fn a_second_source_answers_from_the_cache_and_other_settings_are_refused() {
         other => panic!("{other:?}"),
     }
 
+    // h5py reads it as README's layout says
+    let py = Command::new(python())
+        .args([
+            "-c",
+            "import h5py,sys; f=h5py.File(sys.argv[1]); s=[x.decode() for x in f['smiles'][()]]; \
+             i=s.index('CCO'); o=f['charge_offsets'][()]; q=f['charges'][o[i]:o[i+1]]; \
+             print(f.attrs['program'], len(s), round(float(f['energy'][i]),2), len(q), abs(round(float(sum(q)),2)), int(f['status'][s.index('Cl[Ce](Cl)Cl')]))",
+        ])
+        .arg(&cache)
+        .output()
+        .unwrap();
+    assert!(py.status.success(), "{}", text(&py));
+    assert_eq!(
+        String::from_utf8_lossy(&py.stdout).trim(),
+        "mopac 3 -56.75 3 0.0 1"
+    );
+
     // another program on the same file: an error that says why
     let err = PhysicsSource::new(
         &config(PhysicsProgram::Xtb, &cache, 20.0, 1),
@@ -432,9 +449,62 @@ fn the_tiny_pipeline_trains_through_mopac_on_one_and_two_ranks() {
     let shards = std::fs::read_dir(&two)
         .unwrap()
         .filter(|e| {
-            let n = e.as_ref().unwrap().file_name().to_string_lossy().to_string();
+            let n = e
+                .as_ref()
+                .unwrap()
+                .file_name()
+                .to_string_lossy()
+                .to_string();
             n.starts_with("physics_mopac.h5.part1-")
         })
         .count();
     assert_eq!(shards, 1);
+}
+
+/// Cost per molecule on this machine, one molecule at a time, on the first 100 ZINC
+/// molecules of the shipped demo CSV (README numbers):
+/// `cargo test --release --test physics_source -- --ignored --nocapture`.
+#[test]
+#[ignore]
+fn cost_per_molecule() {
+    let csv = std::fs::read_to_string(repo().join("inputs/data/zinc_demo.csv")).unwrap();
+    let smiles: Vec<String> = csv
+        .lines()
+        .skip(1)
+        .take(100)
+        .map(|l| l.split(',').next().unwrap().to_string())
+        .collect();
+    let n = smiles.len() as f64;
+    let t = std::time::Instant::now();
+    for s in &smiles {
+        let c = chem::canonicalize(s).unwrap();
+        chem::embed_geometry(&c, GEOMETRY_SEED, FORCE_FIELD_ITERS).unwrap();
+    }
+    let geometry_s = t.elapsed().as_secs_f64() / n;
+    println!(
+        "geometry (ETKDGv3 + MMFF94): {:.4} s per molecule",
+        geometry_s
+    );
+    for program in [PhysicsProgram::Mopac, PhysicsProgram::Xtb] {
+        let dir = tempfile::tempdir().unwrap();
+        let src = source(program, &dir.path().join("c.h5"), 60.0, 1);
+        let t = std::time::Instant::now();
+        let a = src.query(&smiles);
+        let wall = t.elapsed().as_secs_f64();
+        let ok = a.iter().filter(|r| r.is_ok()).count();
+        println!(
+            "{}: {:.4} s per molecule in the program, {:.4} s in all ({ok} of {} answered)",
+            src.name(),
+            src.stats().program_s / n,
+            wall / n,
+            smiles.len()
+        );
+        let t = std::time::Instant::now();
+        src.query(&smiles);
+        println!(
+            "{} from the cache: {:.5} s per molecule",
+            src.name(),
+            t.elapsed().as_secs_f64() / n
+        );
+    }
 }
