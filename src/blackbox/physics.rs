@@ -272,8 +272,8 @@ impl PhysicsSource {
 fn widen(g: MolGraph, extra: &[[f64; 2]]) -> MolGraph {
     let d = g.atom_dim;
     let mut x = Vec::with_capacity(g.n_atoms * (d + 2));
-    for (row, e) in g.atom_x.chunks(d.max(1)).zip(extra) {
-        x.extend_from_slice(&row[..d.min(row.len())]);
+    for (i, e) in extra.iter().enumerate().take(g.n_atoms) {
+        x.extend_from_slice(g.atom_x.get(i * d..(i + 1) * d).unwrap_or_default());
         x.push(e[0] as f32);
         x.push(e[1] as f32);
     }
@@ -382,8 +382,13 @@ impl KnowledgeSource for PhysicsSource {
 
 impl Drop for PhysicsSource {
     fn drop(&mut self) {
-        if let Err(e) = self.lock_store().close() {
+        let mut store = self.lock_store();
+        if let Err(e) = store.close() {
             log::warn!("physics cache: {e:#}");
+            // keep this run's results for the next run at least
+            if let Err(e) = store.save() {
+                log::warn!("physics cache: {e:#}");
+            }
         }
     }
 }
