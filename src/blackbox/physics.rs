@@ -73,7 +73,7 @@ impl PhysicsSource {
         ctx: &SourceContext,
     ) -> anyhow::Result<PhysicsSource> {
         let program = cfg.program.unwrap_or_default();
-        let version = program::version(program).map_err(anyhow::Error::msg)?;
+        let version = program::version(program)?;
         let settings = Settings {
             program: program::executable(program).to_string(),
             program_version: version,
@@ -390,5 +390,30 @@ impl Drop for PhysicsSource {
                 log::warn!("physics cache: {e:#}");
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn widening_appends_two_columns_to_every_atom_row() {
+        let g = MolGraph {
+            n_atoms: 2,
+            atom_dim: 3,
+            atom_x: vec![1., 2., 3., 4., 5., 6.],
+            edge_dim: 1,
+            edge_x: vec![1., 1.],
+            src: vec![0, 1],
+            dst: vec![1, 0],
+        };
+        let w = widen(g.clone(), &[[0.5, -0.25], [0.5, 0.25]]);
+        assert_eq!(w.atom_dim, 5);
+        assert_eq!(
+            w.atom_x,
+            vec![1., 2., 3., 0.5, -0.25, 4., 5., 6., 0.5, 0.25]
+        );
+        assert_eq!((w.edge_x, w.src, w.dst), (g.edge_x, g.src, g.dst));
     }
 }

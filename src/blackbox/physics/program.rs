@@ -75,21 +75,30 @@ pub fn executable(program: PhysicsProgram) -> &'static str {
 }
 
 /// The program's version line ("MOPAC version 22.0.6 …", "xtb version 6.5.1 …").
-pub fn version(program: PhysicsProgram) -> Result<String, String> {
+pub fn version(program: PhysicsProgram) -> Result<String, RunError> {
     let exe = executable(program);
     let out = Command::new(exe)
         .arg("--version")
         .stdin(Stdio::null())
         .env("OMP_NUM_THREADS", "1")
         .output()
-        .map_err(|e| format!("cannot run `{exe} --version`: {e} (is {exe} installed? scripts/setup.sh installs it)"))?;
+        .map_err(|e| {
+            RunError::Broken(format!(
+                "cannot run `{exe} --version`: {e} (is {exe} installed? scripts/setup.sh installs it)"
+            ))
+        })?;
     let text =
         String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
     text.lines()
         .map(|l| l.trim().trim_start_matches('*').trim())
         .find(|l| l.to_lowercase().contains("version"))
         .map(|l| l.split(" compiled by").next().unwrap_or(l).to_string())
-        .ok_or_else(|| format!("`{exe} --version` printed no version: {}", text.trim()))
+        .ok_or_else(|| {
+            RunError::Broken(format!(
+                "`{exe} --version` printed no version: {}",
+                text.trim()
+            ))
+        })
 }
 
 /// A folder of its own for one run, removed when dropped.
