@@ -21,7 +21,23 @@ fn main() {
     }
     b.compile("zo_rdkit_shim");
     println!("cargo:rustc-link-search=native={rdkit_lib}");
-    for lib in ["RDKitSmilesParse", "RDKitGraphMol", "RDKitRDGeneral"] {
+    for lib in [
+        "RDKitSmilesParse",
+        "RDKitGraphMol",
+        "RDKitRDGeneral",
+        // 3-D geometries (ETKDG embedding, MMFF/UFF) for the physics source
+        "RDKitDistGeomHelpers",
+        "RDKitDistGeometry",
+        "RDKitForceFieldHelpers",
+        "RDKitForceField",
+        "RDKitAlignment",
+        "RDKitSubstructMatch",
+        "RDKitOptimizer",
+        "RDKitEigenSolvers",
+        "RDKitRDGeometryLib",
+        "RDKitDataStructs",
+        "RDKitTrajectory",
+    ] {
         println!("cargo:rustc-link-lib=dylib={lib}");
     }
     println!("cargo:rustc-link-arg=-Wl,-rpath,{rdkit_lib}");

@@ -8,5 +8,6 @@ pub mod rdkit_ffi;
 pub use featurize::{Featurizer, MolGraph};
 pub use limits::Limits;
 pub use mol::{
-    canonicalize, graph_smiles, parse, parse_kekule, rdkit_version, ChemError, Molecule,
+    canonical_order, canonicalize, embed_geometry, graph_smiles, parse, parse_kekule,
+    rdkit_version, CanonicalOrder, ChemError, Geometry, Molecule,
 };

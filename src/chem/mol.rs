@@ -1,6 +1,8 @@
 //! Safe Rust face of the RDKit bridge: parse a SMILES into atom and bond records,
 //! canonicalize, and hold a sanitized molecule (`Molecule`) to featurize directly. RDKit failures come back as `ChemError`, never as a panic.
-pub use super::rdkit_ffi::ffi::{AtomRecord, BondRecord, KAtom, KBond, KekuleMol, MolRecord, Ring};
+pub use super::rdkit_ffi::ffi::{
+    AtomRecord, BondRecord, CanonicalOrder, Geometry, KAtom, KBond, KekuleMol, MolRecord, Ring,
+};
 use super::rdkit_ffi::{ffi, ATOM_FIELDS, BOND_FIELDS};
 use std::sync::Once;
 
@@ -158,6 +160,27 @@ pub fn graph_smiles(atoms: &[KAtom], bonds: &[KBond], kekule: bool) -> Result<St
     quiet();
     ffi::graph_smiles(atoms, bonds, kekule).map_err(|e| ChemError {
         smiles: format!("<graph of {} atoms>", atoms.len()),
+        message: e.what().to_string(),
+    })
+}
+
+/// A 3-D geometry of `smiles` with explicit hydrogens: ETKDGv3 with random seed
+/// `seed` (the same geometry every time for a given RDKit), then at most
+/// `max_iters` MMFF94 iterations (UFF where MMFF has no parameters, else none; see
+/// `Geometry::method`). A molecule RDKit cannot embed is an error.
+pub fn embed_geometry(smiles: &str, seed: i32, max_iters: i32) -> Result<Geometry, ChemError> {
+    quiet();
+    ffi::embed_geometry(smiles, seed, max_iters).map_err(|e| ChemError {
+        smiles: smiles.to_string(),
+        message: e.what().to_string(),
+    })
+}
+
+/// The canonical SMILES of `smiles` and, per canonical atom, the atom of `smiles` it is.
+pub fn canonical_order(smiles: &str) -> Result<CanonicalOrder, ChemError> {
+    quiet();
+    ffi::canonical_order(smiles).map_err(|e| ChemError {
+        smiles: smiles.to_string(),
         message: e.what().to_string(),
     })
 }

@@ -72,6 +72,37 @@ pub mod ffi {
         pub rings: Vec<Ring>,
     }
 
+    /// A 3-D geometry with explicit hydrogens (`embed_geometry`): the molecule's own
+    /// atoms first, in its SMILES' parse order, then the hydrogens RDKit added.
+    #[derive(Debug, Clone, PartialEq)]
+    pub struct Geometry {
+        /// Atomic number per atom.
+        pub atomic_nums: Vec<i32>,
+        /// x, y, z per atom, in Å.
+        pub xyz: Vec<f64>,
+        /// Per atom: the molecule's own atom it belongs to (itself for an own atom,
+        /// the atom a hydrogen is bonded to for an added hydrogen).
+        pub owner: Vec<i32>,
+        /// How many atoms the molecule itself has (the graph's atoms).
+        pub n_own: i32,
+        /// The sum of the formal charges.
+        pub formal_charge: i32,
+        /// How the geometry was made: "ETKDGv3+MMFF94", "ETKDGv3+UFF" or "ETKDGv3"
+        /// (no force field had parameters), "+unconverged" where the optimizer ran out
+        /// of iterations.
+        pub method: String,
+    }
+
+    /// A SMILES's canonical form and how its atoms map to the SMILES's own.
+    #[derive(Debug, Clone, PartialEq, Eq)]
+    pub struct CanonicalOrder {
+        /// Canonical isomeric SMILES (as `canonical_smiles`).
+        pub canonical: String,
+        /// For each atom of `canonical` in its parse order, the index of the same atom
+        /// in the SMILES asked about.
+        pub order: Vec<i32>,
+    }
+
     unsafe extern "C++" {
         include!("zo-hpc/src/chem/rdkit_shim.h");
 
@@ -92,6 +123,10 @@ pub mod ffi {
         fn parse_kekule(smiles: &str) -> Result<KekuleMol>;
         fn graph_smiles(atoms: &[KAtom], bonds: &[KBond], kekule: bool) -> Result<String>;
         fn quiet_rdkit_logs();
+        /// ETKDGv3 embedding with random seed `seed` (deterministic), then MMFF94
+        /// optimization (UFF where MMFF lacks parameters, else the raw embedding).
+        fn embed_geometry(smiles: &str, seed: i32, max_iters: i32) -> Result<Geometry>;
+        fn canonical_order(smiles: &str) -> Result<CanonicalOrder>;
     }
 }
 

@@ -2,6 +2,9 @@
 #include "zo-hpc/src/chem/rdkit_shim.h"
 #include "zo-hpc/src/chem/rdkit_ffi.rs.h"
 
+#include <GraphMol/DistGeomHelpers/Embedder.h>
+#include <GraphMol/ForceFieldHelpers/MMFF/MMFF.h>
+#include <GraphMol/ForceFieldHelpers/UFF/UFF.h>
 #include <GraphMol/GraphMol.h>
 #include <GraphMol/MolOps.h>
 #include <GraphMol/RDKitBase.h>
@@ -260,5 +263,79 @@ rust::String graph_smiles(rust::Slice<const KAtom> atoms, rust::Slice<const KBon
 rust::String rdkit_version() { return rust::String(RDKit::rdkitVersion); }
 
 void quiet_rdkit_logs() { RDLog::InitLogs(); boost::logging::disable_logs("rdApp.*"); }
+
+Geometry embed_geometry(rust::Str smiles, int32_t seed, int32_t max_iters) {
+  auto parsed = parse_or_throw(smiles);
+  Geometry g;
+  try {
+    const unsigned int n_own = parsed->getNumAtoms();
+    // AddHs appends the hydrogens after the molecule's own atoms, whose order it keeps.
+    std::unique_ptr<RDKit::ROMol> mol(RDKit::MolOps::addHs(*parsed));
+    RDKit::DGeomHelpers::EmbedParameters params = RDKit::DGeomHelpers::ETKDGv3;
+    params.randomSeed = seed;
+    params.numThreads = 1;
+    int conf = RDKit::DGeomHelpers::EmbedMolecule(*mol, params);
+    if (conf < 0) {
+      // RDKit's advice for molecules whose bounds-matrix start fails; still seeded.
+      params.useRandomCoords = true;
+      conf = RDKit::DGeomHelpers::EmbedMolecule(*mol, params);
+    }
+    if (conf < 0) throw std::runtime_error("RDKit could not embed the molecule in 3-D");
+    std::string method = "ETKDGv3";
+    auto mmff = RDKit::MMFF::MMFFOptimizeMolecule(*mol, max_iters);
+    if (mmff.first >= 0) {
+      method += "+MMFF94";
+      if (mmff.first > 0) method += "+unconverged";
+    } else {
+      auto uff = RDKit::UFF::UFFOptimizeMolecule(*mol, max_iters);
+      if (uff.first >= 0) {
+        method += "+UFF";
+        if (uff.first > 0) method += "+unconverged";
+      }
+    }
+    g.method = rust::String(method);
+    const RDKit::Conformer &c = mol->getConformer(conf);
+    int32_t charge = 0;
+    for (const RDKit::Atom *a : mol->atoms()) {
+      const unsigned int i = a->getIdx();
+      g.atomic_nums.push_back(a->getAtomicNum());
+      const RDGeom::Point3D &p = c.getAtomPos(i);
+      g.xyz.push_back(p.x);
+      g.xyz.push_back(p.y);
+      g.xyz.push_back(p.z);
+      charge += a->getFormalCharge();
+      int32_t owner = static_cast<int32_t>(i);
+      if (i >= n_own) {
+        if (a->getDegree() != 1) throw std::runtime_error("an added hydrogen without one neighbour");
+        for (const RDKit::Atom *nb : mol->atomNeighbors(a)) owner = static_cast<int32_t>(nb->getIdx());
+        if (owner >= static_cast<int32_t>(n_own)) throw std::runtime_error("an added hydrogen bonded to a hydrogen");
+      }
+      g.owner.push_back(owner);
+    }
+    g.n_own = static_cast<int32_t>(n_own);
+    g.formal_charge = charge;
+  } catch (const std::exception &e) {
+    throw std::runtime_error(std::string("3-D geometry: ") + e.what());
+  } catch (...) {
+    throw std::runtime_error("3-D geometry: unknown RDKit error");
+  }
+  return g;
+}
+
+CanonicalOrder canonical_order(rust::Str smiles) {
+  auto mol = parse_or_throw(smiles);
+  CanonicalOrder out;
+  try {
+    out.canonical = rust::String(RDKit::MolToSmiles(*mol));
+    std::vector<unsigned int> order;
+    if (!mol->getPropIfPresent(RDKit::common_properties::_smilesAtomOutputOrder, order) ||
+        order.size() != mol->getNumAtoms())
+      throw std::runtime_error("no atom output order");
+    for (unsigned int i : order) out.order.push_back(static_cast<int32_t>(i));
+  } catch (const std::exception &e) {
+    throw std::runtime_error(std::string("RDKit could not write canonical SMILES: ") + e.what());
+  }
+  return out;
+}
 
 }  // namespace zo

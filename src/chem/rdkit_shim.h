@@ -17,6 +17,8 @@ struct MolRecord;
 struct KekuleMol;
 struct KAtom;
 struct KBond;
+struct Geometry;
+struct CanonicalOrder;
 
 // A sanitized RDKit molecule held across the bridge (opaque to Rust). The
 // destructor is defined where RDKit's types are complete (rdkit_shim.cc).
@@ -35,4 +37,6 @@ rust::String rdkit_version();
 KekuleMol parse_kekule(rust::Str smiles);
 rust::String graph_smiles(rust::Slice<const KAtom> atoms, rust::Slice<const KBond> bonds, bool kekule);
 void quiet_rdkit_logs();
+Geometry embed_geometry(rust::Str smiles, int32_t seed, int32_t max_iters);
+CanonicalOrder canonical_order(rust::Str smiles);
 }  // namespace zo

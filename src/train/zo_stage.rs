@@ -445,7 +445,7 @@ pub fn load_stage1(
     Ok(())
 }
 
-const COUNTERS: [&str; 14] = [
+const COUNTERS: [&str; 15] = [
     "samples",
     "base_failed",
     "queries",
@@ -460,6 +460,8 @@ const COUNTERS: [&str; 14] = [
     "source_failed",
     "source_timeouts",
     "source_restarts",
+    // seconds this rank's source spent in a physics program this step
+    "source_program_s",
 ];
 /// The phases each rank times per step (`time_<phase>` in metrics.h5).
 pub const PHASES: [&str; 6] = [
@@ -895,6 +897,7 @@ impl Objective for ZoObjective {
         c[count("source_failed")] = (source_after.failed - source_before.failed) as f64;
         c[count("source_timeouts")] = (source_after.timeouts - source_before.timeouts) as f64;
         c[count("source_restarts")] = (source_after.restarts - source_before.restarts) as f64;
+        c[count("source_program_s")] = source_after.program_s - source_before.program_s;
         StepOut {
             loss: pred_sum + jt_sum,
             terms,
