@@ -329,6 +329,22 @@ pub struct SourceConfig {
     pub threads: Option<usize>,
 }
 
+impl SourceConfig {
+    /// What decides the source's answers (its kind, command or program), for the
+    /// stage key; not how it runs (threads, batch size, time limits, cache file), so
+    /// a run resumed with other such settings goes on.
+    pub fn key(&self) -> String {
+        match self.kind {
+            SourceKind::Rdkit => "source=rdkit".into(),
+            SourceKind::External => format!("source=external command={:?}", self.command),
+            SourceKind::Physics => format!(
+                "source=physics program={:?}",
+                self.program.unwrap_or_default()
+            ),
+        }
+    }
+}
+
 /// What Stage 2 does with the JT-VAE decoder (tree decoder + assembly scorer).
 #[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
 #[serde(rename_all = "lowercase")]
@@ -933,10 +949,9 @@ impl Config {
             data.push_str(&format!(" n_labeled={}", d.labeled()));
         }
         // Only when not the default, so keys of runs without `[source]` are unchanged.
-        let source = if self.source == SourceConfig::default() {
-            String::new()
-        } else {
-            format!("|{:?}", self.source)
+        let source = match self.source.kind {
+            SourceKind::Rdkit => String::new(),
+            _ => format!("|{}", self.source.key()),
         };
         match stage {
             Stage::Jtvae => format!("jtvae|{data}|{train}|{:?}", self.jtvae),
@@ -1040,6 +1055,11 @@ mod tests {
         assert_eq!(phys.stage_key(Stage::Jtvae), plain.stage_key(Stage::Jtvae));
         assert_ne!(phys.stage_key(Stage::Mpnn), plain.stage_key(Stage::Mpnn));
         assert_ne!(phys.stage_key(Stage::Zo), plain.stage_key(Stage::Zo));
+        // How the source runs does not change the key; what it computes does.
+        let tuned = load("kind = \"physics\"\nthreads = 3\ntime_limit_s = 5\n").unwrap();
+        assert_eq!(tuned.stage_key(Stage::Mpnn), phys.stage_key(Stage::Mpnn));
+        let xtb = load("kind = \"physics\"\nprogram = \"xtb\"\n").unwrap();
+        assert_ne!(xtb.stage_key(Stage::Mpnn), phys.stage_key(Stage::Mpnn));
     }
 
     #[test]
