@@ -27,6 +27,7 @@ fn main() {
         "RDKitRDGeneral",
         // 3-D geometries (ETKDG embedding, MMFF/UFF) for the physics source
         "RDKitDistGeomHelpers",
+        "RDKitDepictor",
         "RDKitDistGeometry",
         "RDKitForceFieldHelpers",
         "RDKitForceField",

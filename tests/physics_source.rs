@@ -156,6 +156,34 @@ fn the_geometry_has_the_graph_atoms_first_and_each_hydrogen_on_its_atom() {
 }
 
 #[test]
+fn a_cage_distance_geometry_cannot_embed_gets_the_lifted_2d_layout() {
+    // A QM9 molecule ETKDG fails on in every stereoisomer (~8% of QM9 are such).
+    let g = geometry("OC12CC1(O)C1CCC12");
+    assert_eq!(g.method, "2D-lifted+MMFF94");
+    assert_eq!(g, geometry("OC12CC1(O)C1CCC12"), "deterministic");
+    let z: Vec<f64> = (0..g.atomic_nums.len()).map(|i| g.xyz[3 * i + 2]).collect();
+    let spread =
+        z.iter().cloned().fold(f64::MIN, f64::max) - z.iter().cloned().fold(f64::MAX, f64::min);
+    assert!(
+        spread > 1.0,
+        "folded into 3-D, not left flat: z spread {spread}"
+    );
+    // bonded atoms at bond lengths after the force field
+    let d = |a: usize, b: usize| {
+        (0..3)
+            .map(|k| (g.xyz[3 * a + k] - g.xyz[3 * b + k]).powi(2))
+            .sum::<f64>()
+            .sqrt()
+    };
+    for (i, &o) in g.owner.iter().enumerate().skip(g.n_own as usize) {
+        let r = d(i, o as usize);
+        assert!((0.9..1.2).contains(&r), "H {i} at {r} Å from its atom");
+    }
+    let hof = mopac_by_hand(&g);
+    assert!(hof.is_finite() && hof.abs() < 500.0, "{hof}");
+}
+
+#[test]
 fn pm7_columns_match_mopac_by_hand_and_the_reference_heats() {
     let dir = tempfile::tempdir().unwrap();
     let src = source(PhysicsProgram::Mopac, &dir.path().join("c.h5"), 20.0, 2);

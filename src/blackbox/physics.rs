@@ -1,6 +1,6 @@
 //! Physics-augmented backend of `KnowledgeSource`: the RDKit graph of each molecule
 //! plus two atom columns a semi-empirical program computes at an RDKit geometry
-//! (ETKDGv3, fixed seed, then MMFF94). `mopac`: a PM7 single point, columns
+//! (ETKDGv3, fixed seed, else the 2-D layout lifted off the plane; then MMFF94). `mopac`: a PM7 single point, columns
 //! `pm7_hof` (heat of formation in kcal/mol / 100, on every atom) and `pm7_charge`
 //! (each atom's Mulliken-type net charge with its hydrogens'). `xtb`: a GFN2-xTB
 //! single point, columns `gfn2_energy` (total energy in Eh divided by the number of
@@ -60,7 +60,7 @@ pub fn cache_path(cfg: &SourceConfig, ctx: &SourceContext) -> PathBuf {
 /// How geometries are made (recorded in the cache: another RDKit may embed differently).
 pub fn geometry_method() -> String {
     format!(
-        "RDKit {} ETKDGv3 randomSeed={GEOMETRY_SEED}, MMFF94 (else UFF, else none) maxIters={FORCE_FIELD_ITERS}",
+        "RDKit {} ETKDGv3 randomSeed={GEOMETRY_SEED} (else the 2-D layout lifted), MMFF94 (else UFF, else none) maxIters={FORCE_FIELD_ITERS}",
         chem::rdkit_version()
     )
 }
