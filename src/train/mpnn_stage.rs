@@ -33,7 +33,24 @@ fn featurize(
     let mut graphs = Vec::with_capacity(idx.len());
     let mut y = Vec::with_capacity(idx.len());
     let mut failed = 0usize;
-    for (r, &i) in source.query(&smiles).into_iter().zip(idx) {
+    // In parts, so that a slow source (a physics program) shows its progress.
+    let t0 = std::time::Instant::now();
+    let mut answers = Vec::with_capacity(smiles.len());
+    let mut last_log = t0;
+    for part in smiles.chunks(256) {
+        answers.extend(source.query(part));
+        if root && last_log.elapsed().as_secs() >= 30 {
+            last_log = std::time::Instant::now();
+            log::info!(
+                "{what} molecules through {}: {}/{} ({:.0} s)",
+                source.name(),
+                answers.len(),
+                smiles.len(),
+                t0.elapsed().as_secs_f64()
+            );
+        }
+    }
+    for (r, &i) in answers.into_iter().zip(idx) {
         match r {
             Ok(g) => {
                 graphs.push(g);
