@@ -8,8 +8,7 @@
 //! and 2 ranks, with the example source and with broken ones.
 mod common;
 use common::*;
-use std::path::{Path, PathBuf};
-use std::sync::OnceLock;
+use std::path::Path;
 use std::time::{Duration, Instant};
 use zo_hpc::blackbox::external::ExternalSource;
 use zo_hpc::blackbox::{KnowledgeSource, QueryError, SourceContext, SourceStats};
@@ -367,41 +366,6 @@ fn extra_atom_columns_follow_the_datasets_columns() {
 
 // ---- through the binary ---------------------------------------------------
 
-fn tiny() -> String {
-    repo()
-        .join("tests/configs/pipeline_tiny.toml")
-        .display()
-        .to_string()
-}
-
-/// Stage 1 (JT-VAE + MPNN, in-process RDKit) of the tiny pipeline, once per binary.
-fn stage1() -> &'static Path {
-    static DIR: OnceLock<tempfile::TempDir> = OnceLock::new();
-    DIR.get_or_init(|| {
-        let d = tempfile::tempdir().unwrap();
-        for stage in ["jtvae", "mpnn"] {
-            assert_ok(&train_config(&tiny(), d.path(), &["--stage", stage]));
-        }
-        d
-    })
-    .path()
-}
-
-/// A run folder holding a copy of Stage 1.
-fn with_stage1(dir: &Path, name: &str) -> PathBuf {
-    let out = dir.join(name);
-    for sub in ["jtvae", "mpnn"] {
-        std::fs::create_dir_all(out.join(sub)).unwrap();
-        std::fs::copy(
-            stage1().join(sub).join("checkpoint.h5"),
-            out.join(sub).join("checkpoint.h5"),
-        )
-        .unwrap();
-    }
-    std::fs::copy(stage1().join("dataset.h5"), out.join("dataset.h5")).unwrap();
-    out
-}
-
 /// The tiny config with an external `[source]` running `command` (+ `keys`).
 fn with_source(dir: &Path, name: &str, command: &[&str], keys: &str) -> String {
     let command: Vec<String> = command.iter().map(|s| format!("{s:?}")).collect();
@@ -452,7 +416,7 @@ fn stage_2_runs_with_the_example_source_on_1_and_2_ranks() {
         "batch_size = 5",
     );
     for ranks in [1, 2] {
-        let out = with_stage1(dir.path(), &format!("run{ranks}"));
+        let out = with_tiny_stage1(dir.path(), &format!("run{ranks}"));
         let o = train(ranks, &config, &out, "zo");
         assert_ok(&o);
         let log = String::from_utf8_lossy(&o.stderr);
@@ -475,7 +439,7 @@ fn stage_2_finishes_with_a_crashing_or_hanging_source_and_counts_its_failures() 
         &[PYTHON, &broken(), "crash", "2"],
         "max_restarts = 1",
     );
-    let out = with_stage1(dir.path(), "crash");
+    let out = with_tiny_stage1(dir.path(), "crash");
     let o = train(2, &crash, &out, "zo");
     assert_ok(&o);
     let (failed, _, restarts) = source_counts(&out);
@@ -490,7 +454,7 @@ fn stage_2_finishes_with_a_crashing_or_hanging_source_and_counts_its_failures() 
         &[PYTHON, &broken(), "hang", "1"],
         "timeout_s = 0.5\nmax_restarts = 1",
     );
-    let out = with_stage1(dir.path(), "hang");
+    let out = with_tiny_stage1(dir.path(), "hang");
     let o = train(1, &hang, &out, "zo");
     assert_ok(&o);
     let (failed, timeouts, _) = source_counts(&out);
@@ -510,7 +474,7 @@ fn stage_1_mpnn_trains_on_a_source_with_an_extra_column() {
         &[PYTHON, &broken(), "extra", "1000"],
         "",
     );
-    let out = with_stage1(dir.path(), "extra");
+    let out = with_tiny_stage1(dir.path(), "extra");
     std::fs::remove_dir_all(out.join("mpnn")).unwrap();
     let o = train(1, &config, &out, "mpnn");
     assert_ok(&o);

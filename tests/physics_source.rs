@@ -403,18 +403,6 @@ fn physics_config(dir: &Path) -> String {
     p.display().to_string()
 }
 
-fn copy_stage1(from: &Path, to: &Path) {
-    for sub in ["jtvae", "mpnn"] {
-        std::fs::create_dir_all(to.join(sub)).unwrap();
-        std::fs::copy(
-            from.join(sub).join("checkpoint.h5"),
-            to.join(sub).join("checkpoint.h5"),
-        )
-        .unwrap();
-    }
-    std::fs::copy(from.join("dataset.h5"), to.join("dataset.h5")).unwrap();
-}
-
 /// Stage 2's per-step source counters; the seconds in MOPAC summed over steps.
 fn stage2_counters(out: &Path) -> f64 {
     let m = read_metrics(&out.join("zo/metrics.h5"));

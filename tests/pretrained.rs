@@ -5,19 +5,11 @@
 mod common;
 use common::*;
 use std::path::{Path, PathBuf};
-use std::sync::OnceLock;
-
-fn tiny() -> String {
-    repo()
-        .join("tests/configs/pipeline_tiny.toml")
-        .display()
-        .to_string()
-}
 
 /// The tiny config with `zo.pretrained = models` (absolute), written into `dir`.
 fn with_pretrained(dir: &Path, models: &Path) -> String {
     let data = format!("{}/", repo().join("inputs/data").display());
-    let text = std::fs::read_to_string(tiny())
+    let text = std::fs::read_to_string(pipeline_tiny())
         .unwrap()
         .replace("../../inputs/data/", &data)
         .replacen(
@@ -34,22 +26,9 @@ fn s(p: &Path) -> String {
     p.display().to_string()
 }
 
-/// Stage 1 (JT-VAE + MPNN) of the tiny pipeline, trained once per test binary.
-fn stage1() -> &'static Path {
-    static DIR: OnceLock<tempfile::TempDir> = OnceLock::new();
-    DIR.get_or_init(|| {
-        let d = tempfile::tempdir().unwrap();
-        for stage in ["jtvae", "mpnn"] {
-            assert_ok(&train_config(&tiny(), d.path(), &["--stage", stage]));
-        }
-        d
-    })
-    .path()
-}
-
 /// `zo-hpc export` of the run in `run` to `to` (float16 with `half`).
 fn export(run: &Path, to: &Path, half: bool) -> std::process::Output {
-    let (cfg, run, to) = (tiny(), s(run), s(to));
+    let (cfg, run, to) = (pipeline_tiny(), s(run), s(to));
     let mut args = vec!["export", &cfg, "--out-dir", &run, "--to", &to];
     if half {
         args.push("--half");
@@ -68,7 +47,7 @@ fn folder(dir: &Path, name: &str, with_stage1: bool) -> PathBuf {
     for f in files {
         let to = out.join(&f);
         std::fs::create_dir_all(to.parent().unwrap()).unwrap();
-        std::fs::copy(stage1().join(&f), to).unwrap();
+        std::fs::copy(tiny_stage1().join(&f), to).unwrap();
     }
     out
 }
@@ -123,7 +102,7 @@ fn exported_models_start_stage_two_like_the_runs_own_checkpoints() {
     );
 
     // Stage 2 from the run's own Stage 1, and in a fresh folder from the export.
-    assert_ok(&train_config(&tiny(), &run, &["--stage", "zo"]));
+    assert_ok(&train_config(&pipeline_tiny(), &run, &["--stage", "zo"]));
     let fresh = folder(d, "fresh", false);
     let cfg = with_pretrained(d, &m32);
     let o = train_config(&cfg, &fresh, &["--stage", "zo"]);
@@ -156,7 +135,7 @@ fn exported_models_start_stage_two_like_the_runs_own_checkpoints() {
 fn a_model_of_another_vocabulary_or_an_unfinished_stage_is_refused() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
-    let run = stage1();
+    let run = tiny_stage1();
     let models = d.join("models");
     assert_ok(&export(run, &models, false));
     // Another vocabulary (as after a change of the data or the decomposition).
@@ -188,7 +167,7 @@ fn a_model_of_another_vocabulary_or_an_unfinished_stage_is_refused() {
     // A stage killed before its end cannot be exported.
     let cut = d.join("cut");
     let o = train_config(
-        &tiny(),
+        &pipeline_tiny(),
         &cut,
         &["--stage", "jtvae", "--abort-after-step", "3"],
     );

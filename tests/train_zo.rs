@@ -6,43 +6,7 @@
 //! Table 1.
 mod common;
 use common::*;
-use std::path::{Path, PathBuf};
-use std::sync::OnceLock;
-
-fn tiny() -> String {
-    repo()
-        .join("tests/configs/pipeline_tiny.toml")
-        .display()
-        .to_string()
-}
-
-/// Stage 1 (JT-VAE + MPNN) of the tiny pipeline, trained once per test binary.
-fn stage1() -> &'static Path {
-    static DIR: OnceLock<tempfile::TempDir> = OnceLock::new();
-    DIR.get_or_init(|| {
-        let d = tempfile::tempdir().unwrap();
-        for stage in ["jtvae", "mpnn"] {
-            assert_ok(&train_config(&tiny(), d.path(), &["--stage", stage]));
-        }
-        d
-    })
-    .path()
-}
-
-/// A run folder holding a copy of Stage 1 (dataset file and both checkpoints).
-fn with_stage1(dir: &Path, name: &str) -> PathBuf {
-    let out = dir.join(name);
-    for sub in ["jtvae", "mpnn"] {
-        std::fs::create_dir_all(out.join(sub)).unwrap();
-        std::fs::copy(
-            stage1().join(sub).join("checkpoint.h5"),
-            out.join(sub).join("checkpoint.h5"),
-        )
-        .unwrap();
-    }
-    std::fs::copy(stage1().join("dataset.h5"), out.join("dataset.h5")).unwrap();
-    out
-}
+use std::path::Path;
 
 fn zo_on(ranks: usize, config: &str, out: &Path, extra: &[&str]) -> std::process::Output {
     let out = out.display().to_string();
@@ -57,7 +21,7 @@ fn zo_on(ranks: usize, config: &str, out: &Path, extra: &[&str]) -> std::process
 
 /// The tiny config with `edit` applied, written into `dir` (data paths made absolute).
 fn variant(dir: &Path, name: &str, edit: impl Fn(String) -> String) -> String {
-    let text = std::fs::read_to_string(tiny()).unwrap().replace(
+    let text = std::fs::read_to_string(pipeline_tiny()).unwrap().replace(
         "../../inputs/data/",
         &format!("{}/", repo().join("inputs/data").display()),
     );
@@ -70,7 +34,7 @@ fn variant(dir: &Path, name: &str, edit: impl Fn(String) -> String) -> String {
 fn the_pipeline_runs_three_stages_and_skips_completed_ones() {
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("run");
-    let o = train_config(&tiny(), &out, &[]);
+    let o = train_config(&pipeline_tiny(), &out, &[]);
     assert_ok(&o);
     for stage in ["jtvae", "mpnn", "zo"] {
         let ck = out.join(stage).join("checkpoint.h5");
@@ -128,7 +92,7 @@ fn the_pipeline_runs_three_stages_and_skips_completed_ones() {
                 .unwrap()
         })
         .collect();
-    let o = train_config(&tiny(), &out, &[]);
+    let o = train_config(&pipeline_tiny(), &out, &[]);
     assert_ok(&o);
     let log = String::from_utf8_lossy(&o.stderr);
     assert_eq!(log.matches("skipped").count(), 3, "{log}");
@@ -140,7 +104,7 @@ fn the_pipeline_runs_three_stages_and_skips_completed_ones() {
         assert_eq!(&now, t, "{s} was trained again");
     }
     // Table 1 from the run.
-    let o = zo(&["eval", &tiny(), "--out-dir", out.to_str().unwrap()]);
+    let o = zo(&["eval", &pipeline_tiny(), "--out-dir", out.to_str().unwrap()]);
     assert_ok(&o);
     let table = String::from_utf8_lossy(&o.stdout);
     assert!(
@@ -161,15 +125,15 @@ fn the_pipeline_runs_three_stages_and_skips_completed_ones() {
 #[test]
 fn stage_two_is_the_same_on_one_and_two_ranks_and_bitwise_on_a_repeat() {
     let dir = tempfile::tempdir().unwrap();
-    let one = with_stage1(dir.path(), "one");
-    let two = with_stage1(dir.path(), "two");
-    let again = with_stage1(dir.path(), "again");
+    let one = with_tiny_stage1(dir.path(), "one");
+    let two = with_tiny_stage1(dir.path(), "two");
+    let again = with_tiny_stage1(dir.path(), "again");
     // K = 3 steps; pipeline_tiny.toml sums fixed micro-batches exactly, so the
     // parameters are bitwise those of one rank, and so are the queries.
     let k = ["--max-steps", "3"];
-    assert_ok(&zo_on(1, &tiny(), &one, &k));
-    assert_ok(&zo_on(2, &tiny(), &two, &k));
-    assert_ok(&zo_on(1, &tiny(), &again, &k));
+    assert_ok(&zo_on(1, &pipeline_tiny(), &one, &k));
+    assert_ok(&zo_on(2, &pipeline_tiny(), &two, &k));
+    assert_ok(&zo_on(1, &pipeline_tiny(), &again, &k));
     let a = read_params(&one.join("zo/checkpoint.h5"));
     let b = read_params(&two.join("zo/checkpoint.h5"));
     let c = read_params(&again.join("zo/checkpoint.h5"));
@@ -184,7 +148,7 @@ fn stage_two_is_the_same_on_one_and_two_ranks_and_bitwise_on_a_repeat() {
         assert_eq!(ma.step_terms[name], mb.step_terms[name], "{name}");
     }
     // Stage 2 moved the encoder away from Stage 1.
-    let s1 = read_params(&stage1().join("jtvae/checkpoint.h5"));
+    let s1 = read_params(&tiny_stage1().join("jtvae/checkpoint.h5"));
     let enc = "/jtvae/encoder/graph/w_i/weight";
     let moved = s1[enc]
         .iter()
@@ -198,13 +162,13 @@ fn stage_two_is_the_same_on_one_and_two_ranks_and_bitwise_on_a_repeat() {
 #[test]
 fn a_killed_stage_two_resumes_along_the_identical_trajectory() {
     let dir = tempfile::tempdir().unwrap();
-    let full = with_stage1(dir.path(), "full");
-    let cut = with_stage1(dir.path(), "cut");
-    assert_ok(&zo_on(1, &tiny(), &full, &[]));
-    let o = zo_on(1, &tiny(), &cut, &["--abort-after-step", "3"]);
+    let full = with_tiny_stage1(dir.path(), "full");
+    let cut = with_tiny_stage1(dir.path(), "cut");
+    assert_ok(&zo_on(1, &pipeline_tiny(), &full, &[]));
+    let o = zo_on(1, &pipeline_tiny(), &cut, &["--abort-after-step", "3"]);
     assert_eq!(o.status.code(), Some(86), "{}", text(&o));
     // the whole pipeline with --resume: Stage 1 is skipped, Stage 2 continues at step 2
-    let o = train_config(&tiny(), &cut, &["--resume"]);
+    let o = train_config(&pipeline_tiny(), &cut, &["--resume"]);
     assert_ok(&o);
     let log = String::from_utf8_lossy(&o.stderr);
     assert!(
@@ -233,7 +197,7 @@ fn a_zo_trained_decoder_costs_only_q_scalars_of_communication() {
             "lambda = 0.0\ndecoder = \"zo\"\nq_decoder = 3\nmu_decoder = 0.05",
         )
     });
-    let out = with_stage1(dir.path(), "dec");
+    let out = with_tiny_stage1(dir.path(), "dec");
     let o = zo_on(2, &cfg, &out, &["--max-steps", "2"]);
     assert_ok(&o);
     let f = hdf5::File::open(out.join("zo/metrics.h5")).unwrap();
@@ -254,7 +218,7 @@ fn a_zo_trained_decoder_costs_only_q_scalars_of_communication() {
         Err(_) => assert_eq!(floats, params + rest),
     }
     // The decoder is among the trained parameters, and it moved.
-    let s1 = read_params(&stage1().join("jtvae/checkpoint.h5"));
+    let s1 = read_params(&tiny_stage1().join("jtvae/checkpoint.h5"));
     let s2 = read_params(&out.join("zo/checkpoint.h5"));
     let dec: Vec<&String> = s2
         .keys()
@@ -271,7 +235,7 @@ fn a_zo_trained_decoder_costs_only_q_scalars_of_communication() {
 #[test]
 fn stage_two_without_stage_one_names_the_missing_checkpoint() {
     let dir = tempfile::tempdir().unwrap();
-    let o = zo_on(1, &tiny(), &dir.path().join("none"), &[]);
+    let o = zo_on(1, &pipeline_tiny(), &dir.path().join("none"), &[]);
     assert!(!o.status.success());
     let err = String::from_utf8_lossy(&o.stderr);
     assert!(
@@ -283,10 +247,10 @@ fn stage_two_without_stage_one_names_the_missing_checkpoint() {
 #[test]
 fn gradcheck_reports_estimators_and_flip_rates() {
     let dir = tempfile::tempdir().unwrap();
-    let out = with_stage1(dir.path(), "gc");
+    let out = with_tiny_stage1(dir.path(), "gc");
     let o = zo(&[
         "gradcheck",
-        &tiny(),
+        &pipeline_tiny(),
         "--out-dir",
         out.to_str().unwrap(),
         "--trials",
@@ -337,7 +301,7 @@ fn every_estimator_runs_in_stage_two_with_its_query_count() {
         let cfg = variant(dir.path(), &format!("{est}.toml"), |t| {
             t.replace("estimator = \"forward\"", &format!("estimator = \"{est}\""))
         });
-        let out = with_stage1(dir.path(), est);
+        let out = with_tiny_stage1(dir.path(), est);
         assert_ok(&zo_on(1, &cfg, &out, &["--max-steps", "2"]));
         let m = read_metrics(&out.join("zo/metrics.h5"));
         let queries: f64 = m.step_terms["queries"].iter().sum();

@@ -143,3 +143,49 @@ pub fn config_copy(
     std::fs::write(&p, edit(text)).unwrap();
     p.display().to_string()
 }
+
+/// The tiny pipeline config (JT-VAE, MPNN, Stage 2) of the Stage-2 tests.
+pub fn pipeline_tiny() -> String {
+    repo()
+        .join("tests/configs/pipeline_tiny.toml")
+        .display()
+        .to_string()
+}
+
+/// Stage 1 (JT-VAE + MPNN, in-process RDKit) of the tiny pipeline, trained once per
+/// test binary.
+pub fn tiny_stage1() -> &'static Path {
+    static DIR: std::sync::OnceLock<tempfile::TempDir> = std::sync::OnceLock::new();
+    DIR.get_or_init(|| {
+        let d = tempfile::tempdir().unwrap();
+        for stage in ["jtvae", "mpnn"] {
+            assert_ok(&train_config(
+                &pipeline_tiny(),
+                d.path(),
+                &["--stage", stage],
+            ));
+        }
+        d
+    })
+    .path()
+}
+
+/// Copies Stage 1 (both checkpoints and the dataset file) of run folder `from` into `to`.
+pub fn copy_stage1(from: &Path, to: &Path) {
+    for sub in ["jtvae", "mpnn"] {
+        std::fs::create_dir_all(to.join(sub)).unwrap();
+        std::fs::copy(
+            from.join(sub).join("checkpoint.h5"),
+            to.join(sub).join("checkpoint.h5"),
+        )
+        .unwrap();
+    }
+    std::fs::copy(from.join("dataset.h5"), to.join("dataset.h5")).unwrap();
+}
+
+/// A run folder `dir/name` holding a copy of the tiny pipeline's Stage 1.
+pub fn with_tiny_stage1(dir: &Path, name: &str) -> PathBuf {
+    let out = dir.join(name);
+    copy_stage1(tiny_stage1(), &out);
+    out
+}
