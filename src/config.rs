@@ -130,7 +130,7 @@ impl Default for MpnnConfig {
     }
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct JtvaeConfig {
     /// CSV (plain or .gz) whose SMILES the vocabulary is built over (all rows, not only
@@ -141,6 +141,10 @@ pub struct JtvaeConfig {
     /// set), minus the molecules of the held-out split; default: the training split.
     #[serde(default)]
     pub train_csv: Option<PathBuf>,
+    /// At most this many molecules of `train_csv` (the first in file order, after
+    /// invalid, duplicate and held-out ones are dropped); default: all.
+    #[serde(default)]
+    pub train_limit: Option<usize>,
     /// Hidden width of every JT-VAE network (paper: 450).
     #[serde(default = "d450")]
     pub hidden: i64,
@@ -176,6 +180,30 @@ pub struct JtvaeConfig {
     pub recon_samples: usize,
 }
 
+/// Written out by hand so that `train_limit`, when not set, leaves the text (which
+/// enters the stage keys) as it was before the key existed: runs made then resume.
+impl std::fmt::Debug for JtvaeConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let mut d = f.debug_struct("JtvaeConfig");
+        d.field("vocab_csv", &self.vocab_csv)
+            .field("train_csv", &self.train_csv);
+        if let Some(n) = self.train_limit {
+            d.field("train_limit", &n);
+        }
+        d.field("hidden", &self.hidden)
+            .field("latent", &self.latent)
+            .field("depth_tree", &self.depth_tree)
+            .field("depth_graph", &self.depth_graph)
+            .field("beta", &self.beta)
+            .field("beta_warmup", &self.beta_warmup)
+            .field("max_candidates", &self.max_candidates)
+            .field("max_tree_nodes", &self.max_tree_nodes)
+            .field("decode_threads", &self.decode_threads)
+            .field("recon_samples", &self.recon_samples)
+            .finish()
+    }
+}
+
 fn default_max_tree_nodes() -> usize {
     crate::jtvae::decode::MAX_TREE_NODES
 }
@@ -196,6 +224,7 @@ impl Default for JtvaeConfig {
         JtvaeConfig {
             vocab_csv: None,
             train_csv: None,
+            train_limit: None,
             hidden: 450,
             latent: 56,
             depth_tree: 20,
@@ -704,8 +733,25 @@ impl Config {
                 ("jtvae.train_csv", &j.train_csv),
             ] {
                 if let Some(v) = v.as_ref().filter(|v| !v.is_file()) {
-                    return Err(self.value_err(key, format!("file not found: {}", v.display())));
+                    // The MOSES files are fetched only for the configs that use them.
+                    let hint = if v.to_string_lossy().contains("moses") {
+                        " (fetch it with scripts/fetch_moses.sh)"
+                    } else {
+                        ""
+                    };
+                    return Err(
+                        self.value_err(key, format!("file not found: {}{hint}", v.display()))
+                    );
                 }
+            }
+            if j.train_limit.is_some() && j.train_csv.is_none() {
+                return Err(self.value_err(
+                    "jtvae.train_limit",
+                    "limits the molecules of jtvae.train_csv, which is not set",
+                ));
+            }
+            if j.train_limit == Some(0) {
+                return Err(self.value_err("jtvae.train_limit", "must be at least 1"));
             }
         }
         let positive = [
@@ -974,6 +1020,22 @@ impl Config {
 
 #[cfg(test)]
 mod tests {
+    /// The stage keys hold `{:?}` of the JT-VAE section: its hand-written Debug must
+    /// give the derive's text, without `train_limit` when it is not set.
+    #[test]
+    fn jtvae_debug_text_is_the_derived_one_and_names_a_limit_only_when_set() {
+        let mut j = JtvaeConfig::default();
+        assert_eq!(
+            format!("{j:?}"),
+            format!(
+                "JtvaeConfig {{ vocab_csv: None, train_csv: None, hidden: 450, latent: 56, depth_tree: 20, depth_graph: 3, beta: 0.005, beta_warmup: 0, max_candidates: 30, max_tree_nodes: {}, decode_threads: None, recon_samples: 100 }}",
+                crate::jtvae::decode::MAX_TREE_NODES
+            )
+        );
+        j.train_limit = Some(7);
+        assert!(format!("{j:?}").contains("train_csv: None, train_limit: 7, hidden: 450"));
+    }
+
     use super::*;
 
     fn write_cfg(dir: &Path, body: &str) -> PathBuf {

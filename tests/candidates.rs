@@ -3,7 +3,8 @@
 //! `training_candidates` builds them (and as featurizing gives the graphs), the
 //! file is the same on 1 and 2 ranks, `train` reads them instead of building them (and builds
 //! them, with a warning naming the key, when the config's `jtvae.max_candidates`
-//! differs), and `eval` builds none.
+//! differs), and `eval` builds none. Training keeps stored graphs and candidates
+//! compact and expands them per batch, to the same bits as candidates built in memory.
 mod common;
 use common::*;
 use std::path::Path;
@@ -168,4 +169,58 @@ fn train_reads_candidates_eval_builds_none_and_a_changed_max_is_detected() {
         l.contains("candidates of 0 molecules read from the dataset"),
         "{l}"
     );
+}
+
+/// The MB of expanded feature rows the start-up log reports.
+fn expanded_mb(log: &str) -> f64 {
+    let (head, _) = log
+        .split_once(" MB of expanded feature rows kept")
+        .expect("no memory figure in the log");
+    head.rsplit(' ').next().unwrap().parse().unwrap()
+}
+
+#[test]
+fn stored_candidates_stay_compact_and_train_to_the_same_bits_as_built_ones() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = config(dir.path(), "cfg.toml", |t| t);
+    let stored = dir.path().join("stored");
+    prepare(1, &cfg, &stored);
+    // The same file without its candidates and records: both built in memory.
+    let built = dir.path().join("built");
+    std::fs::create_dir_all(&built).unwrap();
+    std::fs::copy(stored.join("dataset.h5"), built.join("dataset.h5")).unwrap();
+    let py = std::process::Command::new(python())
+        .arg("-c")
+        .arg("import h5py,sys; f=h5py.File(sys.argv[1],'r+'); del f['jtvae/candidates']; del f['jtvae/graphs']")
+        .arg(built.join("dataset.h5"))
+        .output()
+        .unwrap();
+    assert_ok(&py);
+
+    let o = train_config(&cfg, &stored, &["--max-steps", "3"]);
+    assert_ok(&o);
+    let l = log(&o);
+    assert!(l.contains("read from the dataset, 0 built here"), "{l}");
+    assert_eq!(expanded_mb(&l), 0.0, "{l}");
+
+    let o = train_config(&cfg, &built, &["--max-steps", "3"]);
+    assert_ok(&o);
+    let l = log(&o);
+    assert!(
+        l.contains("candidates of 0 molecules read from the dataset"),
+        "{l}"
+    );
+    assert!(expanded_mb(&l) > 0.1, "{l}");
+
+    let a = read_params(&stored.join("jtvae/checkpoint.h5"));
+    let b = read_params(&built.join("jtvae/checkpoint.h5"));
+    assert_eq!(
+        a, b,
+        "compact candidates expanded per batch train differently"
+    );
+    let (ma, mb) = (
+        read_metrics(&stored.join("jtvae/metrics.h5")),
+        read_metrics(&built.join("jtvae/metrics.h5")),
+    );
+    assert_eq!(ma.step_loss, mb.step_loss);
 }

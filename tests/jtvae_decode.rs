@@ -2,6 +2,7 @@
 //! a handful of molecules decodes the latent means of those molecules back to them
 //! (decode(mean(encode(x))) == x as canonical non-isomeric SMILES), deterministically;
 //! latents far from the data end as values (a molecule or a counted failure), fast.
+use std::borrow::Cow;
 use tch::nn::{OptimizerConfig, VarStore};
 use tch::{Device, Kind, Tensor};
 use zo_hpc::chem::{self, Featurizer};
@@ -68,9 +69,9 @@ fn an_autoencoded_jtvae_reconstructs_its_molecules() {
     let samples: Vec<Sample> = exs
         .iter()
         .map(|e| Sample {
-            graph: &e.graph,
+            graph: Cow::Borrowed(&e.graph),
             tree: &e.tree,
-            candidates: &e.cands,
+            candidates: Cow::Borrowed(e.cands.as_slice()),
         })
         .collect();
     let eps = Tensor::zeros([MOLS.len() as i64, 16], (Kind::Float, Device::Cpu));

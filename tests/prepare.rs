@@ -426,6 +426,72 @@ fn the_jtvae_can_train_on_a_larger_unlabeled_set_without_the_held_out_molecules(
     assert!(j.train_trees.iter().all(Option::is_some));
 }
 
+/// `jtvae.train_limit` keeps the first N molecules of `train_csv` (after invalid,
+/// duplicate and held-out ones are dropped), says so, and a dataset prepared with
+/// one limit is refused by a JT-VAE config with another, naming both.
+#[test]
+fn train_limit_keeps_the_first_molecules_and_a_changed_limit_is_refused() {
+    let files = [
+        (
+            "data.csv",
+            "smiles,y\nCCO,1\nOc1ccccc1,2\nCCN,4\nCC(C)C,5\n",
+        ),
+        (
+            "big.csv",
+            "smiles\nCCO\nOCC\nc1ccccc1\nCCCN\nOc1ccccc1\nCC(C)C\nCCN\nnot-a-smiles\nCCCC\n",
+        ),
+    ];
+    let config = |limit: &str| {
+        format!("[run]\nout_dir = \"out\"\n[data]\ncsv = \"data.csv\"\ntarget_column = \"y\"\nn_train = 2\nn_test = 2\n[jtvae]\nvocab_csv = \"big.csv\"\ntrain_csv = \"big.csv\"\n{limit}hidden = 8\nlatent = 4\ndepth_tree = 2\ndepth_graph = 1\nrecon_samples = 0\n[train]\nstage = \"jtvae\"\nepochs = 1\nbatch_size = 2\nlr = 0.001\n")
+    };
+    let (_d, o, all) = prepare_case(&files, &config(""));
+    assert_ok(&o);
+    let (dir, o, out) = prepare_case(&files, &config("train_limit = 3\n"));
+    assert_ok(&o);
+    assert!(
+        stderr(&o).contains("(jtvae.train_limit = 3: the first in file order)"),
+        "{}",
+        text(&o)
+    );
+    let read = |p: &std::path::Path| {
+        zo_hpc::io::dataset::Dataset::read(&p.join("dataset.h5"))
+            .unwrap()
+            .jtvae
+            .unwrap()
+    };
+    let (a, l) = (read(&all), read(&out));
+    assert_eq!(a.train_limit, None);
+    assert_eq!(l.train_limit, Some(3));
+    assert_eq!(l.train_smiles, a.train_smiles[..3].to_vec());
+    assert_eq!(l.train_trees.len(), 3);
+
+    // The same file trained with a config that has no limit: refused, both named.
+    let cfg = dir.path().join("nolimit.toml");
+    std::fs::write(&cfg, config("")).unwrap();
+    let o = zo(&[
+        "train",
+        cfg.to_str().unwrap(),
+        "--out-dir",
+        out.to_str().unwrap(),
+    ]);
+    assert!(!o.status.success());
+    let e = stderr(&o);
+    assert!(
+        e.contains("taken with jtvae.train_limit = 3") && e.contains("has none"),
+        "{e}"
+    );
+    // A limit without train_csv is a config error naming the key.
+    let bad = dir.path().join("bad.toml");
+    std::fs::write(
+        &bad,
+        config("train_limit = 3\n").replace("train_csv = \"big.csv\"\n", ""),
+    )
+    .unwrap();
+    let o = zo(&["prepare", bad.to_str().unwrap()]);
+    assert!(!o.status.success());
+    assert!(stderr(&o).contains("jtvae.train_limit"), "{}", stderr(&o));
+}
+
 /// Issue 9, item 3: `prepare` reports the lines an editor shows and stores them as
 /// `source_line`, for CRLF files (as shipped) and gzip files alike.
 #[test]

@@ -163,6 +163,7 @@ pub fn build(cfg: &Config) -> anyhow::Result<(Dataset, PrepareReport)> {
                 &ds,
                 &source,
                 j.train_csv.as_deref(),
+                j.train_limit,
                 &d.smiles_column,
                 &limits,
             )?;
@@ -428,6 +429,7 @@ fn jtvae_data(
     ds: &Dataset,
     source: &std::path::Path,
     train_csv: Option<&std::path::Path>,
+    train_limit: Option<usize>,
     smiles_column: &str,
     limits: &chem::Limits,
 ) -> anyhow::Result<JtvaeData> {
@@ -472,7 +474,7 @@ fn jtvae_data(
         );
     }
     let vocab = Vocab::new(labels);
-    let train_smiles = jtvae_training_smiles(ds, train_csv, smiles_column, limits)?;
+    let train_smiles = jtvae_training_smiles(ds, train_csv, train_limit, smiles_column, limits)?;
     let mut tree_of = |smi: &str| match decomposed.get(smi) {
         Some(t) => Ok(t.clone()),
         None => decompose_smiles(smi, &mut cache).map(|(_, t)| t),
@@ -529,6 +531,7 @@ fn jtvae_data(
         n_vocab_molecules: rows.len() as u64,
         n_vocab_failed: failed,
         n_uncovered: uncovered,
+        train_limit: train_limit.map(|n| n as u64),
         train_smiles,
         train_trees: trees,
         test_trees,
@@ -538,10 +541,12 @@ fn jtvae_data(
 }
 
 /// The JT-VAE's training molecules: the training split, or every valid molecule of
-/// `train_csv` (canonical, unique) that is not in the held-out split.
+/// `train_csv` (canonical, unique) that is not in the held-out split, the first
+/// `limit` of them with a limit.
 fn jtvae_training_smiles(
     ds: &Dataset,
     train_csv: Option<&std::path::Path>,
+    limit: Option<usize>,
     smiles_column: &str,
     limits: &chem::Limits,
 ) -> anyhow::Result<Vec<String>> {
@@ -559,7 +564,11 @@ fn jtvae_training_smiles(
         .collect();
     let mut seen = std::collections::HashSet::new();
     let (mut out, mut invalid, mut excluded) = (Vec::new(), 0usize, 0usize);
+    let limit = limit.unwrap_or(usize::MAX);
     for (line, smi) in csv_table::read_smiles(path, smiles_column)? {
+        if out.len() >= limit {
+            break;
+        }
         if let Err(e) = limits.check_size(&smi) {
             invalid += 1;
             if invalid <= LIST_FIRST {
@@ -586,9 +595,14 @@ fn jtvae_training_smiles(
         }
     }
     log::info!(
-        "JT-VAE training set: {} molecules of {} ({invalid} invalid, {excluded} in the held-out split left out)",
+        "JT-VAE training set: {} molecules of {}{} ({invalid} invalid, {excluded} in the held-out split left out)",
         out.len(),
-        path.display()
+        path.display(),
+        if limit < usize::MAX {
+            format!(" (jtvae.train_limit = {limit}: the first in file order)")
+        } else {
+            String::new()
+        }
     );
     Ok(out)
 }

@@ -168,6 +168,14 @@ impl CandidateStore {
         Some(nodes)
     }
 
+    /// Candidate groups (tree nodes with a choice) of molecule `m`; 0 where none were built.
+    pub fn groups(&self, m: usize) -> usize {
+        if self.ok[m] == 0 {
+            return 0;
+        }
+        (self.group_offset[m + 1] - self.group_offset[m]) as usize
+    }
+
     /// The featurized candidates of molecule `m` (see `compact`).
     pub fn nodes(&self, m: usize) -> Option<Vec<NodeCandidates>> {
         self.compact(m)

@@ -68,6 +68,9 @@ pub struct JtvaeData {
     pub n_vocab_failed: u64,
     /// Training molecules whose tree has a cluster outside the vocabulary.
     pub n_uncovered: u64,
+    /// `jtvae.train_limit` the training molecules were taken with (None: all of
+    /// `jtvae.train_csv`, or the training split).
+    pub train_limit: Option<u64>,
     /// Canonical SMILES of the JT-VAE's training molecules (the training split, or
     /// those of `jtvae.train_csv` outside the held-out split).
     pub train_smiles: Vec<String>,
@@ -160,6 +163,8 @@ impl JtvaeData {
         h5::write_attr(&g, "n_vocab_molecules", &self.n_vocab_molecules)?;
         h5::write_attr(&g, "n_vocab_failed", &self.n_vocab_failed)?;
         h5::write_attr(&g, "n_uncovered", &self.n_uncovered)?;
+        // 0: no limit.
+        h5::write_attr(&g, "train_limit", &self.train_limit.unwrap_or(0))?;
         write_trees(&g, "trees", &self.train_trees)?;
         write_trees(&g, "test_trees", &self.test_trees)?;
         if let Some(c) = &self.candidates {
@@ -192,6 +197,12 @@ impl JtvaeData {
             n_vocab_molecules: h5::read_attr(&g, "n_vocab_molecules")?,
             n_vocab_failed: h5::read_attr(&g, "n_vocab_failed")?,
             n_uncovered: h5::read_attr(&g, "n_uncovered")?,
+            // Files written before the limit existed: none.
+            train_limit: if g.attr("train_limit").is_ok() {
+                Some(h5::read_attr::<u64>(&g, "train_limit")?).filter(|&n| n > 0)
+            } else {
+                None
+            },
             train_trees: trees,
             test_trees,
             candidates: None,

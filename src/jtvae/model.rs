@@ -12,14 +12,16 @@ use crate::chem;
 use crate::config::JtvaeConfig;
 use crate::io::dataset::TreeRecord;
 use crate::models::batch::GraphBatch;
+use std::borrow::Cow;
 use tch::nn::{self, Module};
 use tch::{Device, Kind, Tensor};
 
-/// One training molecule: its feature graph, junction tree and assembly candidates.
+/// One training molecule: its feature graph, junction tree and assembly candidates
+/// (borrowed, or expanded for this batch from a compact store).
 pub struct Sample<'a> {
-    pub graph: &'a chem::MolGraph,
+    pub graph: Cow<'a, chem::MolGraph>,
     pub tree: &'a TreeRecord,
-    pub candidates: &'a [NodeCandidates],
+    pub candidates: Cow<'a, [NodeCandidates]>,
 }
 
 /// Loss terms of a batch (sums over its molecules) and counts for accuracies.
@@ -119,7 +121,7 @@ impl JtVae {
 
     /// The encoder's input batches (feature graphs, junction trees) of `samples`.
     pub fn batches(&self, samples: &[Sample], device: Device) -> (GraphBatch, TreeBatch) {
-        let graphs: Vec<&chem::MolGraph> = samples.iter().map(|s| s.graph).collect();
+        let graphs: Vec<&chem::MolGraph> = samples.iter().map(|s| &*s.graph).collect();
         let trees: Vec<&TreeRecord> = samples.iter().map(|s| s.tree).collect();
         (
             GraphBatch::new(&graphs, self.atom_dim, self.bond_dim, device),
@@ -167,7 +169,7 @@ impl JtVae {
         let (mut group, mut owner, mut gold) = (Vec::new(), Vec::new(), Vec::new());
         let mut n_groups = 0i64;
         for (b, s) in samples.iter().enumerate() {
-            for node in s.candidates {
+            for node in s.candidates.iter() {
                 gold.push((graphs.len() + node.gold) as i64);
                 for cg in &node.graphs {
                     graphs.push(cg);

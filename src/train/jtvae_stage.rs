@@ -13,25 +13,64 @@ use super::{device, RunOptions};
 use crate::chem::{self, Featurizer};
 use crate::config::{Config, JtvaeConfig};
 use crate::dist::Dist;
+use crate::io::candidates::CandidateStore;
 use crate::io::candidates::CANDIDATES_FORMAT;
 use crate::io::checkpoint::Checkpoint;
 use crate::io::dataset::{Dataset, StoredCandidates, StoredGraphs, TreeRecord};
-use crate::io::records::RECORDS_FORMAT;
+use crate::io::records::{RecordStore, RECORDS_FORMAT};
 use crate::jtvae::candidates::{training_candidates, LabelGraphs, NodeCandidates};
 use crate::jtvae::decode::{DecodeError, DecodeTimes};
 use crate::jtvae::model::{JtVae, Sample};
 use crate::jtvae::tree::{decompose_smiles, LabelCache};
 use crate::jtvae::vocab::Vocab;
 use crate::zo::rng::Stream;
+use std::borrow::Cow;
+use std::sync::Arc;
 use std::time::Instant;
 use tch::{nn::VarStore, Device, Kind, Tensor};
 
-/// One JT-VAE molecule: its SMILES, feature graph, junction tree and assembly candidates.
+/// One JT-VAE molecule: its SMILES, junction tree, encoder graph and assembly
+/// candidates. The graph and candidates are either expanded here (built at
+/// start-up) or, when `prepare` stored them, left compact in the dataset file's
+/// stores (shared by every example) and expanded per batch by `sample`: expanded
+/// f32 rows take ~40 times the stored small integers, which for MOSES' 1.6 M
+/// molecules is the difference between ~3 GB and more than a node's memory.
 pub(crate) struct Example {
     pub smiles: String,
-    pub graph: chem::MolGraph,
     pub tree: TreeRecord,
-    pub candidates: Vec<NodeCandidates>,
+    graph: Held<chem::MolGraph>,
+    candidates: Held<Vec<NodeCandidates>>,
+}
+
+/// Where an example's graph or candidates are.
+pub(crate) enum Held<T> {
+    /// Expanded in memory.
+    Here(T),
+    /// Item `k` of `set` in the stores.
+    Stored(Arc<Stores>, MoleculeSet, usize),
+}
+
+/// The compact molecule records and candidates read from the dataset file.
+pub(crate) struct Stores {
+    graphs: Option<StoredGraphs>,
+    candidates: Option<StoredCandidates>,
+    featurizer: Featurizer,
+}
+
+impl Stores {
+    fn records(&self, set: MoleculeSet) -> Option<&RecordStore> {
+        self.graphs.as_ref().map(|g| match set {
+            MoleculeSet::Train => &g.train,
+            MoleculeSet::Test => &g.test,
+        })
+    }
+
+    fn candidates(&self, set: MoleculeSet) -> Option<&CandidateStore> {
+        self.candidates.as_ref().map(|c| match set {
+            MoleculeSet::Train => &c.train,
+            MoleculeSet::Test => &c.test,
+        })
+    }
 }
 
 impl Example {
@@ -43,13 +82,16 @@ impl Example {
     pub(crate) fn build(
         smi: &str,
         tree: Option<TreeRecord>,
-        graph: Option<chem::MolGraph>,
+        graph: Option<Held<chem::MolGraph>>,
         vocab: &Vocab,
         cache: &mut LabelCache,
-        candidates: impl FnOnce(&mut LabelCache) -> Option<Vec<NodeCandidates>>,
+        candidates: impl FnOnce(&mut LabelCache) -> Option<Held<Vec<NodeCandidates>>>,
     ) -> Option<Example> {
         let tree = tree.or_else(|| decompose_smiles(smi, cache).ok()?.1.record(vocab).ok())?;
-        let graph = graph.or_else(|| Featurizer::full().featurize(smi).ok())?;
+        let graph = match graph {
+            Some(g) => g,
+            None => Held::Here(Featurizer::full().featurize(smi).ok()?),
+        };
         let candidates = candidates(cache)?;
         Some(Example {
             smiles: smi.to_string(),
@@ -59,12 +101,60 @@ impl Example {
         })
     }
 
+    /// The molecule as the model takes it, expanding what is stored compact.
     pub(crate) fn sample(&self) -> Sample<'_> {
+        let graph = match &self.graph {
+            Held::Here(g) => Cow::Borrowed(g),
+            Held::Stored(st, set, k) => {
+                let rec = st.records(*set).and_then(|r| r.record(*k, &self.smiles));
+                // Checked when the example was built (`Prepared::graph`).
+                Cow::Owned(
+                    st.featurizer
+                        .graph(&rec.expect("stored record checked at build")),
+                )
+            }
+        };
+        let candidates = match &self.candidates {
+            Held::Here(c) => Cow::Borrowed(c.as_slice()),
+            Held::Stored(st, set, k) => {
+                let nodes = st.candidates(*set).and_then(|c| c.nodes(*k));
+                // Checked when the example was built (`Prepared::candidates`).
+                Cow::Owned(nodes.expect("stored candidates checked at build"))
+            }
+        };
         Sample {
-            graph: &self.graph,
+            graph,
             tree: &self.tree,
-            candidates: &self.candidates,
+            candidates,
         }
+    }
+
+    /// Candidate groups (tree nodes with a choice of attachment).
+    fn n_groups(&self) -> usize {
+        match &self.candidates {
+            Held::Here(c) => c.len(),
+            Held::Stored(st, set, k) => st.candidates(*set).map_or(0, |c| c.groups(*k)),
+        }
+    }
+
+    /// Bytes of expanded feature rows this example keeps in memory (0 when its
+    /// graph and candidates are stored compact).
+    pub(crate) fn expanded_bytes(&self) -> usize {
+        let graph = match &self.graph {
+            Held::Here(g) => {
+                4 * (g.atom_x.len() + g.edge_x.len()) + 8 * (g.src.len() + g.dst.len())
+            }
+            Held::Stored(..) => 0,
+        };
+        let cands = match &self.candidates {
+            Held::Here(c) => c
+                .iter()
+                .flat_map(|n| &n.graphs)
+                .map(|g| 4 * (g.atom_x.len() + g.edge_x.len()) + 8 * (g.src.len() + g.dst.len()))
+                .sum(),
+            Held::Stored(..) => 0,
+        };
+        graph + cands
     }
 }
 
@@ -82,12 +172,10 @@ pub(crate) enum MoleculeSet {
 /// minutes for a large training set, on every rank) where the file has none, or
 /// none made with the config's settings. Counts which it did.
 pub(crate) struct Prepared {
-    candidates: Option<StoredCandidates>,
-    graphs: Option<StoredGraphs>,
+    stores: Arc<Stores>,
     /// `None`: examples get no candidates (encoding and decoding only).
     max_candidates: Option<usize>,
     labels: LabelGraphs,
-    featurizer: Featurizer,
     /// Molecules whose candidates were read from the file, and built here.
     pub read: usize,
     pub built: usize,
@@ -98,11 +186,13 @@ impl Prepared {
     /// `max_candidates`, candidates built here.
     pub(crate) fn none(max_candidates: Option<usize>) -> Prepared {
         Prepared {
-            candidates: None,
-            graphs: None,
+            stores: Arc::new(Stores {
+                graphs: None,
+                candidates: None,
+                featurizer: Featurizer::full(),
+            }),
             max_candidates,
             labels: LabelGraphs::default(),
-            featurizer: Featurizer::full(),
             read: 0,
             built: 0,
         }
@@ -118,16 +208,24 @@ impl Prepared {
         max_candidates: Option<usize>,
         root: bool,
     ) -> anyhow::Result<Prepared> {
-        let mut p = Prepared::none(max_candidates);
-        p.graphs = ds.read_graphs(path)?.filter(|g| g.format == RECORDS_FORMAT);
-        if p.graphs.is_none() && root {
+        let p = Prepared::none(max_candidates);
+        let graphs = ds.read_graphs(path)?.filter(|g| g.format == RECORDS_FORMAT);
+        if graphs.is_none() && root {
             log::info!(
                 "{}: no molecule records for this zo-hpc (an older file): featurizing the molecules here",
                 path.display()
             );
         }
+        let stores = |candidates| Stores {
+            graphs,
+            candidates,
+            featurizer: Featurizer::full(),
+        };
         let Some(max) = max_candidates else {
-            return Ok(p);
+            return Ok(Prepared {
+                stores: Arc::new(stores(None)),
+                ..p
+            });
         };
         let stored = ds.read_candidates(path)?;
         let problem = match &stored {
@@ -153,10 +251,11 @@ impl Prepared {
                 ),
             }
         }
-        if problem.is_none() {
-            p.candidates = stored;
-        }
-        Ok(p)
+        let candidates = if problem.is_none() { stored } else { None };
+        Ok(Prepared {
+            stores: Arc::new(stores(candidates)),
+            ..p
+        })
     }
 
     /// The encoder graph of `smi`, item `k` of `set` in the dataset file, when its
@@ -165,14 +264,11 @@ impl Prepared {
         &self,
         set: MoleculeSet,
         k: Option<usize>,
-        smi: &str,
-    ) -> Option<chem::MolGraph> {
-        let (g, k) = (self.graphs.as_ref()?, k?);
-        let store = match set {
-            MoleculeSet::Train => &g.train,
-            MoleculeSet::Test => &g.test,
-        };
-        store.record(k, smi).map(|r| self.featurizer.graph(&r))
+        _smi: &str,
+    ) -> Option<Held<chem::MolGraph>> {
+        let k = k?;
+        let records = self.stores.records(set)?;
+        (records.ok.get(k) == Some(&1)).then(|| Held::Stored(self.stores.clone(), set, k))
     }
 
     /// The candidates of `smi`, item `k` of `set` in the dataset file when it is
@@ -184,21 +280,21 @@ impl Prepared {
         k: Option<usize>,
         smi: &str,
         cache: &mut LabelCache,
-    ) -> Option<Vec<NodeCandidates>> {
+    ) -> Option<Held<Vec<NodeCandidates>>> {
         let Some(max) = self.max_candidates else {
-            return Some(Vec::new());
+            return Some(Held::Here(Vec::new()));
         };
-        match (&self.candidates, k) {
+        match (self.stores.candidates(set), k) {
             (Some(s), Some(k)) => {
                 self.read += 1;
-                match set {
-                    MoleculeSet::Train => s.train.nodes(k),
-                    MoleculeSet::Test => s.test.nodes(k),
-                }
+                // Not built (no tree, or the gold path failed): not trainable.
+                (s.ok.get(k) == Some(&1)).then(|| Held::Stored(self.stores.clone(), set, k))
             }
             _ => {
                 self.built += 1;
-                training_candidates(smi, max, cache, &mut self.labels).ok()
+                training_candidates(smi, max, cache, &mut self.labels)
+                    .ok()
+                    .map(Held::Here)
             }
         }
     }
@@ -327,6 +423,17 @@ impl JtvaeObjective {
                 path.display()
             );
         };
+        let limit = jc.train_limit.map(|n| n as u64);
+        if with_train && j.train_limit != limit {
+            let show = |n: Option<u64>| n.map_or("none".to_string(), |n| n.to_string());
+            anyhow::bail!(
+                "{}: its JT-VAE training molecules were taken with jtvae.train_limit = {}, {} has {} (delete the file and run `zo-hpc prepare` again)",
+                path.display(),
+                show(j.train_limit),
+                cfg.path.display(),
+                show(limit)
+            );
+        }
         let vocab = Vocab::new(j.vocab.iter().cloned());
         let t0 = Instant::now();
         let train_smiles: Vec<&str> = j.train_smiles.iter().map(String::as_str).collect();
@@ -370,14 +477,16 @@ impl JtvaeObjective {
             );
         }
         if root {
-            let groups: usize = train.iter().map(|e| e.candidates.len()).sum();
+            let groups: usize = train.iter().map(Example::n_groups).sum();
+            let expanded: usize = train.iter().chain(&test).map(Example::expanded_bytes).sum();
             log::info!(
-                "JT-VAE data: {} training / {} test molecules, vocabulary {}, {} candidate groups ({}), built in {:.1} s",
+                "JT-VAE data: {} training / {} test molecules, vocabulary {}, {} candidate groups ({}), {:.1} MB of expanded feature rows kept (the rest expanded per batch), built in {:.1} s",
                 train.len(),
                 test.len(),
                 vocab.len(),
                 groups,
                 src.summary(),
+                expanded as f64 / 1e6,
                 t0.elapsed().as_secs_f64()
             );
         }
@@ -405,13 +514,7 @@ impl JtvaeObjective {
     }
 
     fn samples<'e>(set: &'e [Example], idx: &[usize]) -> Vec<Sample<'e>> {
-        idx.iter()
-            .map(|&i| Sample {
-                graph: &set[i].graph,
-                tree: &set[i].tree,
-                candidates: &set[i].candidates,
-            })
-            .collect()
+        idx.iter().map(|&i| set[i].sample()).collect()
     }
 
     /// Reconstructs the first `limit` test molecules (sharded over ranks, summed).
@@ -425,7 +528,7 @@ impl JtvaeObjective {
         tch::no_grad(|| {
             for chunk in idx.chunks(self.eval_batch) {
                 let samples = Self::samples(&self.test, chunk);
-                let graphs: Vec<&chem::MolGraph> = samples.iter().map(|s| s.graph).collect();
+                let graphs: Vec<&chem::MolGraph> = samples.iter().map(|s| &*s.graph).collect();
                 let trees: Vec<&TreeRecord> = samples.iter().map(|s| s.tree).collect();
                 let f = Featurizer::full();
                 let g = crate::models::batch::GraphBatch::new(
