@@ -8,7 +8,7 @@ SHELL := /bin/bash
 CARGO := scripts/cargo.sh
 BIN := target/release/zo-hpc
 
-.PHONY: setup build demo test test-rust lint bench clean-runs
+.PHONY: setup build demo test test-rust lint bench moses clean-runs
 
 setup:
 	@bash scripts/setup.sh
@@ -31,6 +31,20 @@ lint: setup
 
 bench: build
 	target/release/zo-bench
+
+# The JT-VAE pretrained on MOSES (issue 8): fetches MOSES' training set (PyPI molsets
+# 0.3.1) the first time, prepares and trains on NP ranks. Stops cleanly after
+# TIME_LIMIT (exit 75); run it again to continue (see README, "Pretraining on MOSES").
+MOSES_CONFIG ?= inputs/table1/zinc_moses250k.toml
+NP ?= 2
+TIME_LIMIT ?= 24h
+moses: build
+	bash scripts/fetch_moses.sh
+	@out=$$(sed -n 's/^out_dir *= *"\(.*\)"/\1/p' $(MOSES_CONFIG) | head -1); \
+	resume=$$(ls $$out/*/checkpoint.h5 >/dev/null 2>&1 && echo --resume); \
+	echo "jobs/mpirun.sh $(MOSES_CONFIG) --time-limit $(TIME_LIMIT) $$resume (NP=$(NP))"; \
+	NP=$(NP) jobs/mpirun.sh $(MOSES_CONFIG) --time-limit $(TIME_LIMIT) $$resume || { rc=$$?; \
+	  [ $$rc = 75 ] && echo "stopped at the time limit (checkpoint written): make moses continues it"; exit $$rc; }
 
 clean-runs:
 	rm -rf runs

@@ -442,6 +442,7 @@ fn passive_openmp() {
 
 fn main() {
     passive_openmp();
+    zo_hpc::chem::quiet_logs();
     let start = Instant::now();
     let cli = Cli::parse();
     let dist = match Dist::init() {

@@ -8,6 +8,6 @@ pub mod rdkit_ffi;
 pub use featurize::{Featurizer, MolGraph};
 pub use limits::Limits;
 pub use mol::{
-    canonical_order, canonicalize, embed_geometry, graph_smiles, parse, parse_kekule,
+    canonical_order, canonicalize, embed_geometry, graph_smiles, parse, parse_kekule, quiet_logs,
     rdkit_version, CanonicalOrder, ChemError, Geometry, Molecule,
 };

@@ -16,8 +16,15 @@ pub struct ChemError {
 static QUIET: Once = Once::new();
 
 /// RDKit prints parse errors to stderr itself; we report them as values instead.
-fn quiet() {
+/// Called before every first use, and by `main` before any thread exists: RDKit
+/// code that blocks logs for a while (e.g. conformer embedding) restores the state
+/// it found, so a first switch-off racing with it on another thread could be undone.
+pub fn quiet_logs() {
     QUIET.call_once(ffi::quiet_rdkit_logs);
+}
+
+fn quiet() {
+    quiet_logs();
 }
 
 /// Parses and sanitizes a SMILES with RDKit.

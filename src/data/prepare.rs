@@ -330,7 +330,9 @@ fn compute_block(
     let (mut cache, mut labels) = (LabelCache::default(), LabelGraphs::default());
     let (mut store, mut records) = (CandidateStore::default(), RecordStore::default());
     let t0 = Instant::now();
+    // A line per tenth of the block, and at least one a minute (large blocks).
     let every = (smiles.len() / 10).max(1);
+    let mut logged = Instant::now();
     for (k, smi) in smiles.iter().enumerate() {
         let (nodes, record) = if smi.is_empty() {
             (None, None)
@@ -344,7 +346,8 @@ fn compute_block(
             log::warn!("{what} molecule {smi}: {e}; it gets no assembly candidates");
         }
         records.push(record.as_ref());
-        if log && (k + 1) % every == 0 {
+        if log && ((k + 1) % every == 0 || logged.elapsed().as_secs() >= 60) {
+            logged = Instant::now();
             log::info!(
                 "assembly candidates of {what} molecules: {}/{} of this rank's block ({:.0} s)",
                 k + 1,
