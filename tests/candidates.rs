@@ -5,6 +5,8 @@
 //! them, with a warning naming the key, when the config's `jtvae.max_candidates`
 //! differs), and `eval` builds none. Training keeps stored graphs and candidates
 //! compact and expands them per batch, to the same bits as candidates built in memory.
+//! Training molecules outside the vocabulary file are decomposed over the ranks,
+//! giving the trees rank 0 alone gives.
 mod common;
 use common::*;
 use std::path::Path;
@@ -223,4 +225,92 @@ fn stored_candidates_stay_compact_and_train_to_the_same_bits_as_built_ones() {
         read_metrics(&built.join("jtvae/metrics.h5")),
     );
     assert_eq!(ma.step_loss, mb.step_loss);
+}
+
+/// A JT-VAE training file other than the vocabulary's: its trees are decomposed by
+/// the ranks (with the candidates), and equal those `prepare --no-candidates`
+/// decomposes on rank 0 alone, on 1 and 2 ranks alike; molecules with a cluster
+/// outside the vocabulary are counted the same.
+#[test]
+fn training_trees_decomposed_over_the_ranks_equal_rank_zeros() {
+    let dir = tempfile::tempdir().unwrap();
+    // 150 ZINC molecules the demo file (the vocabulary) does not hold.
+    let text = {
+        use std::io::Read;
+        let mut s = String::new();
+        flate2::read::GzDecoder::new(
+            std::fs::File::open(repo().join("inputs/data/zinc_jtvae_29k.csv.gz")).unwrap(),
+        )
+        .read_to_string(&mut s)
+        .unwrap();
+        s
+    };
+    let demo = std::fs::read_to_string(repo().join("inputs/data/zinc_demo.csv")).unwrap();
+    let extra: Vec<&str> = text
+        .lines()
+        .skip(1)
+        .map(|l| l.split(',').next().unwrap())
+        .filter(|smi| !demo.contains(&format!("\n{smi},")))
+        .skip(2000)
+        .take(150)
+        .collect();
+    let train_csv = dir.path().join("extra.csv");
+    std::fs::write(&train_csv, format!("smiles\n{}\n", extra.join("\n"))).unwrap();
+    let cfg = config(dir.path(), "cfg.toml", |t| {
+        t.replace(
+            "[jtvae]\n",
+            &format!(
+                "[jtvae]\nvocab_csv = \"{}\"\ntrain_csv = \"{}\"\n",
+                repo().join("inputs/data/zinc_demo.csv").display(),
+                train_csv.display()
+            ),
+        )
+    });
+    let (one, two, serial) = (
+        dir.path().join("one"),
+        dir.path().join("two"),
+        dir.path().join("serial"),
+    );
+    let o = prepare(1, &cfg, &one);
+    assert!(
+        log(&o).contains("(150 left to the ranks to decompose)")
+            && log(&o).contains("(150 decomposed over the ranks)"),
+        "{}",
+        log(&o)
+    );
+    prepare(2, &cfg, &two);
+    let outs = serial.display().to_string();
+    assert_ok(&zo(&[
+        "prepare",
+        &cfg,
+        "--out-dir",
+        &outs,
+        "--no-candidates",
+    ]));
+
+    let (ds1, c1) = read(&one);
+    let (ds2, c2) = read(&two);
+    let ds0 = Dataset::read(&serial.join("dataset.h5")).unwrap();
+    let (j0, j1) = (ds0.jtvae.as_ref().unwrap(), ds1.jtvae.as_ref().unwrap());
+    assert_eq!(j1.train_smiles.len(), 150);
+    assert_eq!(
+        j1.train_trees, j0.train_trees,
+        "trees differ from rank 0's alone"
+    );
+    assert_eq!(j1.n_uncovered, j0.n_uncovered);
+    let stored = j1.train_trees.iter().filter(|t| t.is_some()).count();
+    assert!(stored > 75, "{stored} of 150 trees");
+    assert!(
+        j1.n_uncovered > 0,
+        "some clusters are outside the demo vocabulary"
+    );
+    assert_eq!(ds2, ds1, "1 and 2 ranks");
+    assert_eq!(c2, c1, "1 and 2 ranks");
+    // Candidates exactly for the molecules with a tree (those that assemble).
+    for (k, t) in j1.train_trees.iter().enumerate() {
+        if t.is_none() {
+            assert_eq!(c1.train.ok[k], 0, "{}", j1.train_smiles[k]);
+        }
+    }
+    assert!(c1.train.ok.iter().filter(|&&ok| ok == 1).count() > 70);
 }

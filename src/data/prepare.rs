@@ -70,6 +70,16 @@ impl PrepareReport {
 
 /// Builds the dataset described by `cfg` (does not write it).
 pub fn build(cfg: &Config) -> anyhow::Result<(Dataset, PrepareReport)> {
+    build_with(cfg, false).map(|(ds, report, _)| (ds, report))
+}
+
+/// `build`; with `defer_trees`, the junction trees of JT-VAE training molecules that
+/// the vocabulary pass did not decompose are left `None` and their indices returned,
+/// for the ranks to decompose (see `candidates`).
+fn build_with(
+    cfg: &Config,
+    defer_trees: bool,
+) -> anyhow::Result<(Dataset, PrepareReport, Vec<usize>)> {
     let d = &cfg.data;
     let table = csv_table::read(&d.csv, &d.smiles_column, &d.target_column)?;
     let mut report = PrepareReport {
@@ -156,25 +166,29 @@ pub fn build(cfg: &Config) -> anyhow::Result<(Dataset, PrepareReport)> {
         meta,
         jtvae: None,
     };
-    let ds = match &cfg.jtvae {
+    let (ds, pending) = match &cfg.jtvae {
         Some(j) => {
             let source = j.vocab_csv.clone().unwrap_or_else(|| d.csv.clone());
-            let data = jtvae_data(
+            let (data, pending) = jtvae_data(
                 &ds,
                 &source,
                 j.train_csv.as_deref(),
                 j.train_limit,
                 &d.smiles_column,
                 &limits,
+                defer_trees,
             )?;
-            Dataset {
-                jtvae: Some(data),
-                ..ds
-            }
+            (
+                Dataset {
+                    jtvae: Some(data),
+                    ..ds
+                },
+                pending,
+            )
         }
-        None => ds,
+        None => (ds, Vec::new()),
     };
-    Ok((ds, report))
+    Ok((ds, report, pending))
 }
 
 /// `zo-hpc prepare` on every rank of `dist` (collective): rank 0 builds the
@@ -184,7 +198,10 @@ pub fn build(cfg: &Config) -> anyhow::Result<(Dataset, PrepareReport)> {
 /// the same whatever the number of ranks. Without `with_candidates`, no
 /// candidates (nor molecule records) are stored. Returns the dataset on rank 0.
 pub fn run(cfg: &Config, dist: &Dist, with_candidates: bool) -> anyhow::Result<Option<Dataset>> {
-    let built = dist.is_root().then(|| build(cfg));
+    // With candidates, the ranks also decompose the training molecules (rank 0 alone
+    // took ~1 ms per molecule: half an hour for MOSES, however many ranks wait).
+    let defer = with_candidates && cfg.jtvae.is_some();
+    let built = dist.is_root().then(|| build_with(cfg, defer));
     let failed = matches!(built, Some(Err(_)));
     if dist.broadcast_u64(u64::from(failed)) != 0 {
         return Err(match built {
@@ -193,18 +210,22 @@ pub fn run(cfg: &Config, dist: &Dist, with_candidates: bool) -> anyhow::Result<O
         });
     }
     let mut built = built.and_then(Result::ok);
-    if let Some((_, report)) = &built {
+    if let Some((_, report, _)) = &built {
         report.log(&cfg.data.csv.display().to_string());
     }
     let prepared = match &cfg.jtvae {
-        Some(jc) if with_candidates => {
-            candidates(dist, jc.max_candidates, built.as_ref().map(|(ds, _)| ds))?
-        }
+        Some(jc) if with_candidates => candidates(
+            dist,
+            jc.max_candidates,
+            built
+                .as_mut()
+                .map(|(ds, _, pending)| (ds, pending.as_slice())),
+        )?,
         _ => None,
     };
     let mut failed = 0;
     let mut result = Ok(None);
-    if let Some((mut ds, _)) = built.take() {
+    if let Some((mut ds, _, _)) = built.take() {
         if let (Some(j), Some((candidates, graphs))) = (ds.jtvae.as_mut(), prepared) {
             j.candidates = Some(candidates);
             j.graphs = Some(graphs);
@@ -234,55 +255,76 @@ pub fn run(cfg: &Config, dist: &Dist, with_candidates: bool) -> anyhow::Result<O
 
 /// The assembly candidates and the parsed records of the JT-VAE's training
 /// molecules and of the held-out split (those with a tree), computed in contiguous
-/// blocks over the ranks (collective; `ds` is given on rank 0 only). `Some` on rank 0.
+/// blocks over the ranks (collective; `ds` is given on rank 0 only, with the
+/// indices of the training molecules whose trees the ranks decompose here and
+/// write into it). `Some` on rank 0.
 fn candidates(
     dist: &Dist,
     max_candidates: usize,
-    ds: Option<&Dataset>,
+    ds: Option<(&mut Dataset, &[usize])>,
 ) -> anyhow::Result<Option<(StoredCandidates, StoredGraphs)>> {
     let t0 = Instant::now();
-    // Work lists from rank 0: one SMILES per line, an empty line for a molecule
-    // that gets no candidates (no tree: it is not trained on).
-    let (mut train, mut test) = (Vec::new(), Vec::new());
-    if let Some((ds, j)) = ds.and_then(|d| Some((d, d.jtvae.as_ref()?))) {
-        let lines = |v: Vec<&str>| v.join("\n").into_bytes();
-        train = lines(
-            j.train_smiles
-                .iter()
-                .zip(&j.train_trees)
-                .map(|(s, t)| if t.is_some() { s.as_str() } else { "" })
-                .collect(),
-        );
-        test = lines(
-            ds.test
-                .iter()
-                .zip(&j.test_trees)
-                .map(|(&i, t)| {
-                    if t.is_some() {
-                        ds.smiles[i as usize].as_str()
-                    } else {
-                        ""
-                    }
-                })
-                .collect(),
-        );
+    // Work lists from rank 0, one line per molecule: `+SMILES` (candidates),
+    // `?SMILES` (decompose, then candidates if its tree is in the vocabulary), or
+    // empty (no tree: it is not trained on). Neither `+` nor `?` starts a SMILES.
+    let (mut train, mut test, mut vocab) = (Vec::new(), Vec::new(), Vec::new());
+    let mut pending: &[usize] = &[];
+    if let Some((ds, p)) = ds.as_ref() {
+        if let Some(j) = ds.jtvae.as_ref() {
+            pending = p;
+            let mut is_pending = vec![false; j.train_smiles.len()];
+            for &k in pending {
+                is_pending[k] = true;
+            }
+            let lines = |v: Vec<String>| v.join("\n").into_bytes();
+            train = lines(
+                j.train_smiles
+                    .iter()
+                    .zip(&j.train_trees)
+                    .zip(&is_pending)
+                    .map(|((s, t), &p)| match (t, p) {
+                        (_, true) => format!("?{s}"),
+                        (Some(_), false) => format!("+{s}"),
+                        (None, false) => String::new(),
+                    })
+                    .collect(),
+            );
+            test = lines(
+                ds.test
+                    .iter()
+                    .zip(&j.test_trees)
+                    .map(|(&i, t)| match t {
+                        Some(_) => format!("+{}", ds.smiles[i as usize]),
+                        None => String::new(),
+                    })
+                    .collect(),
+            );
+            vocab = lines(j.vocab.clone());
+        }
     }
     dist.broadcast_bytes(&mut train);
     dist.broadcast_bytes(&mut test);
-    type Stores = (CandidateStore, RecordStore);
+    dist.broadcast_bytes(&mut vocab);
+    let vocab = Vocab::new(String::from_utf8_lossy(&vocab).lines().map(str::to_string));
+    type Stores = (CandidateStore, RecordStore, Vec<Vec<u32>>);
     let compute = |list: &[u8], what: &str| -> anyhow::Result<Option<Stores>> {
         let list = String::from_utf8_lossy(list);
-        let smiles: Vec<&str> = if list.is_empty() {
+        let items: Vec<&str> = if list.is_empty() {
             Vec::new()
         } else {
             list.split('\n').collect()
         };
-        let block = dist.shard(smiles.len());
-        let (cands, records) = compute_block(&smiles[block], max_candidates, what, dist.is_root());
+        let block = dist.shard(items.len());
+        let (cands, records, trees) =
+            compute_block(&items[block], max_candidates, &vocab, what, dist.is_root());
         let all = gather_store(dist, &cands)?;
         let records = gather_records(dist, &records)?;
-        if let Some(all) = &all {
-            let with_tree = smiles.iter().filter(|s| !s.is_empty()).count();
+        let trees = dist
+            .gather(&trees)
+            .map_err(|e| anyhow::anyhow!("gathering junction trees: {e}"))?;
+        if let (Some(all), Some(records)) = (&all, &records) {
+            // A molecule gets a record when it has a tree.
+            let with_tree = records.ok.iter().filter(|&&ok| ok != 0).count();
             let built = all.ok.iter().filter(|&&ok| ok != 0).count();
             if built < with_tree {
                 log::warn!(
@@ -291,13 +333,18 @@ fn candidates(
                 );
             }
         }
-        Ok(all.zip(records))
+        Ok(all.zip(records).map(|(a, r)| (a, r, trees)))
     };
     let train = compute(&train, "training")?;
     let test = compute(&test, "held-out")?;
-    let (Some((train, train_records)), Some((test, test_records))) = (train, test) else {
+    let (Some((train, train_records, trees)), Some((test, test_records, _))) = (train, test) else {
         return Ok(None);
     };
+    if let Some((ds, _)) = ds {
+        if let Some(j) = ds.jtvae.as_mut() {
+            fill_trees(j, pending, &trees.concat())?;
+        }
+    }
     log::info!(
         "assembly candidates (at most {max_candidates} per node): {} training and {} held-out molecules, {} candidate groups, on {} ranks in {:.1} s",
         train.len(),
@@ -320,20 +367,134 @@ fn candidates(
     Ok(Some((candidates, graphs)))
 }
 
-/// The candidates and records of one block of molecules (an empty SMILES gets none).
+/// Outcome codes of a tree decomposed by a rank (`encode_tree`).
+const TREE_FAILED: u32 = 0;
+const TREE_OK: u32 = 1;
+const TREE_UNCOVERED: u32 = 2;
+
+/// Appends a decomposition's outcome to `out`: the code, and for a tree its node
+/// count, labels, each cluster (atom count, atoms), edge count and edges.
+fn encode_tree(out: &mut Vec<u32>, tree: Result<TreeRecord, u32>) {
+    match tree {
+        Err(code) => out.push(code),
+        Ok(t) => {
+            out.extend([TREE_OK, t.labels.len() as u32]);
+            out.extend(&t.labels);
+            for c in &t.clusters {
+                out.push(c.len() as u32);
+                out.extend(c);
+            }
+            out.push(t.edges.len() as u32);
+            for &(i, j) in &t.edges {
+                out.extend([i, j]);
+            }
+        }
+    }
+}
+
+/// Reads the outcomes `encode_tree` wrote, in order, into the training trees at
+/// `pending`; counts and lists (the first few) the molecules left without one.
+fn fill_trees(j: &mut JtvaeData, pending: &[usize], codes: &[u32]) -> anyhow::Result<()> {
+    let bad = || anyhow::anyhow!("junction trees gathered from the ranks are inconsistent");
+    let mut it = codes.iter().copied();
+    let mut next = || it.next().ok_or_else(bad);
+    let (mut uncovered, mut failed) = (0u64, 0u64);
+    for &k in pending {
+        let code = next()?;
+        let tree = match code {
+            TREE_OK => {
+                let n = next()? as usize;
+                let labels = (0..n).map(|_| next()).collect::<anyhow::Result<Vec<_>>>()?;
+                let mut clusters = Vec::with_capacity(n);
+                for _ in 0..n {
+                    let m = next()? as usize;
+                    clusters.push((0..m).map(|_| next()).collect::<anyhow::Result<Vec<_>>>()?);
+                }
+                let e = next()? as usize;
+                let edges = (0..e)
+                    .map(|_| Ok((next()?, next()?)))
+                    .collect::<anyhow::Result<Vec<_>>>()?;
+                Some(TreeRecord {
+                    labels,
+                    clusters,
+                    edges,
+                })
+            }
+            TREE_UNCOVERED | TREE_FAILED => {
+                let count = if code == TREE_UNCOVERED {
+                    &mut uncovered
+                } else {
+                    &mut failed
+                };
+                *count += 1;
+                if (uncovered + failed) as usize <= LIST_FIRST {
+                    let what = if code == TREE_UNCOVERED {
+                        "has a cluster outside the vocabulary"
+                    } else {
+                        "has no junction tree"
+                    };
+                    log::warn!("training molecule {}: {what}", j.train_smiles[k]);
+                }
+                None
+            }
+            _ => return Err(bad()),
+        };
+        let slot = j.train_trees.get_mut(k).ok_or_else(bad)?;
+        *slot = tree;
+    }
+    if next().is_ok() {
+        return Err(bad());
+    }
+    j.n_uncovered += uncovered;
+    if uncovered + failed > 0 {
+        log::warn!(
+            "{uncovered} training molecules have clusters outside the vocabulary and {failed} no junction tree: they get no tree"
+        );
+    }
+    let stored = j.train_trees.iter().filter(|t| t.is_some()).count();
+    log::info!(
+        "{stored} of {} training trees stored ({} decomposed over the ranks)",
+        j.train_trees.len(),
+        pending.len()
+    );
+    Ok(())
+}
+
+/// The candidates and records of one block of work-list items (see `candidates`),
+/// and the outcomes of the trees it decomposed (`encode_tree`).
 fn compute_block(
-    smiles: &[&str],
+    items: &[&str],
     max_candidates: usize,
+    vocab: &Vocab,
     what: &str,
     log: bool,
-) -> (CandidateStore, RecordStore) {
+) -> (CandidateStore, RecordStore, Vec<u32>) {
     let (mut cache, mut labels) = (LabelCache::default(), LabelGraphs::default());
     let (mut store, mut records) = (CandidateStore::default(), RecordStore::default());
+    let mut trees = Vec::new();
+    let smiles = items;
     let t0 = Instant::now();
     // A line per tenth of the block, and at least one a minute (large blocks).
     let every = (smiles.len() / 10).max(1);
     let mut logged = Instant::now();
-    for (k, smi) in smiles.iter().enumerate() {
+    for (k, item) in items.iter().enumerate() {
+        let smi = match item.split_at_checked(1) {
+            Some(("+", smi)) => smi,
+            Some(("?", smi)) => {
+                let tree = match decompose_smiles(smi, &mut cache) {
+                    Err(_) => Err(TREE_FAILED),
+                    Ok((_, t)) => t.record(vocab).map_err(|_| TREE_UNCOVERED),
+                };
+                let usable = tree.is_ok();
+                encode_tree(&mut trees, tree);
+                if usable {
+                    smi
+                } else {
+                    ""
+                }
+            }
+            _ => "",
+        };
         let (nodes, record) = if smi.is_empty() {
             (None, None)
         } else {
@@ -356,7 +517,7 @@ fn compute_block(
             );
         }
     }
-    (store, records)
+    (store, records, trees)
 }
 
 /// Every rank's records, appended in rank order on rank 0 (`None` elsewhere).
@@ -428,6 +589,8 @@ fn gather_store(dist: &Dist, s: &CandidateStore) -> anyhow::Result<Option<Candid
 /// The JT-VAE vocabulary over every molecule of `source`, and the junction trees of
 /// the training molecules. Molecules that cannot be decomposed, and training
 /// molecules with a cluster outside the vocabulary, are counted and the first listed.
+/// With `defer_trees`, training molecules the vocabulary pass did not decompose get
+/// `None` and their indices are returned, for the ranks to decompose.
 fn jtvae_data(
     ds: &Dataset,
     source: &std::path::Path,
@@ -435,7 +598,8 @@ fn jtvae_data(
     train_limit: Option<usize>,
     smiles_column: &str,
     limits: &chem::Limits,
-) -> anyhow::Result<JtvaeData> {
+    defer_trees: bool,
+) -> anyhow::Result<(JtvaeData, Vec<usize>)> {
     let rows = csv_table::read_smiles(source, smiles_column)?;
     let mut cache = LabelCache::default();
     let mut labels = Vec::new();
@@ -484,7 +648,13 @@ fn jtvae_data(
     };
     let mut trees = Vec::with_capacity(train_smiles.len());
     let mut uncovered = 0u64;
-    for smi in &train_smiles {
+    let mut pending = Vec::new();
+    for (k, smi) in train_smiles.iter().enumerate() {
+        if defer_trees && !decomposed.contains_key(smi.as_str()) {
+            pending.push(k);
+            trees.push(None);
+            continue;
+        }
         let tree = match tree_of(smi) {
             Err(e) => {
                 log::warn!("training molecule {smi}: no junction tree: {e}");
@@ -519,16 +689,21 @@ fn jtvae_data(
         .collect();
     let stored = |t: &[Option<TreeRecord>]| t.iter().filter(|t| t.is_some()).count();
     log::info!(
-        "JT-VAE vocabulary: {} clusters over {} molecules of {}; {} of {} training and {} of {} held-out trees stored",
+        "JT-VAE vocabulary: {} clusters over {} molecules of {}; {} of {} training{} and {} of {} held-out trees stored",
         vocab.len(),
         rows.len(),
         source.display(),
         stored(&trees),
         trees.len(),
+        if pending.is_empty() {
+            String::new()
+        } else {
+            format!(" ({} left to the ranks to decompose)", pending.len())
+        },
         stored(&test_trees),
         test_trees.len()
     );
-    Ok(JtvaeData {
+    let data = JtvaeData {
         vocab: vocab.labels().to_vec(),
         vocab_source: source.display().to_string(),
         n_vocab_molecules: rows.len() as u64,
@@ -540,7 +715,8 @@ fn jtvae_data(
         test_trees,
         candidates: None,
         graphs: None,
-    })
+    };
+    Ok((data, pending))
 }
 
 /// The JT-VAE's training molecules: the training split, or every valid molecule of
