@@ -399,6 +399,8 @@ fn fill_trees(j: &mut JtvaeData, pending: &[usize], codes: &[u32]) -> anyhow::Re
     let mut it = codes.iter().copied();
     let mut next = || it.next().ok_or_else(bad);
     let (mut uncovered, mut failed) = (0u64, 0u64);
+    let vocab = Vocab::new(j.vocab.iter().cloned());
+    let mut cache = LabelCache::default();
     for &k in pending {
         let code = next()?;
         let tree = match code {
@@ -421,19 +423,22 @@ fn fill_trees(j: &mut JtvaeData, pending: &[usize], codes: &[u32]) -> anyhow::Re
                 })
             }
             TREE_UNCOVERED | TREE_FAILED => {
-                let count = if code == TREE_UNCOVERED {
-                    &mut uncovered
+                if code == TREE_UNCOVERED {
+                    uncovered += 1;
                 } else {
-                    &mut failed
-                };
-                *count += 1;
+                    failed += 1;
+                }
                 if (uncovered + failed) as usize <= LIST_FIRST {
-                    let what = if code == TREE_UNCOVERED {
-                        "has a cluster outside the vocabulary"
-                    } else {
-                        "has no junction tree"
-                    };
-                    log::warn!("training molecule {}: {what}", j.train_smiles[k]);
+                    // Decomposed again here, for the same message as on rank 0 alone.
+                    let smi = &j.train_smiles[k];
+                    match decompose_smiles(smi, &mut cache) {
+                        Err(e) => log::warn!("training molecule {smi}: no junction tree: {e}"),
+                        Ok((_, t)) => {
+                            if let Err(label) = t.record(&vocab) {
+                                log::warn!("training molecule {smi}: cluster {label} is outside the vocabulary");
+                            }
+                        }
+                    }
                 }
                 None
             }
@@ -446,9 +451,9 @@ fn fill_trees(j: &mut JtvaeData, pending: &[usize], codes: &[u32]) -> anyhow::Re
         return Err(bad());
     }
     j.n_uncovered += uncovered;
-    if uncovered + failed > 0 {
+    if uncovered > 0 {
         log::warn!(
-            "{uncovered} training molecules have clusters outside the vocabulary and {failed} no junction tree: they get no tree"
+            "{uncovered} training molecules have clusters outside the vocabulary and get no tree"
         );
     }
     let stored = j.train_trees.iter().filter(|t| t.is_some()).count();
