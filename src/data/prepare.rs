@@ -477,10 +477,9 @@ fn compute_block(
     let (mut cache, mut labels) = (LabelCache::default(), LabelGraphs::default());
     let (mut store, mut records) = (CandidateStore::default(), RecordStore::default());
     let mut trees = Vec::new();
-    let smiles = items;
     let t0 = Instant::now();
     // A line per tenth of the block, and at least one a minute (large blocks).
-    let every = (smiles.len() / 10).max(1);
+    let every = (items.len() / 10).max(1);
     let mut logged = Instant::now();
     for (k, item) in items.iter().enumerate() {
         let smi = match item.split_at_checked(1) {
@@ -517,7 +516,7 @@ fn compute_block(
             log::info!(
                 "assembly candidates of {what} molecules: {}/{} of this rank's block ({:.0} s)",
                 k + 1,
-                smiles.len(),
+                items.len(),
                 t0.elapsed().as_secs_f64()
             );
         }

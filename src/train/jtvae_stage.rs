@@ -140,18 +140,15 @@ impl Example {
     /// Bytes of expanded feature rows this example keeps in memory (0 when its
     /// graph and candidates are stored compact).
     pub(crate) fn expanded_bytes(&self) -> usize {
+        let bytes = |g: &chem::MolGraph| {
+            4 * (g.atom_x.len() + g.edge_x.len()) + 8 * (g.src.len() + g.dst.len())
+        };
         let graph = match &self.graph {
-            Held::Here(g) => {
-                4 * (g.atom_x.len() + g.edge_x.len()) + 8 * (g.src.len() + g.dst.len())
-            }
+            Held::Here(g) => bytes(g),
             Held::Stored(..) => 0,
         };
         let cands = match &self.candidates {
-            Held::Here(c) => c
-                .iter()
-                .flat_map(|n| &n.graphs)
-                .map(|g| 4 * (g.atom_x.len() + g.edge_x.len()) + 8 * (g.src.len() + g.dst.len()))
-                .sum(),
+            Held::Here(c) => c.iter().flat_map(|n| &n.graphs).map(bytes).sum(),
             Held::Stored(..) => 0,
         };
         graph + cands
@@ -260,12 +257,7 @@ impl Prepared {
 
     /// The encoder graph of `smi`, item `k` of `set` in the dataset file, when its
     /// record is stored (`None`: featurize it).
-    pub(crate) fn graph(
-        &self,
-        set: MoleculeSet,
-        k: Option<usize>,
-        _smi: &str,
-    ) -> Option<Held<chem::MolGraph>> {
+    pub(crate) fn graph(&self, set: MoleculeSet, k: Option<usize>) -> Option<Held<chem::MolGraph>> {
         let k = k?;
         let records = self.stores.records(set)?;
         (records.ok.get(k) == Some(&1)).then(|| Held::Stored(self.stores.clone(), set, k))
@@ -343,7 +335,7 @@ fn examples(
             },
             None => None,
         };
-        let graph = src.graph(set, Some(k), smi);
+        let graph = src.graph(set, Some(k));
         let built = Example::build(smi, tree, graph, vocab, &mut cache, |cache| {
             src.candidates(set, Some(k), smi, cache)
         });

@@ -88,7 +88,7 @@ pub(crate) fn labeled(
             }
             None => (None, MoleculeSet::Train, None),
         };
-        let graph = src.graph(set, k, smi);
+        let graph = src.graph(set, k);
         let ex = Example::build(smi, tree, graph, vocab, &mut cache, |cache| {
             src.candidates(set, k, smi, cache)
         });
