@@ -1124,6 +1124,42 @@ mod tests {
         assert_ne!(xtb.stage_key(Stage::Mpnn), phys.stage_key(Stage::Mpnn));
     }
 
+    /// The stage keys (stored in checkpoints, compared on resume) of a source of
+    /// each kind: their text must never change.
+    #[test]
+    fn source_stage_key_texts_are_pinned() {
+        let dir = tempfile::tempdir().unwrap();
+        let load =
+            |src: &str| Config::load(&write_cfg(dir.path(), &format!("{GOOD}[source]\n{src}"))).unwrap();
+        let ext = load("kind = \"external\"\ncommand = [\"python3\", \"s.py\"]\nbatch_size = 3\n");
+        assert_eq!(ext.source.key(), "source=external command=[\"python3\", \"s.py\"]");
+        let mopac = load("kind = \"physics\"\nthreads = 2\n");
+        assert_eq!(mopac.source.key(), "source=physics program=Mopac");
+        let xtb = load("kind = \"physics\"\nprogram = \"xtb\"\n");
+        assert_eq!(xtb.source.key(), "source=physics program=Xtb");
+        let rdkit = load("kind = \"rdkit\"\n");
+        assert_eq!(rdkit.source.key(), "source=rdkit");
+        let plain = Config::load(&write_cfg(dir.path(), GOOD)).unwrap();
+        for (cfg, tail) in [
+            (&ext, "|source=external command=[\"python3\", \"s.py\"]"),
+            (&mopac, "|source=physics program=Mopac"),
+            (&xtb, "|source=physics program=Xtb"),
+            (&rdkit, ""),
+        ] {
+            for st in [Stage::Mpnn, Stage::Zo] {
+                assert_eq!(cfg.stage_key(st), format!("{}{tail}", plain.stage_key(st)));
+            }
+            assert_eq!(cfg.stage_key(Stage::Jtvae), plain.stage_key(Stage::Jtvae));
+        }
+        assert_eq!(
+            plain.stage_key(Stage::Mpnn),
+            format!(
+                "mpnn|csv={} smiles=smiles target=y n_train=1 n_test=0|epochs=1 batch=2 lr=0.001 clip=10 max_steps=None seed=42|MpnnConfig {{ node_out: 128, edge_hidden: 64, message_steps: 6, set2set_iters: 6, set2set_layers: 3, head_hidden: 128 }}",
+                dir.path().join("d.csv").display()
+            )
+        );
+    }
+
     #[test]
     fn pretrained_is_resolved_and_kept_out_of_the_stage_key() {
         let dir = tempfile::tempdir().unwrap();
