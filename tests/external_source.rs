@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 use zo_hpc::blackbox::external::ExternalSource;
 use zo_hpc::blackbox::{KnowledgeSource, QueryError, SourceContext, SourceStats};
 use zo_hpc::chem::{Featurizer, Limits, MolGraph};
-use zo_hpc::config::{SourceConfig, SourceKind};
+use zo_hpc::config::ExternalConfig;
 
 const PYTHON: &str = "/usr/bin/python3";
 
@@ -38,14 +38,12 @@ fn ctx(dir: &Path) -> SourceContext {
     }
 }
 
-fn cfg(command: &[&str], timeout_s: f64, max_restarts: usize, batch_size: usize) -> SourceConfig {
-    SourceConfig {
-        kind: SourceKind::External,
+fn cfg(command: &[&str], timeout_s: f64, max_restarts: usize, batch_size: usize) -> ExternalConfig {
+    ExternalConfig {
         command: command.iter().map(|s| s.to_string()).collect(),
         timeout_s: Some(timeout_s),
         max_restarts: Some(max_restarts),
         batch_size: Some(batch_size),
-        ..SourceConfig::default()
     }
 }
 
@@ -58,12 +56,12 @@ fn start_broken(
     max_restarts: usize,
 ) -> anyhow::Result<ExternalSource> {
     let k = k.to_string();
-    ExternalSource::start(
+    Ok(ExternalSource::start(
         &cfg(&[PYTHON, &broken(), mode, &k], timeout_s, max_restarts, 4),
         &Featurizer::full(),
         Limits::default(),
         &ctx(dir),
-    )
+    )?)
 }
 
 fn mols(n: usize) -> Vec<String> {

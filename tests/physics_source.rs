@@ -10,7 +10,7 @@ use std::process::{Command, Stdio};
 use zo_hpc::blackbox::physics::{self, store, PhysicsSource, FORCE_FIELD_ITERS, GEOMETRY_SEED};
 use zo_hpc::blackbox::{KnowledgeSource, QueryError, RdkitSource, SourceContext};
 use zo_hpc::chem::{self, Featurizer, Geometry};
-use zo_hpc::config::{PhysicsProgram, SourceConfig, SourceKind};
+use zo_hpc::config::{PhysicsConfig, PhysicsProgram};
 
 /// FINAL HEAT OF FORMATION (kcal/mol) of PM7 single points at the RDKit 2022.09.3
 /// geometry (ETKDGv3 randomSeed 42, then MMFF94 with maxIters 2000), obtained by
@@ -28,14 +28,12 @@ const REFERENCE_HOF: [(&str, f64); 6] = [
     ("CC(=O)[O-]", -125.06103),
 ];
 
-fn config(program: PhysicsProgram, cache: &Path, limit_s: f64, threads: usize) -> SourceConfig {
-    SourceConfig {
-        kind: SourceKind::Physics,
+fn config(program: PhysicsProgram, cache: &Path, limit_s: f64, threads: usize) -> PhysicsConfig {
+    PhysicsConfig {
         program: Some(program),
         time_limit_s: Some(limit_s),
         cache: Some(cache.to_path_buf()),
         threads: Some(threads),
-        ..Default::default()
     }
 }
 

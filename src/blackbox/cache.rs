@@ -3,7 +3,7 @@
 //! molecules, so most featurizations repeat. The answer for a molecule never
 //! depends on the cache (featurization is deterministic), so the eviction policy
 //! (oldest first) only changes speed, never results.
-use super::{KnowledgeSource, QueryError};
+use crate::blackbox::source::{KnowledgeSource, QueryError};
 use crate::chem::MolGraph;
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;

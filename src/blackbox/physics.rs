@@ -13,21 +13,22 @@
 //! `stats().failed`, timeouts also in `timeouts`); one RDKit cannot parse or embed
 //! in 3-D is `Rejected`, as with the plain RDKit source. Refusals and embedding
 //! failures are cached (the same input gives the same answer); timeouts and
-//! broken runs are not.
+//! broken runs are not. A source that cannot start (the program does not run, the
+//! cache is of other settings or unreadable) is a `PhysicsError`.
 pub mod program;
 pub mod store;
 
-use super::rdkit::RdkitSource;
-use super::{KnowledgeSource, QueryError, SourceContext, SourceStats};
+use crate::blackbox::rdkit::RdkitSource;
+use crate::blackbox::source::{KnowledgeSource, QueryError, SourceContext, SourceStats};
 use crate::chem::{self, MolGraph};
-use crate::config::{PhysicsProgram, SourceConfig};
+use crate::config::{PhysicsConfig, PhysicsProgram};
 use program::RunError;
 use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Mutex;
 use std::time::Duration;
-use store::{Entry, Settings, Store};
+use store::{Entry, Settings, Store, StoreError};
 
 /// ETKDG's random seed: the same geometry for a molecule in every run.
 pub const GEOMETRY_SEED: i32 = 42;
@@ -35,6 +36,23 @@ pub const GEOMETRY_SEED: i32 = 42;
 pub const FORCE_FIELD_ITERS: i32 = 2000;
 /// Default `time_limit_s`.
 pub const DEFAULT_TIME_LIMIT_S: f64 = 20.0;
+
+/// Why a physics source did not start.
+#[derive(Debug, thiserror::Error)]
+pub enum PhysicsError {
+    /// The program does not run (or gives no version).
+    #[error(transparent)]
+    Program(#[from] RunError),
+    /// The cache file cannot be read, or holds results of other settings.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// `time_limit_s` is no duration.
+    #[error("[source] time_limit_s = {limit}: {why}")]
+    TimeLimit {
+        limit: f64,
+        why: std::time::TryFromFloatSecsError,
+    },
+}
 
 pub struct PhysicsSource {
     rdkit: RdkitSource,
@@ -49,7 +67,7 @@ pub struct PhysicsSource {
 }
 
 /// The cache file `cfg` asks for (default `physics_<program>.h5` in the dataset's folder).
-pub fn cache_path(cfg: &SourceConfig, ctx: &SourceContext) -> PathBuf {
+pub fn cache_path(cfg: &PhysicsConfig, ctx: &SourceContext) -> PathBuf {
     let program = cfg.program.unwrap_or_default();
     cfg.cache.clone().unwrap_or_else(|| {
         ctx.data_dir
@@ -68,10 +86,10 @@ pub fn geometry_method() -> String {
 impl PhysicsSource {
     /// Checks the program runs, and reads the cache (rank 0 merges other ranks' shards).
     pub fn new(
-        cfg: &SourceConfig,
+        cfg: &PhysicsConfig,
         rdkit: RdkitSource,
         ctx: &SourceContext,
-    ) -> anyhow::Result<PhysicsSource> {
+    ) -> Result<PhysicsSource, PhysicsError> {
         let program = cfg.program.unwrap_or_default();
         let version = program::version(program)?;
         let settings = Settings {
@@ -84,7 +102,7 @@ impl PhysicsSource {
         let store = Store::open(&path, settings, ctx.rank)?;
         let limit = cfg.time_limit_s.unwrap_or(DEFAULT_TIME_LIMIT_S);
         let limit = Duration::try_from_secs_f64(limit)
-            .map_err(|e| anyhow::anyhow!("[source] time_limit_s = {limit}: {e}"))?;
+            .map_err(|why| PhysicsError::TimeLimit { limit, why })?;
         if ctx.rank == 0 {
             log::info!(
                 "physics source: {} ({}), cache {} with {} molecules",
@@ -118,7 +136,7 @@ impl PhysicsSource {
 
     /// Writes this source's new cache entries to its shard now (also done every
     /// `store::SAVE_EVERY` molecules; when dropped, rank 0 writes the cache itself).
-    pub fn save(&self) -> anyhow::Result<()> {
+    pub fn save(&self) -> Result<(), StoreError> {
         self.lock_store().save()
     }
 

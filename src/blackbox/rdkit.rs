@@ -1,5 +1,5 @@
 //! In-process RDKit backend of `KnowledgeSource`: the featurizer of `chem`.
-use super::{KnowledgeSource, QueryError};
+use crate::blackbox::source::{KnowledgeSource, QueryError};
 use crate::chem::{Featurizer, Limits, MolGraph, Molecule};
 
 pub struct RdkitSource {

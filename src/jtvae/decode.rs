@@ -18,7 +18,7 @@
 //! attached at all; when none can, the walk backtracks instead of expanding. Every
 //! intermediate molecule is valid (RDKit sanitizes it), so a decode ends either
 //! with a molecule or with a counted failure (a tree larger than
-//! `jtvae.max_tree_nodes`, by default `MAX_TREE_NODES`), never a hang. The result
+//! `jtvae.max_tree_nodes`, by default `config::jtvae::DEFAULT_MAX_TREE_NODES`), never a hang. The result
 //! of a latent does not depend on the batch it is decoded in.
 use super::assemble::{attach, candidates, flat_smiles};
 use super::candidates::{local_code, LabelGraphs, LocalGraph};
@@ -30,8 +30,6 @@ use crate::chem::mol::KAtom;
 use std::time::Instant;
 use tch::Tensor;
 
-/// Default largest junction tree the decoder may build (fast_jtnn: 100).
-pub const MAX_TREE_NODES: usize = 100;
 /// A new tree node takes the most likely of this many labels that can be attached.
 pub const LABEL_TOP_K: usize = 5;
 /// Candidate scores within this relative distance of the best are ties.

@@ -7,16 +7,15 @@
 //! `stats`), and the process is killed and started again for the next batch, at
 //! most `max_restarts` times per rank and run; after that every query fails at once.
 //! A handshake of another protocol or version, or without the dataset's columns, is
-//! a hard start-up error (a wrong program, not a flaky one); a source that never
+//! a hard start-up error (`ExternalError`: a wrong program, not a flaky one); a source that never
 //! gets as far as a handshake only makes every query fail, so the run finishes
 //! with its failures counted.
 mod process;
 pub mod protocol;
 
-use super::{KnowledgeSource, QueryError, SourceContext, SourceStats};
+use crate::blackbox::source::{KnowledgeSource, QueryError, SourceContext, SourceStats};
 use crate::chem::{Featurizer, Limits, MolGraph};
-use crate::config::SourceConfig;
-use anyhow::Context;
+use crate::config::ExternalConfig;
 use process::{NoLine, Process};
 use protocol::{Answer, Layout};
 use std::fs::{File, OpenOptions};
@@ -40,6 +39,30 @@ const EXIT_GRACE: Duration = Duration::from_millis(500);
 const WARN_FIRST: u64 = 5;
 /// Afterwards, at most one warning (with a count) per this interval.
 const WARN_EVERY: Duration = Duration::from_secs(60);
+
+/// Why `ExternalSource::start` gave no source.
+#[derive(Debug, thiserror::Error)]
+pub enum ExternalError {
+    /// The log folder could not be made.
+    #[error("cannot create {}", path.display())]
+    LogDir {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    /// The per-rank stderr log could not be opened.
+    #[error("cannot write {}", path.display())]
+    StderrLog {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    /// The program could not be run, or its handshake is unusable.
+    #[error("external source {command} (run in {}): {why}", dir.display())]
+    Start {
+        command: String,
+        dir: PathBuf,
+        why: String,
+    },
+}
 
 /// Why a start did not give a running source.
 #[derive(Debug, thiserror::Error)]
@@ -170,13 +193,15 @@ impl ExternalSource {
     /// lacks columns. A program that runs but never sends a handshake (after
     /// `max_restarts` more tries) gives a source whose queries all fail.
     pub fn start(
-        cfg: &SourceConfig,
+        cfg: &ExternalConfig,
         featurizer: &Featurizer,
         limits: Limits,
         ctx: &SourceContext,
-    ) -> anyhow::Result<ExternalSource> {
-        std::fs::create_dir_all(&ctx.log_dir)
-            .with_context(|| format!("cannot create {}", ctx.log_dir.display()))?;
+    ) -> Result<ExternalSource, ExternalError> {
+        std::fs::create_dir_all(&ctx.log_dir).map_err(|source| ExternalError::LogDir {
+            path: ctx.log_dir.clone(),
+            source,
+        })?;
         let set = Settings {
             command: cfg.command.clone(),
             dir: ctx.config_dir.clone(),
@@ -191,7 +216,10 @@ impl ExternalSource {
             rank: ctx.rank,
         };
         set.stderr_file()
-            .with_context(|| format!("cannot write {}", set.stderr_path.display()))?;
+            .map_err(|source| ExternalError::StderrLog {
+                path: set.stderr_path.clone(),
+                source,
+            })?;
         let mut st = State {
             set,
             layout: None,
@@ -236,11 +264,11 @@ impl ExternalSource {
                     break;
                 }
                 Err(e) => {
-                    return Err(anyhow::anyhow!(
-                        "external source {} (run in {}): {e}",
-                        st.set.shown(),
-                        st.set.dir.display()
-                    ))
+                    return Err(ExternalError::Start {
+                        command: st.set.shown(),
+                        dir: st.set.dir.clone(),
+                        why: e.to_string(),
+                    })
                 }
             }
         }

@@ -10,7 +10,7 @@
 //! which the next run merges. A rank that starts while rank 0 merges may
 //! miss some entries and compute them again, but never reads half a file. Files
 //! made with other settings (program, its version, keywords, geometry) are an
-//! error, never mixed in.
+//! error, never mixed in. Errors are `StoreError`s.
 use crate::io::h5::{self, H5Error};
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -73,6 +73,12 @@ pub enum StoreError {
     Layout { file: PathBuf, what: String },
     #[error(transparent)]
     H5(#[from] H5Error),
+    /// Writing a file failed (the writer's whole chain of causes).
+    #[error("{0}")]
+    Write(String),
+    /// Folding the shards into the cache failed.
+    #[error("merging the physics cache's shards")]
+    Merge(#[source] Box<StoreError>),
 }
 
 /// The cache as one source sees it.
@@ -90,8 +96,7 @@ pub struct Store {
 impl Store {
     /// Reads `path` (if it exists) and its shards; on rank 0 folds the shards into
     /// `path`. An unreadable shard is skipped with a warning (and left in place).
-    pub fn open(path: &Path, settings: Settings, rank: usize) -> anyhow::Result<Store> {
-        use anyhow::Context;
+    pub fn open(path: &Path, settings: Settings, rank: usize) -> Result<Store, StoreError> {
         use std::sync::atomic::{AtomicU64, Ordering};
         static NEXT: AtomicU64 = AtomicU64::new(0);
         let mut entries = HashMap::new();
@@ -112,7 +117,7 @@ impl Store {
             }
         }
         if rank == 0 && !merged.is_empty() {
-            write(path, &settings, &entries).context("merging the physics cache's shards")?;
+            write(path, &settings, &entries).map_err(|e| StoreError::Merge(Box::new(e)))?;
             for s in &merged {
                 let _ = std::fs::remove_file(s);
             }
@@ -170,7 +175,7 @@ impl Store {
     }
 
     /// Writes every entry this source computed to its shard (replacing it).
-    pub fn save(&mut self) -> anyhow::Result<()> {
+    pub fn save(&mut self) -> Result<(), StoreError> {
         if self.unsaved == 0 {
             return Ok(());
         }
@@ -188,7 +193,7 @@ impl Store {
 impl Store {
     /// The end of a run: rank 0 writes the cache file itself (adding whatever the
     /// file gained meanwhile) and drops its shard; the other ranks save their shards.
-    pub fn close(&mut self) -> anyhow::Result<()> {
+    pub fn close(&mut self) -> Result<(), StoreError> {
         if self.rank != 0 {
             return self.save();
         }
@@ -326,7 +331,11 @@ pub fn read(path: &Path) -> Result<(Settings, Vec<(String, Entry)>), StoreError>
 }
 
 /// Writes `entries` (sorted by SMILES) to `path` atomically.
-fn write(path: &Path, settings: &Settings, entries: &HashMap<String, Entry>) -> anyhow::Result<()> {
+fn write(
+    path: &Path,
+    settings: &Settings,
+    entries: &HashMap<String, Entry>,
+) -> Result<(), StoreError> {
     let mut keys: Vec<&String> = entries.keys().collect();
     keys.sort();
     let (mut status, mut reason, mut geometry, mut energy) = (vec![], vec![], vec![], vec![]);
@@ -365,6 +374,7 @@ fn write(path: &Path, settings: &Settings, entries: &HashMap<String, Entry>) -> 
         h5::write_vec(f, "charges", &charges)?;
         Ok(())
     })
+    .map_err(|e| StoreError::Write(format!("{e:#}")))
 }
 
 #[cfg(test)]
