@@ -3,8 +3,10 @@
 //! never leaves a half-written file under the real name.
 pub mod candidates;
 pub mod checkpoint;
+pub mod columns;
 pub mod dataset;
 pub mod h5;
 pub mod metrics;
 pub mod model;
 pub mod records;
+pub mod trees;
