@@ -234,7 +234,7 @@ pub enum DatasetError {
 }
 
 impl Dataset {
-    pub fn write(&self, path: &Path) -> anyhow::Result<()> {
+    pub fn write(&self, path: &Path) -> Result<(), h5::WriteError> {
         h5::write_atomically(path, |f| {
             h5::write_strings(f, "smiles", &self.smiles)?;
             h5::write_vec(f, "target", &self.target)?;

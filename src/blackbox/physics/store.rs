@@ -351,7 +351,7 @@ fn write(path: &Path, settings: &Settings, entries: &HashMap<String, Entry>) -> 
         offsets.push(charges.len() as u64);
     }
     let smiles: Vec<String> = keys.into_iter().cloned().collect();
-    h5::write_atomically(path, |f| {
+    Ok(h5::write_atomically(path, |f| {
         h5::write_str_attr(f, "layout", LAYOUT)?;
         for (k, v) in settings.fields() {
             h5::write_str_attr(f, k, v)?;
@@ -364,7 +364,7 @@ fn write(path: &Path, settings: &Settings, entries: &HashMap<String, Entry>) -> 
         h5::write_vec(f, "charge_offsets", &offsets)?;
         h5::write_vec(f, "charges", &charges)?;
         Ok(())
-    })
+    })?)
 }
 
 #[cfg(test)]
