@@ -16,7 +16,8 @@
 //! /jtvae/trees/node_offset u64[k+1], /jtvae/trees/label u32[N]  vocabulary index per node
 //! /jtvae/trees/atom_offset u64[N+1], /jtvae/trees/atoms u32[·]  cluster atoms per node
 //! /jtvae/trees/edge_offset u64[k+1], /jtvae/trees/edges u32[E,2] tree edges (node pairs)
-//! /jtvae/test_trees/…     the same for the m held-out molecules (/split/test order)
+//! /jtvae/test_trees/…     the same for the m held-out molecules (/split/test order;
+//!                         layout of both: io::trees)
 //! /jtvae/candidates/train/…  assembly candidates of the k training molecules
 //! /jtvae/candidates/test/…   and of the m held-out ones (layout: io::candidates)
 //! attributes on /jtvae: vocab_source, n_vocab_molecules, n_vocab_failed, n_uncovered
@@ -149,6 +150,37 @@ impl StoredCandidates {
 }
 
 impl JtvaeData {
+    /// Fills in `train_smiles` of files written before it existed (the training
+    /// split of `smiles`), and checks the trees against the molecule lists.
+    fn complete_and_check(
+        &mut self,
+        smiles: &[String],
+        train: &[u64],
+        test: &[u64],
+    ) -> Result<(), String> {
+        if self.train_smiles.is_empty() {
+            self.train_smiles = train
+                .iter()
+                .filter_map(|&i| smiles.get(i as usize).cloned())
+                .collect();
+        }
+        if self.train_trees.len() != self.train_smiles.len() {
+            return Err(format!(
+                "/jtvae/trees has {} trees for {} training molecules",
+                self.train_trees.len(),
+                self.train_smiles.len()
+            ));
+        }
+        if !self.test_trees.is_empty() && self.test_trees.len() != test.len() {
+            return Err(format!(
+                "/jtvae/test_trees has {} trees for {} held-out molecules",
+                self.test_trees.len(),
+                test.len()
+            ));
+        }
+        Ok(())
+    }
+
     fn write(&self, f: &hdf5::Group) -> hdf5::Result<()> {
         let g = f.create_group("jtvae")?;
         h5::write_strings(&g, "vocab", &self.vocab)?;
@@ -422,27 +454,9 @@ impl Dataset {
             None
         };
         let mut jtvae = jtvae;
-        if let Some(j) = jtvae.as_mut().filter(|j| j.train_smiles.is_empty()) {
-            j.train_smiles = train
-                .iter()
-                .filter_map(|&i| smiles.get(i as usize).cloned())
-                .collect();
-        }
-        if let Some(j) = &jtvae {
-            if j.train_trees.len() != j.train_smiles.len() {
-                return Err(layout(format!(
-                    "/jtvae/trees has {} trees for {} training molecules",
-                    j.train_trees.len(),
-                    j.train_smiles.len()
-                )));
-            }
-            if !j.test_trees.is_empty() && j.test_trees.len() != test.len() {
-                return Err(layout(format!(
-                    "/jtvae/test_trees has {} trees for {} held-out molecules",
-                    j.test_trees.len(),
-                    test.len()
-                )));
-            }
+        if let Some(j) = jtvae.as_mut() {
+            j.complete_and_check(&smiles, &train, &test)
+                .map_err(layout)?;
         }
         Ok(Dataset {
             jtvae,
