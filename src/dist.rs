@@ -1,6 +1,7 @@
 //! MPI: the world, this rank's place in it (global and node-local), sharding of a
 //! global batch, and the collectives training needs (sum-allreduce of flat
-//! buffers, barrier, broadcast, gather to rank 0). It knows nothing of models.
+//! buffers, barrier, broadcast, gather of plain vectors to rank 0). It knows nothing
+//! of models, files or the project's other types; its errors are typed.
 use mpi::collective::SystemOperation;
 use mpi::datatype::{Equivalence, PartitionMut};
 use mpi::topology::{Communicator, SimpleCommunicator};
@@ -21,9 +22,8 @@ pub struct Dist {
 
 impl Dist {
     /// Initializes MPI (also works without mpirun, as a singleton).
-    pub fn init() -> anyhow::Result<Dist> {
-        let universe =
-            mpi::initialize().ok_or_else(|| anyhow::anyhow!("MPI was already initialized"))?;
+    pub fn init() -> Result<Dist, AlreadyInitialized> {
+        let universe = mpi::initialize().ok_or(AlreadyInitialized)?;
         let world = universe.world();
         let rank = world.rank() as usize;
         let size = world.size() as usize;
@@ -166,6 +166,11 @@ impl Dist {
             .collect())
     }
 }
+
+/// MPI can be initialized once per process.
+#[derive(Debug, thiserror::Error)]
+#[error("MPI was already initialized")]
+pub struct AlreadyInitialized;
 
 /// A gather larger than one MPI message can count.
 #[derive(Debug, thiserror::Error)]

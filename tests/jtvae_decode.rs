@@ -7,12 +7,11 @@ use tch::nn::{OptimizerConfig, VarStore};
 use tch::{Device, Kind, Tensor};
 use zo_hpc::chem::{self, Featurizer};
 use zo_hpc::config::JtvaeConfig;
-use zo_hpc::io::dataset::TreeRecord;
 use zo_hpc::jtvae::batch::TreeBatch;
 use zo_hpc::jtvae::candidates::{training_candidates, LabelGraphs, NodeCandidates};
 use zo_hpc::jtvae::decode::DecodeTimes;
 use zo_hpc::jtvae::model::{JtVae, Sample};
-use zo_hpc::jtvae::tree::{decompose_smiles, LabelCache};
+use zo_hpc::jtvae::tree::{decompose_smiles, LabelCache, TreeRecord};
 use zo_hpc::jtvae::vocab::Vocab;
 use zo_hpc::models::batch::GraphBatch;
 

@@ -1,5 +1,11 @@
 //! Data preparation: read a CSV of SMILES and targets, canonicalize with RDKit,
-//! deduplicate, split, and choose the featurizer columns (`zo-hpc prepare`).
+//! deduplicate, split, and choose the featurizer columns (`zo-hpc prepare`); with
+//! `[jtvae]`, the JT-VAE's vocabulary, trees and assembly candidates (over the ranks).
+pub mod candidates;
 pub mod csv_table;
+pub mod gather;
+pub mod jtvae;
+pub mod listing;
 pub mod prepare;
+pub mod rank_trees;
 pub mod split;

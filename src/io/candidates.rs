@@ -17,10 +17,10 @@
 //! bond_order    u8[B]     1, 2 or 3
 //! bond_in_child u8[B]     1 where both ends are the child's
 //! ```
+//! A columnar store (`io::columns`): written, read, appended and gathered like the others.
+use super::columns::{self, ColMut, ColRef, Columnar, Spec};
 use crate::jtvae::candidates::{CandAtom, CandBond, CompactCandidates, LocalGraph, NodeCandidates};
 use hdf5::Group;
-
-use super::h5;
 
 /// Version of the candidate construction and of this layout: candidates stored
 /// with another one are not used (bump it when `training_candidates` or the row
@@ -76,10 +76,58 @@ impl Default for CandidateStore {
     }
 }
 
-/// Appends `src` to `dst`, an offset array continuing from `dst`'s last entry.
-fn append_offsets(dst: &mut Vec<u64>, src: &[u64]) {
-    let base = dst.last().copied().unwrap_or(0);
-    dst.extend(src.iter().skip(1).map(|&o| o + base));
+impl Columnar for CandidateStore {
+    const COLUMNS: &'static [Spec] = &[
+        Spec::flat("ok"),
+        Spec::offsets("group_offset"),
+        Spec::flat("gold"),
+        Spec::offsets("graph_offset"),
+        Spec::offsets("atom_offset"),
+        Spec::offsets("bond_offset"),
+        Spec::flat("atom_element"),
+        Spec::flat("atom_charge"),
+        Spec::flat("atom_degree"),
+        Spec::flat("atom_flags"),
+        Spec::rows("bond_atoms", 2),
+        Spec::flat("bond_order"),
+        Spec::flat("bond_in_child"),
+    ];
+
+    fn columns(&self) -> Vec<ColRef<'_>> {
+        vec![
+            (&self.ok).into(),
+            (&self.group_offset).into(),
+            (&self.gold).into(),
+            (&self.graph_offset).into(),
+            (&self.atom_offset).into(),
+            (&self.bond_offset).into(),
+            (&self.atom_element).into(),
+            (&self.atom_charge).into(),
+            (&self.atom_degree).into(),
+            (&self.atom_flags).into(),
+            (&self.bond_atoms).into(),
+            (&self.bond_order).into(),
+            (&self.bond_in_child).into(),
+        ]
+    }
+
+    fn columns_mut(&mut self) -> Vec<ColMut<'_>> {
+        vec![
+            (&mut self.ok).into(),
+            (&mut self.group_offset).into(),
+            (&mut self.gold).into(),
+            (&mut self.graph_offset).into(),
+            (&mut self.atom_offset).into(),
+            (&mut self.bond_offset).into(),
+            (&mut self.atom_element).into(),
+            (&mut self.atom_charge).into(),
+            (&mut self.atom_degree).into(),
+            (&mut self.atom_flags).into(),
+            (&mut self.bond_atoms).into(),
+            (&mut self.bond_order).into(),
+            (&mut self.bond_in_child).into(),
+        ]
+    }
 }
 
 impl CandidateStore {
@@ -134,19 +182,7 @@ impl CandidateStore {
 
     /// Appends the molecules of `other` (a later block of the same list).
     pub fn append(&mut self, other: &CandidateStore) {
-        self.ok.extend_from_slice(&other.ok);
-        append_offsets(&mut self.group_offset, &other.group_offset);
-        self.gold.extend_from_slice(&other.gold);
-        append_offsets(&mut self.graph_offset, &other.graph_offset);
-        append_offsets(&mut self.atom_offset, &other.atom_offset);
-        append_offsets(&mut self.bond_offset, &other.bond_offset);
-        self.atom_element.extend_from_slice(&other.atom_element);
-        self.atom_charge.extend_from_slice(&other.atom_charge);
-        self.atom_degree.extend_from_slice(&other.atom_degree);
-        self.atom_flags.extend_from_slice(&other.atom_flags);
-        self.bond_atoms.extend_from_slice(&other.bond_atoms);
-        self.bond_order.extend_from_slice(&other.bond_order);
-        self.bond_in_child.extend_from_slice(&other.bond_in_child);
+        columns::append(self, other);
     }
 
     /// The compact candidates of molecule `m`; `None` where they were not built.
@@ -215,10 +251,7 @@ impl CandidateStore {
         };
         // Offsets start at 0, never decrease and end at the length they index.
         let offsets = |o: &[u64], len: usize, what: &str| {
-            let ok = o.first() == Some(&0)
-                && o.windows(2).all(|w| w[0] <= w[1])
-                && o.last().copied() == Some(len as u64);
-            if ok {
+            if columns::offsets_consistent(o, len) {
                 Ok(())
             } else {
                 Err(bad(what))
@@ -277,41 +310,12 @@ impl CandidateStore {
 
     /// Writes the set as group `name` of `parent`.
     pub fn write(&self, parent: &Group, name: &str) -> hdf5::Result<()> {
-        let g = parent.create_group(name)?;
-        h5::write_vec(&g, "ok", &self.ok)?;
-        h5::write_vec(&g, "group_offset", &self.group_offset)?;
-        h5::write_vec(&g, "gold", &self.gold)?;
-        h5::write_vec(&g, "graph_offset", &self.graph_offset)?;
-        h5::write_vec(&g, "atom_offset", &self.atom_offset)?;
-        h5::write_vec(&g, "bond_offset", &self.bond_offset)?;
-        h5::write_vec(&g, "atom_element", &self.atom_element)?;
-        h5::write_vec(&g, "atom_charge", &self.atom_charge)?;
-        h5::write_vec(&g, "atom_degree", &self.atom_degree)?;
-        h5::write_vec(&g, "atom_flags", &self.atom_flags)?;
-        h5::write_matrix(&g, "bond_atoms", &self.bond_atoms, 2)?;
-        h5::write_vec(&g, "bond_order", &self.bond_order)?;
-        h5::write_vec(&g, "bond_in_child", &self.bond_in_child)?;
-        Ok(())
+        columns::write(self, parent, name)
     }
 
     /// Reads group `name` of `parent` (unchecked: call `check`).
     pub fn read(parent: &Group, name: &str) -> hdf5::Result<CandidateStore> {
-        let g = parent.group(name)?;
-        Ok(CandidateStore {
-            ok: h5::read_vec(&g, "ok")?,
-            group_offset: h5::read_vec(&g, "group_offset")?,
-            gold: h5::read_vec(&g, "gold")?,
-            graph_offset: h5::read_vec(&g, "graph_offset")?,
-            atom_offset: h5::read_vec(&g, "atom_offset")?,
-            bond_offset: h5::read_vec(&g, "bond_offset")?,
-            atom_element: h5::read_vec(&g, "atom_element")?,
-            atom_charge: h5::read_vec(&g, "atom_charge")?,
-            atom_degree: h5::read_vec(&g, "atom_degree")?,
-            atom_flags: h5::read_vec(&g, "atom_flags")?,
-            bond_atoms: h5::read_vec(&g, "bond_atoms")?,
-            bond_order: h5::read_vec(&g, "bond_order")?,
-            bond_in_child: h5::read_vec(&g, "bond_in_child")?,
-        })
+        columns::read(parent, name)
     }
 }
 

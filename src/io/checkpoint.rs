@@ -10,13 +10,34 @@
 //!
 //! Integrity (see `h5`): checksummed metadata and arrays, so a damaged file is an
 //! error naming the object. Writing a checkpoint keeps the one it replaces as
-//! `<name>.prev.h5`; `read_or_previous` falls back to it, saying so.
-use super::h5::{self, ctx};
+//! `<name>.prev.h5`; `read_or_previous` falls back to it, saying so. Errors are
+//! typed (`CheckpointError`, `h5::H5Error`), each naming the file.
+use super::h5::{self, ctx, H5Error, WriteError};
 use super::metrics::Metrics;
 use hdf5::Group;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 pub const FORMAT: &str = "zo-hpc-checkpoint/1";
+
+/// Why a checkpoint cannot be read or written; each names the file.
+#[derive(Debug, thiserror::Error)]
+pub enum CheckpointError {
+    #[error(transparent)]
+    H5(#[from] H5Error),
+    #[error(transparent)]
+    Write(#[from] WriteError),
+    #[error("{}: not a zo-hpc checkpoint (format {format:?})", path.display())]
+    Format { path: PathBuf, format: String },
+    #[error("no checkpoint at {}", .0.display())]
+    Missing(PathBuf),
+    /// The checkpoint (`first`) and its previous one (`previous`, its whole story) failed.
+    #[error("and the previous checkpoint failed too: {previous}")]
+    BothFailed {
+        previous: String,
+        #[source]
+        first: Box<CheckpointError>,
+    },
+}
 
 /// A named array in plain memory (what `train` converts tensors to and from).
 #[derive(Debug, Clone, PartialEq)]
@@ -79,13 +100,13 @@ pub(crate) fn write_named<T: hdf5::H5Type>(
 }
 
 /// Where the checkpoint that `path` replaced is kept (`checkpoint.prev.h5`).
-pub fn previous_path(path: &Path) -> std::path::PathBuf {
+pub fn previous_path(path: &Path) -> PathBuf {
     path.with_extension("prev.h5")
 }
 
 impl Checkpoint {
     /// Writes atomically, keeping the checkpoint it replaces (`previous_path`).
-    pub fn write(&self, path: &Path) -> anyhow::Result<()> {
+    pub fn write(&self, path: &Path) -> Result<(), WriteError> {
         h5::write_atomically_keeping(path, Some(&previous_path(path)), |f| {
             h5::write_str_attr(f, "format", FORMAT)?;
             h5::write_attr(f, "step", &self.step)?;
@@ -106,7 +127,7 @@ impl Checkpoint {
     }
 
     /// Step, stage key and completion of a checkpoint (older files: key "", incomplete).
-    pub fn head(path: &Path) -> anyhow::Result<CheckpointHead> {
+    pub fn head(path: &Path) -> Result<CheckpointHead, H5Error> {
         let f = h5::open(path)?;
         let step = ctx(h5::read_attr::<u64>(&f, "step"), path, || {
             "attribute step".into()
@@ -119,17 +140,17 @@ impl Checkpoint {
     }
 
     /// Reads a checkpoint; `names` are the parameter names (and order) expected.
-    pub fn read(path: &Path, names: &[String]) -> anyhow::Result<Checkpoint> {
+    pub fn read(path: &Path, names: &[String]) -> Result<Checkpoint, CheckpointError> {
         let f = h5::open(path)?;
         let c = |w: String| move || w;
         let fmt = h5::read_str_attr(&f, "format").unwrap_or_default();
         if fmt != FORMAT {
-            anyhow::bail!(
-                "{}: not a zo-hpc checkpoint (format {fmt:?})",
-                path.display()
-            );
+            return Err(CheckpointError::Format {
+                path: path.to_path_buf(),
+                format: fmt,
+            });
         }
-        let read_group = |group: &str| -> anyhow::Result<Vec<NamedArray>> {
+        let read_group = |group: &str| -> Result<Vec<NamedArray>, H5Error> {
             names
                 .iter()
                 .map(|name| {
@@ -183,7 +204,7 @@ impl Checkpoint {
     pub fn read_or_previous(
         path: &Path,
         names: &[String],
-    ) -> anyhow::Result<(Checkpoint, std::path::PathBuf)> {
+    ) -> Result<(Checkpoint, PathBuf), CheckpointError> {
         let prev = previous_path(path);
         let first = if path.is_file() {
             match Checkpoint::read(path, names) {
@@ -194,14 +215,13 @@ impl Checkpoint {
             None
         };
         if !prev.is_file() {
-            return Err(
-                first.unwrap_or_else(|| anyhow::anyhow!("no checkpoint at {}", path.display()))
-            );
+            return Err(first.unwrap_or_else(|| CheckpointError::Missing(path.to_path_buf())));
         }
         match &first {
             Some(e) => log::warn!(
-                "{} cannot be used ({e:#}); falling back to the previous checkpoint {}",
+                "{} cannot be used ({}); falling back to the previous checkpoint {}",
                 path.display(),
+                h5::error_chain(e),
                 prev.display()
             ),
             None => log::warn!(
@@ -213,7 +233,10 @@ impl Checkpoint {
         match Checkpoint::read(&prev, names) {
             Ok(ck) => Ok((ck, prev)),
             Err(e2) => Err(match first {
-                Some(e) => e.context(format!("and the previous checkpoint failed too: {e2:#}")),
+                Some(e) => CheckpointError::BothFailed {
+                    previous: h5::error_chain(&e2),
+                    first: Box::new(e),
+                },
                 None => e2,
             }),
         }
@@ -221,7 +244,7 @@ impl Checkpoint {
 
     /// Reads only the parameters named `names` (e.g. a Stage-1 model inside a
     /// larger Stage-2 model) and the step.
-    pub fn read_params(path: &Path, names: &[String]) -> anyhow::Result<(u64, Vec<NamedArray>)> {
+    pub fn read_params(path: &Path, names: &[String]) -> Result<(u64, Vec<NamedArray>), H5Error> {
         let f = h5::open(path)?;
         let step = ctx(h5::read_attr::<u64>(&f, "step"), path, || {
             "attribute step".into()
@@ -239,7 +262,7 @@ impl Checkpoint {
                     data: ctx(ds.read_raw::<f32>(), path, || format!("reading /{p}"))?,
                 })
             })
-            .collect::<anyhow::Result<Vec<_>>>()?;
+            .collect::<Result<Vec<_>, H5Error>>()?;
         Ok((step, arrays))
     }
 }

@@ -16,7 +16,8 @@
 //! /jtvae/trees/node_offset u64[k+1], /jtvae/trees/label u32[N]  vocabulary index per node
 //! /jtvae/trees/atom_offset u64[N+1], /jtvae/trees/atoms u32[·]  cluster atoms per node
 //! /jtvae/trees/edge_offset u64[k+1], /jtvae/trees/edges u32[E,2] tree edges (node pairs)
-//! /jtvae/test_trees/…     the same for the m held-out molecules (/split/test order)
+//! /jtvae/test_trees/…     the same for the m held-out molecules (/split/test order;
+//!                         layout of both: io::trees)
 //! /jtvae/candidates/train/…  assembly candidates of the k training molecules
 //! /jtvae/candidates/test/…   and of the m held-out ones (layout: io::candidates)
 //! attributes on /jtvae: vocab_source, n_vocab_molecules, n_vocab_failed, n_uncovered
@@ -31,8 +32,10 @@
 use super::candidates::{CandidateError, CandidateStore};
 use super::h5::{self, ctx, H5Result};
 use super::records::RecordStore;
+use super::trees;
 use crate::chem::featurize::{atom_columns, bond_columns};
 use crate::chem::Featurizer;
+use crate::jtvae::tree::TreeRecord;
 use std::path::Path;
 
 pub const FORMAT: &str = "zo-hpc-dataset/1";
@@ -50,14 +53,6 @@ pub struct Dataset {
     pub meta: DatasetMeta,
     /// JT-VAE vocabulary and training trees, when prepared with `[jtvae]`.
     pub jtvae: Option<JtvaeData>,
-}
-
-/// A junction tree in storage form: vocabulary index and atoms of each node, edges.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct TreeRecord {
-    pub labels: Vec<u32>,
-    pub clusters: Vec<Vec<u32>>,
-    pub edges: Vec<(u32, u32)>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -155,6 +150,37 @@ impl StoredCandidates {
 }
 
 impl JtvaeData {
+    /// Fills in `train_smiles` of files written before it existed (the training
+    /// split of `smiles`), and checks the trees against the molecule lists.
+    fn complete_and_check(
+        &mut self,
+        smiles: &[String],
+        train: &[u64],
+        test: &[u64],
+    ) -> Result<(), String> {
+        if self.train_smiles.is_empty() {
+            self.train_smiles = train
+                .iter()
+                .filter_map(|&i| smiles.get(i as usize).cloned())
+                .collect();
+        }
+        if self.train_trees.len() != self.train_smiles.len() {
+            return Err(format!(
+                "/jtvae/trees has {} trees for {} training molecules",
+                self.train_trees.len(),
+                self.train_smiles.len()
+            ));
+        }
+        if !self.test_trees.is_empty() && self.test_trees.len() != test.len() {
+            return Err(format!(
+                "/jtvae/test_trees has {} trees for {} held-out molecules",
+                self.test_trees.len(),
+                test.len()
+            ));
+        }
+        Ok(())
+    }
+
     fn write(&self, f: &hdf5::Group) -> hdf5::Result<()> {
         let g = f.create_group("jtvae")?;
         h5::write_strings(&g, "vocab", &self.vocab)?;
@@ -165,8 +191,8 @@ impl JtvaeData {
         h5::write_attr(&g, "n_uncovered", &self.n_uncovered)?;
         // 0: no limit.
         h5::write_attr(&g, "train_limit", &self.train_limit.unwrap_or(0))?;
-        write_trees(&g, "trees", &self.train_trees)?;
-        write_trees(&g, "test_trees", &self.test_trees)?;
+        trees::write(&g, "trees", &self.train_trees)?;
+        trees::write(&g, "test_trees", &self.test_trees)?;
         if let Some(c) = &self.candidates {
             c.write(&g)?;
         }
@@ -178,10 +204,10 @@ impl JtvaeData {
 
     fn read(f: &hdf5::Group) -> hdf5::Result<JtvaeData> {
         let g = f.group("jtvae")?;
-        let trees = read_trees(&g, "trees")?;
+        let trees = trees::read(&g, "trees")?;
         // Files written before the held-out trees were stored: decomposed when needed.
         let test_trees = if g.link_exists("test_trees") {
-            read_trees(&g, "test_trees")?
+            trees::read(&g, "test_trees")?
         } else {
             Vec::new()
         };
@@ -209,89 +235,6 @@ impl JtvaeData {
             graphs: None,
         })
     }
-}
-
-/// Writes junction trees as group `name` of `g` (layout: /jtvae/trees in the top comment).
-fn write_trees(g: &hdf5::Group, name: &str, trees: &[Option<TreeRecord>]) -> hdf5::Result<()> {
-    let t = g.create_group(name)?;
-    let (mut ok, mut node_off, mut labels, mut atom_off, mut atoms, mut edge_off, mut edges) = (
-        Vec::new(),
-        vec![0u64],
-        Vec::new(),
-        vec![0u64],
-        Vec::new(),
-        vec![0u64],
-        Vec::new(),
-    );
-    for tree in trees {
-        ok.push(u8::from(tree.is_some()));
-        if let Some(tr) = tree {
-            labels.extend_from_slice(&tr.labels);
-            for c in &tr.clusters {
-                atoms.extend_from_slice(c);
-                atom_off.push(atoms.len() as u64);
-            }
-            for &(i, j) in &tr.edges {
-                edges.extend([i, j]);
-            }
-        }
-        node_off.push(labels.len() as u64);
-        edge_off.push((edges.len() / 2) as u64);
-    }
-    h5::write_vec(&t, "ok", &ok)?;
-    h5::write_vec(&t, "node_offset", &node_off)?;
-    h5::write_vec(&t, "label", &labels)?;
-    h5::write_vec(&t, "atom_offset", &atom_off)?;
-    h5::write_vec(&t, "atoms", &atoms)?;
-    h5::write_vec(&t, "edge_offset", &edge_off)?;
-    h5::write_matrix(&t, "edges", &edges, 2)?;
-    Ok(())
-}
-
-/// Reads the junction trees of group `name` of `g` (see `write_trees`).
-fn read_trees(g: &hdf5::Group, name: &str) -> hdf5::Result<Vec<Option<TreeRecord>>> {
-    let t = g.group(name)?;
-    let ok: Vec<u8> = h5::read_vec(&t, "ok")?;
-    let node_off: Vec<u64> = h5::read_vec(&t, "node_offset")?;
-    let labels: Vec<u32> = h5::read_vec(&t, "label")?;
-    let atom_off: Vec<u64> = h5::read_vec(&t, "atom_offset")?;
-    let atoms: Vec<u32> = h5::read_vec(&t, "atoms")?;
-    let edge_off: Vec<u64> = h5::read_vec(&t, "edge_offset")?;
-    let edges: Vec<u32> = h5::read_vec(&t, "edges")?;
-    let bad = |what: &str| hdf5::Error::from(format!("/jtvae/{name}: inconsistent {what}"));
-    if node_off.len() != ok.len() + 1
-        || edge_off.len() != ok.len() + 1
-        || atom_off.len() != labels.len() + 1
-    {
-        return Err(bad("offsets"));
-    }
-    let mut trees = Vec::with_capacity(ok.len());
-    for m in 0..ok.len() {
-        let (n0, n1) = (node_off[m] as usize, node_off[m + 1] as usize);
-        let (e0, e1) = (edge_off[m] as usize, edge_off[m + 1] as usize);
-        if n1 > labels.len() || n0 > n1 || 2 * e1 > edges.len() || e0 > e1 {
-            return Err(bad("tree ranges"));
-        }
-        if ok[m] == 0 {
-            trees.push(None);
-            continue;
-        }
-        let clusters = (n0..n1)
-            .map(|k| {
-                let (a0, a1) = (atom_off[k] as usize, atom_off[k + 1] as usize);
-                atoms
-                    .get(a0..a1)
-                    .map(<[u32]>::to_vec)
-                    .ok_or_else(|| bad("atom ranges"))
-            })
-            .collect::<hdf5::Result<Vec<_>>>()?;
-        trees.push(Some(TreeRecord {
-            labels: labels[n0..n1].to_vec(),
-            clusters,
-            edges: (e0..e1).map(|e| (edges[2 * e], edges[2 * e + 1])).collect(),
-        }));
-    }
-    Ok(trees)
 }
 
 /// Provenance and the counts of what `prepare` could not use.
@@ -323,7 +266,7 @@ pub enum DatasetError {
 }
 
 impl Dataset {
-    pub fn write(&self, path: &Path) -> anyhow::Result<()> {
+    pub fn write(&self, path: &Path) -> Result<(), h5::WriteError> {
         h5::write_atomically(path, |f| {
             h5::write_strings(f, "smiles", &self.smiles)?;
             h5::write_vec(f, "target", &self.target)?;
@@ -511,27 +454,9 @@ impl Dataset {
             None
         };
         let mut jtvae = jtvae;
-        if let Some(j) = jtvae.as_mut().filter(|j| j.train_smiles.is_empty()) {
-            j.train_smiles = train
-                .iter()
-                .filter_map(|&i| smiles.get(i as usize).cloned())
-                .collect();
-        }
-        if let Some(j) = &jtvae {
-            if j.train_trees.len() != j.train_smiles.len() {
-                return Err(layout(format!(
-                    "/jtvae/trees has {} trees for {} training molecules",
-                    j.train_trees.len(),
-                    j.train_smiles.len()
-                )));
-            }
-            if !j.test_trees.is_empty() && j.test_trees.len() != test.len() {
-                return Err(layout(format!(
-                    "/jtvae/test_trees has {} trees for {} held-out molecules",
-                    j.test_trees.len(),
-                    test.len()
-                )));
-            }
+        if let Some(j) = jtvae.as_mut() {
+            j.complete_and_check(&smiles, &train, &test)
+                .map_err(layout)?;
         }
         Ok(Dataset {
             jtvae,

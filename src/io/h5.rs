@@ -8,6 +8,8 @@
 //! read, so damage in the header, the metadata or the raw data is an error that
 //! names the file and the object, never a silently different value. (Not covered:
 //! the bytes of variable-length strings, which live in an unchecked heap.)
+//!
+//! Errors are typed (`H5Error`, `WriteError`), each naming the file.
 use hdf5::types::VarLenUnicode;
 use hdf5::{File, Group, H5Type, Location};
 use std::path::{Path, PathBuf};
@@ -118,10 +120,46 @@ pub fn ensure_group(root: &Group, path: &str) -> hdf5::Result<Group> {
     Ok(g)
 }
 
+/// Why a file could not be written (`write_atomically`); each names the file.
+#[derive(Debug, thiserror::Error)]
+pub enum WriteError {
+    #[error("creating {}", dir.display())]
+    CreateDir {
+        dir: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("creating {}", path.display())]
+    Create {
+        path: PathBuf,
+        #[source]
+        source: hdf5::Error,
+    },
+    #[error("writing {}", path.display())]
+    Fill {
+        path: PathBuf,
+        #[source]
+        source: hdf5::Error,
+    },
+    #[error("flushing {}", path.display())]
+    Flush {
+        path: PathBuf,
+        #[source]
+        source: hdf5::Error,
+    },
+    #[error("renaming {} to {}", from.display(), to.display())]
+    Rename {
+        from: PathBuf,
+        to: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
 /// Writes a whole HDF5 file under a temporary name, then renames it into place.
-pub fn write_atomically<F>(path: &Path, fill: F) -> anyhow::Result<()>
+pub fn write_atomically<F>(path: &Path, fill: F) -> Result<(), WriteError>
 where
-    F: FnOnce(&File) -> anyhow::Result<()>,
+    F: FnOnce(&File) -> hdf5::Result<()>,
 {
     write_atomically_keeping(path, None, fill)
 }
@@ -132,13 +170,22 @@ pub fn write_atomically_keeping<F>(
     path: &Path,
     keep_previous: Option<&Path>,
     fill: F,
-) -> anyhow::Result<()>
+) -> Result<(), WriteError>
 where
-    F: FnOnce(&File) -> anyhow::Result<()>,
+    F: FnOnce(&File) -> hdf5::Result<()>,
 {
-    use anyhow::Context;
+    let rename = |from: &Path, to: &Path| {
+        std::fs::rename(from, to).map_err(|source| WriteError::Rename {
+            from: from.to_path_buf(),
+            to: to.to_path_buf(),
+            source,
+        })
+    };
     if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+        std::fs::create_dir_all(dir).map_err(|source| WriteError::CreateDir {
+            dir: dir.to_path_buf(),
+            source,
+        })?;
     }
     let mut tmp = path.as_os_str().to_owned();
     tmp.push(format!(".tmp{}", std::process::id()));
@@ -147,18 +194,37 @@ where
         let file = File::with_options()
             .with_fapl(|p| p.libver_latest())
             .create(&tmp)
-            .with_context(|| format!("creating {}", tmp.display()))?;
-        fill(&file).with_context(|| format!("writing {}", path.display()))?;
-        file.flush()
-            .with_context(|| format!("flushing {}", tmp.display()))?;
+            .map_err(|source| WriteError::Create {
+                path: tmp.clone(),
+                source,
+            })?;
+        fill(&file).map_err(|source| WriteError::Fill {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        file.flush().map_err(|source| WriteError::Flush {
+            path: tmp.clone(),
+            source,
+        })?;
     }
     if let Some(prev) = keep_previous.filter(|_| path.is_file()) {
-        std::fs::rename(path, prev)
-            .with_context(|| format!("renaming {} to {}", path.display(), prev.display()))?;
+        rename(path, prev)?;
     }
-    std::fs::rename(&tmp, path)
-        .with_context(|| format!("renaming {} to {}", tmp.display(), path.display()))?;
+    rename(&tmp, path)?;
     Ok(())
+}
+
+/// An error and its sources, joined by ": " (as `anyhow` prints an error with
+/// `{:#}`), for messages that embed an error's whole story.
+pub fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut out = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        out.push_str(": ");
+        out.push_str(&s.to_string());
+        source = s.source();
+    }
+    out
 }
 
 /// Opens an HDF5 file for reading, with an error that names it.

@@ -117,7 +117,11 @@ pub struct RunInfo<'a> {
 }
 
 /// Writes metrics.h5 atomically.
-pub fn write_file(path: &std::path::Path, m: &Metrics, info: &RunInfo) -> anyhow::Result<()> {
+pub fn write_file(
+    path: &std::path::Path,
+    m: &Metrics,
+    info: &RunInfo,
+) -> Result<(), h5::WriteError> {
     h5::write_atomically(path, |f| {
         m.write_into(f)?;
         h5::write_attr(f, "ranks", &info.ranks)?;

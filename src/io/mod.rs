@@ -1,10 +1,14 @@
 //! HDF5 input and output: the dataset file, checkpoints and the metrics file.
 //! Every file is written to a temporary name and renamed into place, so a crash
-//! never leaves a half-written file under the real name.
+//! never leaves a half-written file under the real name. The dataset file's
+//! per-molecule stores (records, candidates, trees) share one columnar helper
+//! (`columns`). io may import the domain (jtvae), never the other way round.
 pub mod candidates;
 pub mod checkpoint;
+pub mod columns;
 pub mod dataset;
 pub mod h5;
 pub mod metrics;
 pub mod model;
 pub mod records;
+pub mod trees;

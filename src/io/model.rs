@@ -70,7 +70,7 @@ pub fn export(
     inputs: Inputs<'_>,
 ) -> Result<Exported, ModelError> {
     let ck = cfg.run.out_dir.join(stage.name()).join("checkpoint.h5");
-    let head = Checkpoint::head(&ck).map_err(|e| file_err(&ck, format!("{e:#}")))?;
+    let head = Checkpoint::head(&ck).map_err(|e| file_err(&ck, h5::error_chain(&e)))?;
     if !head.complete {
         return Err(file_err(
             &ck,
@@ -84,7 +84,7 @@ pub fn export(
     let f = h5::open(&ck).map_err(|e| file_err(&ck, format!("{e:#}")))?;
     let names = param_names(&f).map_err(|e| file_err(&ck, e))?;
     let (step, arrays) =
-        Checkpoint::read_params(&ck, &names).map_err(|e| file_err(&ck, format!("{e:#}")))?;
+        Checkpoint::read_params(&ck, &names).map_err(|e| file_err(&ck, h5::error_chain(&e)))?;
     let metrics = f
         .group("metrics")
         .and_then(|g| Metrics::read_from(&g))
@@ -123,7 +123,7 @@ pub fn export(
         }
         Ok(())
     })
-    .map_err(|e| file_err(&out, format!("{e:#}")))?;
+    .map_err(|e| file_err(&out, h5::error_chain(&e)))?;
     let last_epoch = metrics
         .epoch
         .iter()

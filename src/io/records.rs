@@ -11,8 +11,9 @@
 //! bond_atoms   u32[B,2]  begin, end (atom indices within the molecule)
 //! bonds        i8[B,4]   bond_type, conjugated, in_ring, stereo
 //! ```
-//! Codes as in `chem::rdkit_ffi` (AtomRecord, BondRecord).
-use super::h5;
+//! Codes as in `chem::rdkit_ffi` (AtomRecord, BondRecord). A columnar store
+//! (`io::columns`): written, read, appended and gathered like the others.
+use super::columns::{self, ColMut, ColRef, Columnar, Spec};
 use crate::chem::mol::{AtomRecord, BondRecord, MolRecord};
 use hdf5::Group;
 
@@ -74,9 +75,37 @@ impl Default for RecordStore {
     }
 }
 
-fn append_offsets(dst: &mut Vec<u64>, src: &[u64]) {
-    let base = dst.last().copied().unwrap_or(0);
-    dst.extend(src.iter().skip(1).map(|&o| o + base));
+impl Columnar for RecordStore {
+    const COLUMNS: &'static [Spec] = &[
+        Spec::flat("ok"),
+        Spec::offsets("atom_offset"),
+        Spec::rows("atoms", ATOM_FIELDS),
+        Spec::offsets("bond_offset"),
+        Spec::rows("bond_atoms", 2),
+        Spec::rows("bonds", BOND_FIELDS),
+    ];
+
+    fn columns(&self) -> Vec<ColRef<'_>> {
+        vec![
+            (&self.ok).into(),
+            (&self.atom_offset).into(),
+            (&self.atoms).into(),
+            (&self.bond_offset).into(),
+            (&self.bond_atoms).into(),
+            (&self.bonds).into(),
+        ]
+    }
+
+    fn columns_mut(&mut self) -> Vec<ColMut<'_>> {
+        vec![
+            (&mut self.ok).into(),
+            (&mut self.atom_offset).into(),
+            (&mut self.atoms).into(),
+            (&mut self.bond_offset).into(),
+            (&mut self.bond_atoms).into(),
+            (&mut self.bonds).into(),
+        ]
+    }
 }
 
 impl RecordStore {
@@ -121,12 +150,7 @@ impl RecordStore {
 
     /// Appends the molecules of `other` (a later block of the same list).
     pub fn append(&mut self, other: &RecordStore) {
-        self.ok.extend_from_slice(&other.ok);
-        append_offsets(&mut self.atom_offset, &other.atom_offset);
-        self.atoms.extend_from_slice(&other.atoms);
-        append_offsets(&mut self.bond_offset, &other.bond_offset);
-        self.bond_atoms.extend_from_slice(&other.bond_atoms);
-        self.bonds.extend_from_slice(&other.bonds);
+        columns::append(self, other);
     }
 
     /// The record of molecule `m` (its `canonical` set to `smiles`, the listed
@@ -172,11 +196,7 @@ impl RecordStore {
     /// Checks offsets, lengths and atom indices (a damaged or foreign file).
     pub fn check(&self) -> Result<(), String> {
         let offsets = |o: &[u64], len: usize, what: &str| {
-            let ok = o.len() == self.ok.len() + 1
-                && o.first() == Some(&0)
-                && o.windows(2).all(|w| w[0] <= w[1])
-                && o.last().copied() == Some(len as u64);
-            if ok {
+            if o.len() == self.ok.len() + 1 && columns::offsets_consistent(o, len) {
                 Ok(())
             } else {
                 Err(format!("inconsistent {what}"))
@@ -215,27 +235,12 @@ impl RecordStore {
 
     /// Writes the set as group `name` of `parent`.
     pub fn write(&self, parent: &Group, name: &str) -> hdf5::Result<()> {
-        let g = parent.create_group(name)?;
-        h5::write_vec(&g, "ok", &self.ok)?;
-        h5::write_vec(&g, "atom_offset", &self.atom_offset)?;
-        h5::write_matrix(&g, "atoms", &self.atoms, ATOM_FIELDS)?;
-        h5::write_vec(&g, "bond_offset", &self.bond_offset)?;
-        h5::write_matrix(&g, "bond_atoms", &self.bond_atoms, 2)?;
-        h5::write_matrix(&g, "bonds", &self.bonds, BOND_FIELDS)?;
-        Ok(())
+        columns::write(self, parent, name)
     }
 
     /// Reads group `name` of `parent` (unchecked: call `check`).
     pub fn read(parent: &Group, name: &str) -> hdf5::Result<RecordStore> {
-        let g = parent.group(name)?;
-        Ok(RecordStore {
-            ok: h5::read_vec(&g, "ok")?,
-            atom_offset: h5::read_vec(&g, "atom_offset")?,
-            atoms: h5::read_vec(&g, "atoms")?,
-            bond_offset: h5::read_vec(&g, "bond_offset")?,
-            bond_atoms: h5::read_vec(&g, "bond_atoms")?,
-            bonds: h5::read_vec(&g, "bonds")?,
-        })
+        columns::read(parent, name)
     }
 }
 

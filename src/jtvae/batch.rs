@@ -1,7 +1,7 @@
 //! Batches for the JT-VAE networks: junction trees stacked into one node list with
 //! directed edge index tensors (for the tree encoder), and the depth-first
 //! traversal of every tree grouped by step (for the teacher-forced tree decoder).
-use crate::io::dataset::TreeRecord;
+use super::tree::TreeRecord;
 use tch::{Device, Tensor};
 
 /// One step of a tree's depth-first traversal: the walk moves from node `from` to

@@ -623,7 +623,7 @@ impl Rows {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::io::dataset::TreeRecord;
+    use crate::jtvae::tree::TreeRecord;
     use crate::jtvae::tree::{decompose_smiles, LabelCache};
     use crate::jtvae::vocab::Vocab;
     use tch::nn::{OptimizerConfig, VarStore};

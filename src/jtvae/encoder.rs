@@ -219,7 +219,7 @@ impl JtEncoder {
 mod tests {
     use super::*;
     use crate::chem::{Featurizer, MolGraph};
-    use crate::io::dataset::TreeRecord;
+    use crate::jtvae::tree::TreeRecord;
     use crate::jtvae::tree::{decompose_smiles, LabelCache};
     use crate::jtvae::vocab::Vocab;
     use tch::{nn::VarStore, Device};

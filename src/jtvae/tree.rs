@@ -4,11 +4,11 @@
 //! systems) are merged; an atom shared by three or more clusters becomes a
 //! singleton cluster joined to each of them; the junction tree is a maximum
 //! spanning tree of the cluster graph weighted by shared atoms. Cluster labels are
-//! canonical Kekulé SMILES of the clusters as fragments.
+//! canonical Kekulé SMILES of the clusters as fragments. A tree's storage form
+//! (`TreeRecord`: vocabulary indices instead of labels) is what the dataset file holds.
 use super::graph::MolGraph;
 use super::vocab::Vocab;
 use crate::chem::{self, mol::KekuleMol};
-use crate::io::dataset::TreeRecord;
 use std::collections::HashMap;
 
 /// Atom lists of clusters, and tree edges between them.
@@ -21,6 +21,15 @@ const SINGLETON_WEIGHT: usize = 100;
 /// before singleton edges, so that fused rings are tree neighbours and every atom's
 /// clusters stay connected in the tree (running intersection).
 const FUSED_WEIGHT: usize = 1000;
+
+/// A junction tree in storage form: vocabulary index and atoms of each node, edges
+/// (what the dataset file stores, and what the JT-VAE trains on).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TreeRecord {
+    pub labels: Vec<u32>,
+    pub clusters: Vec<Vec<u32>>,
+    pub edges: Vec<(u32, u32)>,
+}
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct JunctionTree {

@@ -148,7 +148,7 @@ pub fn cell(name: &str, v: f64) -> String {
 
 /// Writes `eval.h5`: one group per column with its values as attributes.
 pub fn write(path: &std::path::Path, columns: &[Column], cfg: &Config) -> anyhow::Result<()> {
-    h5::write_atomically(path, |f| {
+    Ok(h5::write_atomically(path, |f| {
         h5::write_str_attr(f, "config", &cfg.text)?;
         h5::write_str_attr(f, "commit", crate::COMMIT)?;
         h5::write_str_attr(f, "target_column", &cfg.data.target_column)?;
@@ -170,5 +170,5 @@ pub fn write(path: &std::path::Path, columns: &[Column], cfg: &Config) -> anyhow
             }
         }
         Ok(())
-    })
+    })?)
 }

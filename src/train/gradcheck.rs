@@ -284,7 +284,7 @@ pub fn markdown(r: &Report, cfg: &Config) -> String {
 
 /// Writes `gradcheck.h5`: `/standin/*`, `/chained/*`, `/pipeline/*` as columns.
 pub fn write(path: &std::path::Path, r: &Report, cfg: &Config) -> anyhow::Result<()> {
-    h5::write_atomically(path, |f| {
+    Ok(h5::write_atomically(path, |f| {
         h5::write_str_attr(f, "config", &cfg.text)?;
         h5::write_str_attr(f, "commit", crate::COMMIT)?;
         let g = f.create_group("standin")?;
@@ -319,5 +319,5 @@ pub fn write(path: &std::path::Path, r: &Report, cfg: &Config) -> anyhow::Result
             h5::write_attr(&g, "suggested_min_radius", &x)?;
         }
         Ok(())
-    })
+    })?)
 }

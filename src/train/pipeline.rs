@@ -37,16 +37,18 @@ fn plan(
         let p = if ck.is_file() || prev.is_file() {
             // A damaged or missing checkpoint with a readable previous one: decide on
             // that one (`--resume` then reads it, saying so).
-            let head = Checkpoint::head(&ck).or_else(|e| {
-                Checkpoint::head(&prev).map_err(|_| e).inspect(|_| {
-                    log::warn!(
-                        "stage {}: {} cannot be used; deciding on the previous checkpoint {}",
-                        stage.name(),
-                        ck.display(),
-                        prev.display()
-                    )
-                })
-            });
+            let head = Checkpoint::head(&ck)
+                .map_err(anyhow::Error::from)
+                .or_else(|e| {
+                    Checkpoint::head(&prev).map_err(|_| e).inspect(|_| {
+                        log::warn!(
+                            "stage {}: {} cannot be used; deciding on the previous checkpoint {}",
+                            stage.name(),
+                            ck.display(),
+                            prev.display()
+                        )
+                    })
+                });
             match head {
                 Ok(h) if h.complete && h.stage_key == sc.stage_key(stage) => {
                     log::info!(

@@ -258,7 +258,7 @@ impl<'a, O: Objective> Trainer<'a, O> {
             stage_key: self.stage_key(),
             complete: self.step >= self.total_steps(),
         };
-        ck.write(&self.checkpoint_path())
+        Ok(ck.write(&self.checkpoint_path())?)
     }
 
     fn stage_key(&self) -> String {
@@ -280,7 +280,7 @@ impl<'a, O: Objective> Trainer<'a, O> {
             config_path: &self.cfg.path.display().to_string(),
             rdkit_version: &self.rdkit_version,
         };
-        metrics::write_file(&path, &self.metrics, &info)
+        Ok(metrics::write_file(&path, &self.metrics, &info)?)
     }
 
     /// Every rank's device, as "cpu,cuda:0,…".

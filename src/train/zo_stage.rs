@@ -24,11 +24,11 @@ use crate::blackbox::{FeatureCache, KnowledgeSource, SourceContext, SourceStats}
 use crate::chem::{Featurizer, MolGraph};
 use crate::config::{Config, DecoderMode, JtvaeConfig, ZoConfig};
 use crate::dist::Dist;
-use crate::io::dataset::{Dataset, TreeRecord};
+use crate::io::dataset::Dataset;
 use crate::jtvae::candidates::LabelGraphs;
 use crate::jtvae::decode::{DecodeTimes, Decoded};
 use crate::jtvae::model::JtVae;
-use crate::jtvae::tree::LabelCache;
+use crate::jtvae::tree::{LabelCache, TreeRecord};
 use crate::jtvae::vocab::Vocab;
 use crate::models::batch::GraphBatch;
 use crate::models::mpnn::{Mpnn, MpnnDims};
