@@ -1,6 +1,6 @@
 //! Decoding latents into molecules, many at once. The tree decoders of all
 //! molecules of a batch walk depth first together (one network call per kind of
-//! step for all unfinished trees, `TreeDecoder::decode_batch_with`); each new
+//! step for all unfinished trees, `TreeDecoder::decode_batch_with` in `walk`); each new
 //! cluster is attached to its molecule as soon as it is created: its valid,
 //! distinct attachments to the parent's atoms are enumerated (RDKit), the
 //! candidates of all molecules of the round are scored in one call of the
@@ -22,10 +22,10 @@
 //! of a latent does not depend on the batch it is decoded in.
 use super::assemble::{attach, candidates, flat_smiles};
 use super::candidates::{local_code, LabelGraphs, LocalGraph};
-use super::decoder::ChildRequest;
 use super::graph::MolGraph;
 use super::model::JtVae;
 use super::shared::SharedGraphs;
+use super::walk::ChildRequest;
 use crate::chem::mol::KAtom;
 use std::time::Instant;
 use tch::Tensor;
@@ -274,96 +274,10 @@ impl JtVae {
         let b = z.size()[0] as usize;
         let (z_tree, z_graph) = (z.narrow(1, 0, half), z.narrow(1, half, half));
         let roots = self.decoder.root_labels(&z_tree);
-        // The molecule of each walk starts as its root cluster (None: unparsable).
-        let mut label_error: Vec<Option<String>> = vec![None; b];
-        let mut asm: Vec<Option<Assembly>> = roots
-            .iter()
-            .enumerate()
-            .map(|(i, &r)| match labels.parsed(&vocab[r]) {
-                Some(root) => Some(Assembly {
-                    partial: MolGraph::new(
-                        root.atoms
-                            .iter()
-                            .map(|a| KAtom {
-                                explicit_hs: 0,
-                                ..a.clone()
-                            })
-                            .collect(),
-                        root.bonds.clone(),
-                    ),
-                    node_atoms: vec![(0..root.n_atoms()).collect()],
-                }),
-                None => {
-                    label_error[i] = Some(vocab[r].clone());
-                    None
-                }
-            })
-            .collect();
-        let (mut enumerate_s, mut score_s) = (0.0, 0.0);
+        let (mut asm, label_error) = start_assemblies(&roots, b, vocab, labels);
+        let mut secs = (0.0, 0.0);
         let mut accept = |reqs: &[ChildRequest]| -> Vec<Option<usize>> {
-            let t1 = Instant::now();
-            // Requests that ask the same question (same molecule so far, parent and
-            // labels: in Stage 2 most perturbed latents of a sample walk like its
-            // base) are enumerated, and their candidates run through the scorer
-            // network, once; only the product with each latent differs.
-            let (rep, reps) = group_requests(reqs, &asm);
-            let asm_ref = &asm;
-            let one = |&k: &usize| -> Option<Options> {
-                let r = &reqs[k];
-                options(asm_ref[r.mol].as_ref()?, r, vocab, labels)
-            };
-            let found: Vec<Option<Options>> = reps.iter().map(one).collect();
-            enumerate_s += t1.elapsed().as_secs_f64();
-            let t2 = Instant::now();
-            let mut picks = vec![0usize; reqs.len()];
-            // Candidate vectors of every distinct question in one network call.
-            let mut first = vec![0usize; found.len()];
-            let mut refs: Vec<&LocalGraph> = Vec::new();
-            for (g, o) in found.iter().enumerate() {
-                first[g] = refs.len();
-                if let Some(o) = o {
-                    refs.extend(o.graphs.iter());
-                }
-            }
-            if !refs.is_empty() {
-                let dev = z.device();
-                let shared = SharedGraphs::new(&refs, self.scorer.steps());
-                let v = self.scorer.forward_shared(&shared, dev);
-                let (mut cand, mut mol) = (Vec::<i64>::new(), Vec::<i64>::new());
-                for (k, r) in reqs.iter().enumerate() {
-                    if let Some(o) = &found[rep[k]] {
-                        let n = o.graphs.len();
-                        cand.extend((first[rep[k]]..first[rep[k]] + n).map(|c| c as i64));
-                        mol.extend(std::iter::repeat_n(r.mol as i64, n));
-                    }
-                }
-                let vs = v.index_select(0, &Tensor::from_slice(&cand).to_device(dev));
-                let zs = z_graph.index_select(0, &Tensor::from_slice(&mol).to_device(dev));
-                let scores =
-                    Vec::<f32>::try_from(self.scorer.score_vectors(&vs, &zs)).unwrap_or_default();
-                let mut at = 0;
-                for (k, pick) in picks.iter_mut().enumerate() {
-                    if let Some(o) = &found[rep[k]] {
-                        let n = o.graphs.len();
-                        if n > 0 && scores.len() >= at + n {
-                            *pick = choose(&scores[at..at + n], &o.built);
-                        }
-                        at += n;
-                    }
-                }
-            }
-            score_s += t2.elapsed().as_secs_f64();
-            reqs.iter()
-                .enumerate()
-                .map(|(k, r)| {
-                    let o = found[rep[k]].as_ref()?;
-                    let (next, index, _) = &o.built[picks[k]];
-                    let a = asm[r.mol].as_mut()?;
-                    a.partial = next.clone();
-                    a.node_atoms.push(index.clone());
-                    Some(o.label)
-                })
-                .collect()
+            self.attach_children(reqs, &mut asm, &z_graph, vocab, labels, &mut secs)
         };
         let trees = self.decoder.decode_batch_with(
             &z_tree,
@@ -372,6 +286,7 @@ impl JtVae {
             LABEL_TOP_K,
             &mut accept,
         );
+        let (enumerate_s, score_s) = secs;
         times.enumerate_s += enumerate_s;
         times.score_s += score_s;
         let results = trees
@@ -392,4 +307,131 @@ impl JtVae {
         times.tree_s += t_all.elapsed().as_secs_f64() - enumerate_s - score_s;
         results
     }
+
+    /// The tree walks' answer to one round's child requests: each request's first
+    /// attachable label, with its best attachment applied to the molecule `asm`
+    /// of the request (`None`: no label attaches, the walk backtracks). Seconds of
+    /// enumeration and of scoring are added to `secs`.
+    fn attach_children(
+        &self,
+        reqs: &[ChildRequest],
+        asm: &mut [Option<Assembly>],
+        z_graph: &Tensor,
+        vocab: &[String],
+        labels: &LabelGraphs,
+        secs: &mut (f64, f64),
+    ) -> Vec<Option<usize>> {
+        let t1 = Instant::now();
+        // Requests that ask the same question (same molecule so far, parent and
+        // labels: in Stage 2 most perturbed latents of a sample walk like its
+        // base) are enumerated, and their candidates run through the scorer
+        // network, once; only the product with each latent differs.
+        let (rep, reps) = group_requests(reqs, asm);
+        let asm_ref = &*asm;
+        let one = |&k: &usize| -> Option<Options> {
+            let r = &reqs[k];
+            options(asm_ref[r.mol].as_ref()?, r, vocab, labels)
+        };
+        let found: Vec<Option<Options>> = reps.iter().map(one).collect();
+        secs.0 += t1.elapsed().as_secs_f64();
+        let t2 = Instant::now();
+        let picks = self.pick_attachments(reqs, &rep, &found, z_graph);
+        secs.1 += t2.elapsed().as_secs_f64();
+        reqs.iter()
+            .enumerate()
+            .map(|(k, r)| {
+                let o = found[rep[k]].as_ref()?;
+                let (next, index, _) = &o.built[picks[k]];
+                let a = asm[r.mol].as_mut()?;
+                a.partial = next.clone();
+                a.node_atoms.push(index.clone());
+                Some(o.label)
+            })
+            .collect()
+    }
+
+    /// For every request, the index of its chosen option in the options `found`
+    /// for its question (`rep[k]`): the candidates of every distinct question
+    /// scored in one network call against the request's graph latent.
+    fn pick_attachments(
+        &self,
+        reqs: &[ChildRequest],
+        rep: &[usize],
+        found: &[Option<Options>],
+        z_graph: &Tensor,
+    ) -> Vec<usize> {
+        let mut picks = vec![0usize; reqs.len()];
+        // Candidate vectors of every distinct question in one network call.
+        let mut first = vec![0usize; found.len()];
+        let mut refs: Vec<&LocalGraph> = Vec::new();
+        for (g, o) in found.iter().enumerate() {
+            first[g] = refs.len();
+            if let Some(o) = o {
+                refs.extend(o.graphs.iter());
+            }
+        }
+        if !refs.is_empty() {
+            let dev = z_graph.device();
+            let shared = SharedGraphs::new(&refs, self.scorer.steps());
+            let v = self.scorer.forward_shared(&shared, dev);
+            let (mut cand, mut mol) = (Vec::<i64>::new(), Vec::<i64>::new());
+            for (k, r) in reqs.iter().enumerate() {
+                if let Some(o) = &found[rep[k]] {
+                    let n = o.graphs.len();
+                    cand.extend((first[rep[k]]..first[rep[k]] + n).map(|c| c as i64));
+                    mol.extend(std::iter::repeat_n(r.mol as i64, n));
+                }
+            }
+            let vs = v.index_select(0, &Tensor::from_slice(&cand).to_device(dev));
+            let zs = z_graph.index_select(0, &Tensor::from_slice(&mol).to_device(dev));
+            let scores =
+                Vec::<f32>::try_from(self.scorer.score_vectors(&vs, &zs)).unwrap_or_default();
+            let mut at = 0;
+            for (k, pick) in picks.iter_mut().enumerate() {
+                if let Some(o) = &found[rep[k]] {
+                    let n = o.graphs.len();
+                    if n > 0 && scores.len() >= at + n {
+                        *pick = choose(&scores[at..at + n], &o.built);
+                    }
+                    at += n;
+                }
+            }
+        }
+        picks
+    }
+}
+
+/// The molecule of each of the `b` walks starts as its root cluster (`None`:
+/// the root label cannot be parsed; it is then listed in the second vector).
+fn start_assemblies(
+    roots: &[usize],
+    b: usize,
+    vocab: &[String],
+    labels: &LabelGraphs,
+) -> (Vec<Option<Assembly>>, Vec<Option<String>>) {
+    let mut label_error: Vec<Option<String>> = vec![None; b];
+    let asm: Vec<Option<Assembly>> = roots
+        .iter()
+        .enumerate()
+        .map(|(i, &r)| match labels.parsed(&vocab[r]) {
+            Some(root) => Some(Assembly {
+                partial: MolGraph::new(
+                    root.atoms
+                        .iter()
+                        .map(|a| KAtom {
+                            explicit_hs: 0,
+                            ..a.clone()
+                        })
+                        .collect(),
+                    root.bonds.clone(),
+                ),
+                node_atoms: vec![(0..root.n_atoms()).collect()],
+            }),
+            None => {
+                label_error[i] = Some(vocab[r].clone());
+                None
+            }
+        })
+        .collect();
+    (asm, label_error)
 }

@@ -13,3 +13,4 @@ pub mod scorer;
 pub mod shared;
 pub mod tree;
 pub mod vocab;
+pub mod walk;

@@ -6,8 +6,17 @@
 //! micro-batches' gradients (`exact`: bitwise the same for any rank count),
 //! division by the global batch size, clipping, Adam, per-epoch
 //! evaluation, metrics, atomic checkpoints, `--resume`, progress and timings.
+//!
+//! `run` is a list of named phases: the stop check (`stop_wanted`, `stop_early`),
+//! `train_step` (`forward_backward`, the allreduce laid out by `reduce`,
+//! `record_step`, `optimize`), `end_epoch`, `checkpoint_if_due` and
+//! `finish_run`; the objective's side is in `objective`, the display in
+//! `progress`.
 use super::adam::{clip_global_norm, Adam};
+pub use super::objective::{backward_step, Objective, StepOut};
 use super::params::Params;
+use super::progress::Progress;
+use super::reduce::{self, Layout, Reduced};
 use super::stop::Outcome;
 use super::RunOptions;
 use crate::config::Config;
@@ -17,104 +26,8 @@ use crate::io::metrics::{self, Metrics, RunInfo};
 use crate::zo::rng::Stream;
 use anyhow::Context;
 use std::collections::BTreeMap;
-use std::io::IsTerminal;
 use std::time::{Duration, Instant};
-use tch::{nn::VarStore, Device, Tensor};
-
-/// What one rank computed for its shard in one step. The objective has already
-/// put its gradients (sums over the shard) into the parameters' `.grad`.
-#[derive(Debug, Default, Clone)]
-pub struct StepOut {
-    /// The loss summed over the shard.
-    pub loss: f64,
-    /// Sums of the terms, in `terms()` order.
-    pub terms: Vec<f64>,
-    /// `n_projections()` numbers summed over ranks in the step's one allreduce
-    /// (Stage 2: the decoder directions' projection scalars), handed back to
-    /// `apply_reduced`.
-    pub projections: Vec<f64>,
-    /// Counters summed over ranks, in `counters()` order (queries, failures…).
-    pub counts: Vec<f64>,
-    /// Seconds of this rank in each of `phases()`.
-    pub phase_s: Vec<f64>,
-}
-
-impl StepOut {
-    /// Adds another micro-batch's sums (element-wise; missing entries count as 0).
-    fn add(&mut self, o: &StepOut) {
-        fn add_into(dst: &mut Vec<f64>, src: &[f64]) {
-            if dst.len() < src.len() {
-                dst.resize(src.len(), 0.0);
-            }
-            for (d, s) in dst.iter_mut().zip(src) {
-                *d += s;
-            }
-        }
-        self.loss += o.loss;
-        add_into(&mut self.terms, &o.terms);
-        add_into(&mut self.projections, &o.projections);
-        add_into(&mut self.counts, &o.counts);
-        add_into(&mut self.phase_s, &o.phase_s);
-    }
-}
-
-/// What a training stage provides to the loop.
-pub trait Objective {
-    /// Stage name, stored in the metrics.
-    fn stage(&self) -> &'static str;
-    /// Number of training samples (indices `0..n`).
-    fn n_train(&self) -> usize;
-    /// Names of the loss terms reported next to the total (may be empty).
-    fn terms(&self) -> Vec<&'static str>;
-    /// Gradients of the loss SUMMED over `samples` (training indices of this
-    /// rank's shard) at global step `step`, accumulated into the parameters'
-    /// `.grad` (first-order parts by backprop, zeroth-order estimates chained in
-    /// by the objective). Never called with an empty shard.
-    fn step(&mut self, samples: &[usize], step: usize) -> StepOut;
-    /// Length of `StepOut::projections` (constant over a run).
-    fn n_projections(&self) -> usize {
-        0
-    }
-    /// Called on every rank after the allreduce with the projections summed over
-    /// ranks: adds what they imply to the flat gradient sum `grad` (same layout as
-    /// `Params::flat_grad`, not yet divided by the global batch size).
-    fn apply_reduced(&self, _step: usize, _projections: &[f64], _grad: &mut [f32]) {}
-    /// Names of the per-step counters (summed over ranks; stored per step).
-    fn counters(&self) -> Vec<&'static str> {
-        Vec::new()
-    }
-    /// Names of the objective's own per-step phases (max and mean over ranks are
-    /// stored per step, next to the loop's allreduce and optimizer).
-    fn phases(&self) -> Vec<&'static str> {
-        Vec::new()
-    }
-    /// Values derived from one step's counters (summed over ranks) and its wall
-    /// time (slowest rank), stored per step (e.g. flip rate, queries per second).
-    fn derived(&self, _counts: &[f64], _step_s: f64) -> Vec<(&'static str, f64)> {
-        Vec::new()
-    }
-    /// End-of-epoch evaluation as (name, value) pairs; every rank calls it (it may
-    /// use collectives of `dist`).
-    fn evaluate(&self, dist: &Dist) -> Vec<(String, f64)>;
-    /// Constant facts for the metrics file (e.g. a baseline), as attributes.
-    fn scalars(&self) -> Vec<(String, f64)> {
-        Vec::new()
-    }
-    /// The target column or other description, for the metrics file.
-    fn describe(&self) -> String {
-        String::new()
-    }
-}
-
-/// A first-order step: backward of the summed loss.
-pub fn backward_step(loss: Tensor, terms: Vec<f64>) -> StepOut {
-    loss.backward();
-    StepOut {
-        loss: loss.double_value(&[]),
-        terms,
-        ..Default::default()
-    }
-}
+use tch::{nn::VarStore, Device};
 
 /// Accumulates seconds per named phase.
 #[derive(Default)]
@@ -136,6 +49,51 @@ const PHASES: [&str; 5] = [
     "eval",
     "checkpoint",
 ];
+
+/// What `run` carries from one step to the next.
+struct RunState {
+    /// Steps per epoch, steps of the stage, training samples.
+    spe: usize,
+    total: usize,
+    n_train: usize,
+    layout: Layout,
+    progress: Progress,
+    /// Every rank's device, for the metrics file.
+    devices: String,
+    timer: Timer,
+    epoch_start: Instant,
+    order: BatchOrder,
+    /// What evaluation gives (known from the metrics when resuming), so epochs
+    /// between evaluations (`eval_every`) record NaN for each.
+    eval_names: Option<Vec<String>>,
+    /// For `opts.stop`: the longest step so far (epoch evaluation included) and
+    /// checkpoint write, the margin kept before a deadline; the step whose
+    /// checkpoint is on disk (a resumed run starts from one). At least one step
+    /// is taken per invocation (from `first`), so that a chain of jobs always
+    /// advances.
+    longest: Duration,
+    ck_s: Duration,
+    first: usize,
+    ck_step: Option<usize>,
+}
+
+/// This epoch's batch order, the same on every rank.
+struct BatchOrder {
+    epoch: usize,
+    order: Vec<usize>,
+}
+
+impl BatchOrder {
+    /// Global batch `bi` of `epoch` (whose permutation is drawn when it begins).
+    fn batch(&mut self, cfg: &Config, epoch: usize, bi: usize, n_train: usize) -> &[usize] {
+        if self.epoch != epoch {
+            let order = Stream::new(cfg.run.seed, "shuffle", &[epoch as u64]).permutation(n_train);
+            *self = BatchOrder { epoch, order };
+        }
+        let bs = cfg.train.batch_size;
+        &self.order[bi * bs..((bi + 1) * bs).min(n_train)]
+    }
+}
 
 pub struct Trainer<'a, O: Objective> {
     cfg: &'a Config,
@@ -325,39 +283,51 @@ impl<'a, O: Objective> Trainer<'a, O> {
     /// Trains to the end, or stops early with a checkpoint when `opts.stop` asks
     /// (or abruptly at `opts.abort_after_step`).
     pub fn run(&mut self, opts: &RunOptions) -> anyhow::Result<Outcome> {
+        let mut st = self.start_run();
+        while self.step < st.total {
+            if self.stop_wanted(opts, &st) {
+                return self.stop_early(opts, &mut st);
+            }
+            let step_start = Instant::now();
+            let epoch = self.step / st.spe;
+            let bi = self.step % st.spe;
+            let global = st.order.batch(self.cfg, epoch, bi, st.n_train);
+            let batch_loss = self.train_step(global, &st.layout, &mut st.timer)?;
+            let at = (self.step, st.total, epoch);
+            let terms = &st.layout.terms;
+            let log_every = self.cfg.train.log_every;
+            st.progress
+                .step(at, batch_loss, log_every, terms, &self.metrics);
+            if self.step.is_multiple_of(st.spe) {
+                self.end_epoch(epoch, &mut st)?;
+            }
+            self.checkpoint_if_due(&mut st)?;
+            st.longest = st.longest.max(step_start.elapsed());
+            if opts.abort_after_step == Some(self.step) {
+                log::warn!("--abort-after-step {}: stopping abruptly", self.step);
+                std::process::exit(86);
+            }
+        }
+        self.finish_run(&mut st)
+    }
+
+    /// Before the first step: the run's fixed facts, the progress display, every
+    /// rank's device (collective) and the opening log line.
+    fn start_run(&mut self) -> RunState {
         let root = self.dist.is_root();
-        let cfg: &'a Config = self.cfg;
-        let tc = &cfg.train;
         let spe = self.steps_per_epoch();
         let total = self.total_steps();
         let n_train = self.obj.n_train();
-        let terms = self.obj.terms();
-        let counters = self.obj.counters();
-        let phases = self.obj.phases();
-        let n_proj = self.obj.n_projections();
-        // What evaluation gives (known from the metrics when resuming), so epochs
-        // between evaluations (`eval_every`) record NaN for each.
-        let mut eval_names: Option<Vec<String>> = {
-            let known: Vec<String> = self
-                .metrics
-                .epoch
-                .keys()
-                .filter(|k| *k != "wall_s")
-                .cloned()
-                .collect();
-            (!known.is_empty()).then_some(known)
+        let layout = Layout {
+            terms: self.obj.terms(),
+            counters: self.obj.counters(),
+            phases: self.obj.phases(),
+            n_proj: self.obj.n_projections(),
+            ranks: self.dist.size,
+            rank: self.dist.rank,
         };
-        let bar = (root && std::io::stderr().is_terminal()).then(|| {
-            let pb = indicatif::ProgressBar::new(total as u64);
-            pb.set_style(
-                indicatif::ProgressStyle::with_template(
-                    "{bar:40} {pos}/{len} steps  {msg}  [{elapsed} < {eta}]",
-                )
-                .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
-            );
-            pb.set_position(self.step as u64);
-            pb
-        });
+        let eval_names = self.known_eval_names();
+        let progress = Progress::new(root, total, self.step);
         let devices = self.devices();
         if root {
             log::info!(
@@ -365,300 +335,296 @@ impl<'a, O: Objective> Trainer<'a, O> {
                 self.obj.stage(),
                 self.dist.size,
                 n_train,
-                tc.batch_size,
+                self.cfg.train.batch_size,
                 spe,
                 self.step,
                 total
             );
         }
-        let mut timer = Timer::default();
-        let mut epoch_start = Instant::now();
-        let mut rate_start = (Instant::now(), self.step);
-        // This epoch's batch order, the same on every rank: (epoch, permutation).
-        let mut perm: (usize, Vec<usize>) = (usize::MAX, Vec::new());
-        // For `opts.stop`: the longest step so far (epoch evaluation included) and
-        // checkpoint write, the margin kept before a deadline; the step whose
-        // checkpoint is on disk (a resumed run starts from one). At least one step
-        // is taken per invocation, so that a chain of jobs always advances.
-        let (mut longest, mut ck_s) = (Duration::ZERO, Duration::ZERO);
-        let first = self.step;
-        let mut ck_step = (self.step > 0).then_some(self.step);
-        while self.step < total {
-            if self.step > first
-                && opts.stop.active()
-                && opts.stop.wanted_by_any(self.dist, longest + ck_s)
-            {
-                if root {
-                    if ck_step != Some(self.step) {
-                        timer.time("checkpoint", || self.write_checkpoint())?;
-                    }
-                    self.write_metrics(&devices)?;
-                    log::warn!(
-                        "stopping at step {}/{total}: {}; checkpoint written, run the same command with --resume to continue",
-                        self.step,
-                        opts.stop.reason()
-                    );
-                }
-                self.dist.barrier();
-                if let Some(pb) = bar {
-                    pb.finish_and_clear();
-                }
-                return Ok(Outcome::Stopped);
-            }
-            let step_start = Instant::now();
-            let epoch = self.step / spe;
-            let bi = self.step % spe;
-            if perm.0 != epoch {
-                let order =
-                    Stream::new(self.cfg.run.seed, "shuffle", &[epoch as u64]).permutation(n_train);
-                perm = (epoch, order);
-            }
-            let global = &perm.1[bi * tc.batch_size..((bi + 1) * tc.batch_size).min(n_train)];
+        RunState {
+            spe,
+            total,
+            n_train,
+            layout,
+            progress,
+            devices,
+            timer: Timer::default(),
+            epoch_start: Instant::now(),
+            order: BatchOrder {
+                epoch: usize::MAX,
+                order: Vec::new(),
+            },
+            eval_names,
+            longest: Duration::ZERO,
+            ck_s: Duration::ZERO,
+            first: self.step,
+            ck_step: (self.step > 0).then_some(self.step),
+        }
+    }
 
-            // With `train.micro_batch`: this rank's whole micro-batches, each one's
-            // [gradient | projections] kept apart for the exact sum (`exact`).
-            let micro: Option<Vec<&[usize]>> = tc.micro_batch.map(|m| global.chunks(m).collect());
-            let mut parts: Vec<Vec<f64>> = Vec::new();
-            let out = match &micro {
-                None => {
-                    let mine = &global[self.dist.shard(global.len())];
+    /// What evaluation gives, as far as the metrics (of a resumed run) know.
+    fn known_eval_names(&self) -> Option<Vec<String>> {
+        let known: Vec<String> = self
+            .metrics
+            .epoch
+            .keys()
+            .filter(|k| *k != "wall_s")
+            .cloned()
+            .collect();
+        (!known.is_empty()).then_some(known)
+    }
+
+    /// Whether to stop before this step: asked only when something can ask for a
+    /// stop (then collective) and never before this invocation's first step.
+    fn stop_wanted(&self, opts: &RunOptions, st: &RunState) -> bool {
+        self.step > st.first
+            && opts.stop.active()
+            && opts.stop.wanted_by_any(self.dist, st.longest + st.ck_s)
+    }
+
+    /// Stops before this step: rank 0 writes the checkpoint (unless this step's is
+    /// on disk) and the metrics, then every rank leaves together.
+    fn stop_early(&mut self, opts: &RunOptions, st: &mut RunState) -> anyhow::Result<Outcome> {
+        if self.dist.is_root() {
+            if st.ck_step != Some(self.step) {
+                st.timer.time("checkpoint", || self.write_checkpoint())?;
+            }
+            self.write_metrics(&st.devices)?;
+            log::warn!(
+                "stopping at step {}/{}: {}; checkpoint written, run the same command with --resume to continue",
+                self.step,
+                st.total,
+                opts.stop.reason()
+            );
+        }
+        self.dist.barrier();
+        st.progress.finish();
+        Ok(Outcome::Stopped)
+    }
+
+    /// One step on the global batch `global`: this rank's forward and backward,
+    /// the step's one allreduce (and with micro-batches the exact sum), the step's
+    /// metrics and the optimizer. Returns the global batch's mean loss.
+    fn train_step(
+        &mut self,
+        global: &[usize],
+        layout: &Layout,
+        timer: &mut Timer,
+    ) -> anyhow::Result<f64> {
+        let micro: Option<Vec<&[usize]>> = self
+            .cfg
+            .train
+            .micro_batch
+            .map(|m| global.chunks(m).collect());
+        let (out, parts) = self.forward_backward(global, micro.as_deref(), layout, timer);
+        let grad = if micro.is_some() {
+            Vec::new()
+        } else {
+            self.params.flat_grad()
+        };
+        let n_grad = grad.len();
+        let mut flat = layout.pack(grad, &out);
+        self.note_allreduce_len(flat.len(), layout.n_proj, micro.is_some());
+        let t_ar = Instant::now();
+        self.dist.allreduce_sum_f32(&mut flat);
+        let tail = flat.split_off(n_grad);
+        // The exact sum of the micro-batches' [gradient | projections].
+        let exact = micro.as_ref().map(|mbs| {
+            let (numels, n_params) = (self.params.numels(), self.params.numel());
+            reduce::exact_sum(
+                self.dist,
+                numels,
+                n_params,
+                layout.n_proj,
+                &parts,
+                mbs.len(),
+            )
+        });
+        drop(parts);
+        let ar_s = t_ar.elapsed().as_secs_f64();
+        *timer.0.entry("allreduce").or_default() += ar_s;
+        let scale = 1.0 / global.len() as f64;
+        let reduced = layout.unpack(&tail);
+        let batch_loss = f64::from(reduced.loss) * scale;
+        self.record_step(layout, &reduced, scale, ar_s);
+        let (mut grad, projections) = exact.unwrap_or((flat, reduced.projections));
+        self.optimize(&projections, &mut grad, scale, layout, timer);
+        if !batch_loss.is_finite() {
+            anyhow::bail!(
+                "training diverged at step {}: loss is {batch_loss}",
+                self.step + 1
+            );
+        }
+        self.metrics.step_loss.push(batch_loss);
+        self.step += 1;
+        Ok(batch_loss)
+    }
+
+    /// This rank's part of the global batch through the objective: without
+    /// micro-batches its shard (the gradients stay in the parameters' `.grad`);
+    /// with `micro` its whole micro-batches, each one's [gradient | projections]
+    /// kept apart (returned) for the exact sum (`exact`). Returns the summed
+    /// outputs and those parts.
+    fn forward_backward(
+        &mut self,
+        global: &[usize],
+        micro: Option<&[&[usize]]>,
+        layout: &Layout,
+        timer: &mut Timer,
+    ) -> (StepOut, Vec<Vec<f64>>) {
+        let mut parts: Vec<Vec<f64>> = Vec::new();
+        let out = match micro {
+            None => {
+                let mine = &global[self.dist.shard(global.len())];
+                self.params.zero_grad();
+                if mine.is_empty() {
+                    StepOut::default()
+                } else {
+                    self.timed_step(mine, &layout.phases, timer)
+                }
+            }
+            Some(mbs) => {
+                let mut acc = StepOut::default();
+                for mb in &mbs[self.dist.shard(mbs.len())] {
                     self.params.zero_grad();
-                    if mine.is_empty() {
-                        StepOut::default()
-                    } else {
-                        self.timed_step(mine, &phases, &mut timer)
-                    }
+                    let o = self.timed_step(mb, &layout.phases, timer);
+                    let grad = self.params.flat_grad();
+                    parts.push(reduce::micro_part(grad, &o.projections, layout.n_proj));
+                    acc.add(&o);
                 }
-                Some(mbs) => {
-                    let mut acc = StepOut::default();
-                    for mb in &mbs[self.dist.shard(mbs.len())] {
-                        self.params.zero_grad();
-                        let o = self.timed_step(mb, &phases, &mut timer);
-                        let mut part: Vec<f64> =
-                            self.params.flat_grad().into_iter().map(f64::from).collect();
-                        part.extend(
-                            (0..n_proj).map(|i| o.projections.get(i).copied().unwrap_or(0.0)),
-                        );
-                        parts.push(part);
-                        acc.add(&o);
-                    }
-                    acc
-                }
-            };
-            // One float allreduce per step: [gradients (not with micro-batches) |
-            // loss | terms | projections | counters | per-rank phase seconds
-            // (ranks × (phases + 1))].
-            let mut flat = if micro.is_some() {
-                Vec::new()
-            } else {
-                self.params.flat_grad()
-            };
-            let n_grad = flat.len();
-            let n_params = self.params.numel();
-            flat.push(out.loss as f32);
-            fn pad(v: &[f64], n: usize) -> Vec<f32> {
-                (0..n)
-                    .map(|i| v.get(i).copied().unwrap_or(0.0) as f32)
-                    .collect()
+                acc
             }
-            flat.extend(pad(&out.terms, terms.len()));
-            flat.extend(pad(&out.projections, n_proj));
-            flat.extend(pad(&out.counts, counters.len()));
-            let per_rank = phases.len() + 1;
-            let mut times = vec![0f32; self.dist.size * per_rank];
-            for (i, v) in pad(&out.phase_s, per_rank).into_iter().enumerate() {
-                times[self.dist.rank * per_rank + i] = v;
-            }
-            flat.extend(times);
-            if self.allreduce_len != flat.len() {
-                self.allreduce_len = flat.len();
-                let m = &mut self.metrics.scalars;
-                m.insert("allreduce_floats_per_step".into(), flat.len() as f64);
-                m.insert("trained_parameters".into(), n_params as f64);
-                m.insert("projection_scalars_per_step".into(), n_proj as f64);
-                if micro.is_some() {
-                    m.insert(
-                        "exact_allreduce_i64_per_step".into(),
-                        (n_params + n_proj) as f64,
-                    );
-                }
-            }
-            let t_ar = Instant::now();
-            self.dist.allreduce_sum_f32(&mut flat);
-            let tail = flat.split_off(n_grad);
-            // The exact sum of the micro-batches' [gradient | projections].
-            let exact = micro.as_ref().map(|mbs| {
-                let mut blocks = self.params.numels().to_vec();
-                blocks.push(n_proj);
-                let mut sum = super::exact::sum_over_ranks(self.dist, &blocks, &parts, mbs.len());
-                let projections = sum.split_off(n_params);
-                let grad: Vec<f32> = sum.into_iter().map(|v| v as f32).collect();
-                (grad, projections)
-            });
-            drop(parts);
-            let ar_s = t_ar.elapsed().as_secs_f64();
-            *timer.0.entry("allreduce").or_default() += ar_s;
-            let scale = 1.0 / global.len() as f64;
-            let batch_loss = f64::from(tail[0]) * scale;
-            let mut at = 1;
-            let mut take = |n: usize| {
-                let v: Vec<f64> = tail[at..at + n].iter().map(|&x| f64::from(x)).collect();
-                at += n;
-                v
-            };
-            let term_sums = take(terms.len());
-            let mut projections = take(n_proj);
-            let counts = take(counters.len());
-            let times = take(self.dist.size * per_rank);
-            for (name, v) in terms.iter().zip(&term_sums) {
-                self.metrics.push_step(name, v * scale);
-            }
-            for (name, v) in counters.iter().zip(&counts) {
-                self.metrics.push_step(name, *v);
-            }
-            let ranks = self.dist.size as f64;
-            let col = |i: usize| -> (f64, f64) {
-                let v = (0..self.dist.size).map(|r| times[r * per_rank + i]);
-                (v.clone().fold(0f64, f64::max), v.sum::<f64>() / ranks)
-            };
-            for (i, p) in phases.iter().enumerate() {
-                let (max, mean) = col(i);
-                self.metrics.push_step(&format!("time_{p}"), max);
-                self.metrics.push_step(&format!("time_{p}_mean"), mean);
-            }
-            let (step_max, step_mean) = col(phases.len());
-            if !phases.is_empty() {
-                self.metrics.push_step("time_allreduce", ar_s);
-                self.metrics.push_step("time_step", step_max);
-                self.metrics.push_step(
-                    "imbalance",
-                    if step_mean > 0.0 {
-                        step_max / step_mean
-                    } else {
-                        1.0
-                    },
-                );
-                for (name, v) in self.obj.derived(&counts, step_max) {
-                    self.metrics.push_step(name, v);
-                }
-            }
-            if let Some((grad, proj)) = exact {
-                flat = grad;
-                projections = proj;
-            }
-            let t_opt = Instant::now();
-            self.obj.apply_reduced(self.step, &projections, &mut flat);
-            let inv = scale as f32;
-            flat.iter_mut().for_each(|g| *g *= inv);
-            clip_global_norm(&mut flat, tc.clip_norm);
-            let grads = self.params.unflatten(&flat);
-            self.adam.step(&self.params, &grads);
-            let opt_s = t_opt.elapsed().as_secs_f64();
-            *timer.0.entry("optimizer").or_default() += opt_s;
-            if !phases.is_empty() {
-                self.metrics.push_step("time_optimizer", opt_s);
-            }
-            if !batch_loss.is_finite() {
-                anyhow::bail!(
-                    "training diverged at step {}: loss is {batch_loss}",
-                    self.step + 1
-                );
-            }
-            self.metrics.step_loss.push(batch_loss);
-            self.step += 1;
-            if let Some(pb) = &bar {
-                pb.set_position(self.step as u64);
-                pb.set_message(format!("epoch {} loss {batch_loss:.4}", epoch + 1));
-            } else if root && self.step.is_multiple_of(tc.log_every) {
-                let (t0, s0) = rate_start;
-                let rate = (self.step - s0) as f64 / t0.elapsed().as_secs_f64().max(1e-9);
-                let detail: Vec<String> = terms
-                    .iter()
-                    .map(|t| {
-                        format!(
-                            "{t} {:.4}",
-                            self.metrics
-                                .step_terms
-                                .get(*t)
-                                .and_then(|v| v.last())
-                                .copied()
-                                .unwrap_or(0.0)
-                        )
-                    })
-                    .collect();
-                log::info!(
-                    "step {}/{total} epoch {} loss {batch_loss:.4} {}({rate:.2} steps/s)",
-                    self.step,
-                    epoch + 1,
-                    if detail.is_empty() {
-                        String::new()
-                    } else {
-                        format!("[{}] ", detail.join(", "))
-                    }
-                );
-                rate_start = (Instant::now(), self.step);
-            }
+        };
+        (out, parts)
+    }
 
-            let epoch_done = self.step.is_multiple_of(spe);
-            if epoch_done {
-                let n = self.step / spe;
-                let due = n == 1 || n.is_multiple_of(tc.eval_every.max(1)) || self.step == total;
-                let values = match (&eval_names, due) {
-                    (Some(names), false) => names.iter().map(|k| (k.clone(), f64::NAN)).collect(),
-                    _ => timer.time("eval", || self.obj.evaluate(self.dist)),
-                };
-                eval_names = Some(values.iter().map(|(k, _)| k.clone()).collect());
-                self.finish_epoch(&mut timer, epoch_start, &values);
-                if root {
-                    let shown: Vec<String> = values
-                        .iter()
-                        .filter(|(_, v)| !v.is_nan())
-                        .map(|(k, v)| format!("{k} {v:.4}"))
-                        .collect();
-                    let msg = format!(
-                        "epoch {}/{}: {} ({:.1} s)",
-                        epoch + 1,
-                        tc.epochs,
-                        if shown.is_empty() {
-                            "not evaluated (eval_every)".to_string()
-                        } else {
-                            shown.join(", ")
-                        },
-                        self.metrics
-                            .epoch
-                            .get("wall_s")
-                            .and_then(|v| v.last())
-                            .copied()
-                            .unwrap_or(0.0)
-                    );
-                    match &bar {
-                        Some(pb) => pb.println(msg),
-                        None => log::info!("{msg}"),
-                    }
-                    self.write_metrics(&devices)?;
-                }
-                epoch_start = Instant::now();
-            }
-            if self.step.is_multiple_of(tc.checkpoint_every) || self.step == total {
-                if root {
-                    let t = Instant::now();
-                    timer.time("checkpoint", || self.write_checkpoint())?;
-                    ck_s = ck_s.max(t.elapsed());
-                }
-                self.dist.barrier();
-                ck_step = Some(self.step);
-            }
-            longest = longest.max(step_start.elapsed());
-            if opts.abort_after_step == Some(self.step) {
-                log::warn!("--abort-after-step {}: stopping abruptly", self.step);
-                std::process::exit(86);
+    /// Records the allreduce's size (and what it is made of) in the metrics when
+    /// it changes, i.e. at the first step.
+    fn note_allreduce_len(&mut self, len: usize, n_proj: usize, exact: bool) {
+        if self.allreduce_len == len {
+            return;
+        }
+        self.allreduce_len = len;
+        let n_params = self.params.numel();
+        let m = &mut self.metrics.scalars;
+        m.insert("allreduce_floats_per_step".into(), len as f64);
+        m.insert("trained_parameters".into(), n_params as f64);
+        m.insert("projection_scalars_per_step".into(), n_proj as f64);
+        if exact {
+            m.insert(
+                "exact_allreduce_i64_per_step".into(),
+                (n_params + n_proj) as f64,
+            );
+        }
+    }
+
+    /// The step's metrics from the reduced sums: the terms' means and the
+    /// counters; with the objective's own phases also their times (slowest rank
+    /// and mean), the allreduce's, the step's, the imbalance and derived values.
+    fn record_step(&mut self, layout: &Layout, r: &Reduced, scale: f64, ar_s: f64) {
+        for (name, v) in layout.terms.iter().zip(&r.terms) {
+            self.metrics.push_step(name, v * scale);
+        }
+        for (name, v) in layout.counters.iter().zip(&r.counts) {
+            self.metrics.push_step(name, *v);
+        }
+        for (i, p) in layout.phases.iter().enumerate() {
+            let (max, mean) = r.phase_time(layout, i);
+            self.metrics.push_step(&format!("time_{p}"), max);
+            self.metrics.push_step(&format!("time_{p}_mean"), mean);
+        }
+        let (step_max, step_mean) = r.phase_time(layout, layout.phases.len());
+        if !layout.phases.is_empty() {
+            self.metrics.push_step("time_allreduce", ar_s);
+            self.metrics.push_step("time_step", step_max);
+            self.metrics.push_step(
+                "imbalance",
+                if step_mean > 0.0 {
+                    step_max / step_mean
+                } else {
+                    1.0
+                },
+            );
+            for (name, v) in self.obj.derived(&r.counts, step_max) {
+                self.metrics.push_step(name, v);
             }
         }
-        if let Some(pb) = bar {
-            pb.finish_and_clear();
+    }
+
+    /// The update from the summed gradient `grad`: the objective's share from the
+    /// summed projections, division by the global batch size (`scale`), clipping
+    /// and Adam.
+    fn optimize(
+        &mut self,
+        projections: &[f64],
+        grad: &mut [f32],
+        scale: f64,
+        layout: &Layout,
+        timer: &mut Timer,
+    ) {
+        let t_opt = Instant::now();
+        self.obj.apply_reduced(self.step, projections, grad);
+        let inv = scale as f32;
+        grad.iter_mut().for_each(|g| *g *= inv);
+        clip_global_norm(grad, self.cfg.train.clip_norm);
+        let grads = self.params.unflatten(grad);
+        self.adam.step(&self.params, &grads);
+        let opt_s = t_opt.elapsed().as_secs_f64();
+        *timer.0.entry("optimizer").or_default() += opt_s;
+        if !layout.phases.is_empty() {
+            self.metrics.push_step("time_optimizer", opt_s);
         }
-        if root {
-            self.write_metrics(&devices).with_context(|| {
+    }
+
+    /// After an epoch's last step: the evaluation when due (otherwise NaN for each
+    /// value it gives), the epoch's timings and values, its line, and on rank 0
+    /// the metrics file.
+    fn end_epoch(&mut self, epoch: usize, st: &mut RunState) -> anyhow::Result<()> {
+        let tc = &self.cfg.train;
+        let n = self.step / st.spe;
+        let due = n == 1 || n.is_multiple_of(tc.eval_every.max(1)) || self.step == st.total;
+        let values = match (&st.eval_names, due) {
+            (Some(names), false) => names.iter().map(|k| (k.clone(), f64::NAN)).collect(),
+            _ => st.timer.time("eval", || self.obj.evaluate(self.dist)),
+        };
+        st.eval_names = Some(values.iter().map(|(k, _)| k.clone()).collect());
+        self.finish_epoch(&mut st.timer, st.epoch_start, &values);
+        let wall_s = self
+            .metrics
+            .epoch
+            .get("wall_s")
+            .and_then(|v| v.last())
+            .copied()
+            .unwrap_or(0.0);
+        st.progress.epoch(epoch, tc.epochs, &values, wall_s);
+        if self.dist.is_root() {
+            self.write_metrics(&st.devices)?;
+        }
+        st.epoch_start = Instant::now();
+        Ok(())
+    }
+
+    /// Every `checkpoint_every` steps and after the last: rank 0 writes the
+    /// checkpoint (its time kept for `opts.stop`'s margin), all ranks wait for it.
+    fn checkpoint_if_due(&mut self, st: &mut RunState) -> anyhow::Result<()> {
+        if self.step.is_multiple_of(self.cfg.train.checkpoint_every) || self.step == st.total {
+            if self.dist.is_root() {
+                let t = Instant::now();
+                st.timer.time("checkpoint", || self.write_checkpoint())?;
+                st.ck_s = st.ck_s.max(t.elapsed());
+            }
+            self.dist.barrier();
+            st.ck_step = Some(self.step);
+        }
+        Ok(())
+    }
+
+    /// After the last step: the bar removed, the metrics file and the closing line
+    /// (rank 0).
+    fn finish_run(&mut self, st: &mut RunState) -> anyhow::Result<Outcome> {
+        st.progress.finish();
+        if self.dist.is_root() {
+            self.write_metrics(&st.devices).with_context(|| {
                 format!("writing metrics in {}", self.cfg.run.out_dir.display())
             })?;
             log::info!(
@@ -669,7 +635,6 @@ impl<'a, O: Objective> Trainer<'a, O> {
         }
         Ok(Outcome::Done)
     }
-
     fn finish_epoch(&mut self, timer: &mut Timer, start: Instant, values: &[(String, f64)]) {
         let mut names: Vec<&str> = PHASES.to_vec();
         names.extend(self.obj.phases());
