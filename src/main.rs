@@ -1,13 +1,17 @@
 //! The `zo-hpc` command line: `prepare` a dataset file from a CSV, `train` the
-//! pipeline's stages, `eval` them (the paper's Table 1), `gradcheck` the
-//! zeroth-order estimators, `report` on finished runs. Run it plainly, under `mpirun -n N`, or under Slurm's `srun`.
+//! pipeline's stages, `eval` them (the paper's Table 1), `export` the trained
+//! Stage-1 models, `gradcheck` the zeroth-order estimators, `report` on finished
+//! runs. Run it plainly, under `mpirun -n N`, or under Slurm's `srun`.
+//!
+//! `run` hands each subcommand's arguments to one function of the same name.
 use anyhow::Context;
-use clap::{Parser, Subcommand};
+use clap::{Args, Parser, Subcommand};
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 use zo_hpc::config::{Config, Stage};
 use zo_hpc::dist::Dist;
+use zo_hpc::io::eval_file;
 use zo_hpc::train::stop::{Outcome, Stop, EXIT_STOPPED};
 use zo_hpc::train::RunOptions;
 
@@ -32,17 +36,7 @@ enum Command {
     /// With [jtvae]: also the cluster vocabulary, the junction trees and the
     /// assembly candidates (minutes for large sets; under `mpirun -n N` they are
     /// computed over the N ranks, the file is the same).
-    Prepare {
-        /// The run config (TOML).
-        config: PathBuf,
-        /// Write outputs here instead of the config's `run.out_dir`.
-        #[arg(long, value_name = "DIR")]
-        out_dir: Option<PathBuf>,
-        /// Store no JT-VAE assembly candidates (nor molecule records): a quick
-        /// prepare; `train` then builds them in memory on every rank (slow).
-        #[arg(long)]
-        no_candidates: bool,
-    },
+    Prepare(PrepareArgs),
     /// Train the stages of `train.stages` in order (the paper's pipeline: "jtvae",
     /// "mpnn" = Stage 1, then "zo" = Stage 2 through the decoder and the black box).
     /// Each stage writes metrics.h5 and checkpoint.h5 to `<out_dir>/<stage>/`; a stage
@@ -53,75 +47,21 @@ enum Command {
     /// (Slurm: `#SBATCH --signal=USR1@300`), training stops between two steps, writes
     /// a checkpoint and exits with status 75; the same command with `--resume`
     /// continues along the identical trajectory (see jobs/hof.slurm).
-    Train {
-        /// The run config (TOML).
-        config: PathBuf,
-        /// Run only this stage (jtvae, mpnn or zo), whatever `train.stages` says.
-        #[arg(long, value_name = "NAME", value_parser = ["jtvae", "mpnn", "zo"])]
-        stage: Option<String>,
-        /// Continue the first stage that is not complete from its checkpoint, along
-        /// the identical trajectory (completed stages are skipped as always; a stage
-        /// after complete ones that has no checkpoint yet is started).
-        #[arg(long)]
-        resume: bool,
-        /// Wall time for this invocation, counted from its start, e.g. 5400, 90m,
-        /// 2h30m or Slurm's 01:30:00: no step starts that would not end (with its
-        /// checkpoint) before it; then a checkpoint is written and the process
-        /// exits with status 75. Give a job a few minutes more than this.
-        #[arg(long, value_name = "DURATION", value_parser = zo_hpc::train::stop::parse_time_limit)]
-        time_limit: Option<std::time::Duration>,
-        /// Write outputs here instead of the config's `run.out_dir`.
-        #[arg(long, value_name = "DIR")]
-        out_dir: Option<PathBuf>,
-        /// Stop after this many steps in total (overrides `train.max_steps`).
-        #[arg(long, value_name = "N")]
-        max_steps: Option<usize>,
-        /// Exit abruptly after this global step (no final checkpoint): for testing
-        /// crash recovery with --resume.
-        #[arg(long, value_name = "STEP", hide = true)]
-        abort_after_step: Option<usize>,
-    },
+    Train(TrainArgs),
     /// The paper's Table 1 on the held-out split, for Stage 1 and (when trained)
     /// Stage 2: reconstruction accuracy (decode(encoder mean) == x as canonical
     /// SMILES without stereo), RMSE through the pipeline (x → encoder → decoder →
     /// RDKit → MPNN), the MPNN's RMSE on the true molecules, the predict-the-mean
     /// baseline, decode failures. Prints a Markdown table; writes <out_dir>/eval.h5.
     /// With a JT-VAE-only config: reconstruction of the JT-VAE alone.
-    Eval {
-        /// The run config (TOML).
-        config: PathBuf,
-        /// JT-VAE-only configs: checkpoint to evaluate (default `<out_dir>/jtvae/checkpoint.h5`).
-        #[arg(long, value_name = "FILE")]
-        checkpoint: Option<PathBuf>,
-        /// Evaluate at most this many held-out molecules.
-        #[arg(long, value_name = "N", default_value_t = 1000)]
-        limit: usize,
-        /// Read and write in this folder instead of the config's `run.out_dir`.
-        #[arg(long, value_name = "DIR")]
-        out_dir: Option<PathBuf>,
-        /// Molecules encoded and decoded together (default `train.eval_batch_size`).
-        #[arg(long, value_name = "N")]
-        batch: Option<usize>,
-    },
+    Eval(EvalArgs),
     /// Write the run's trained Stage-1 models (complete `jtvae` and `mpnn`
     /// checkpoints) as files to ship: parameters without the optimizer state
     /// (float16 with --half: half the size), the stage metrics and, for the
     /// JT-VAE, its cluster vocabulary, plus a PROVENANCE.md (config, commit,
     /// steps, data, last-epoch metrics). A config with `zo.pretrained = "DIR"`
     /// starts Stage 2 from them (`zo-hpc train CONFIG --stage zo`).
-    Export {
-        /// The config of the run whose Stage 1 is exported.
-        config: PathBuf,
-        /// Folder to write `jtvae.h5`, `mpnn.h5` and `PROVENANCE.md` into.
-        #[arg(long, value_name = "DIR")]
-        to: PathBuf,
-        /// Store parameters as float16 (read back as float32).
-        #[arg(long)]
-        half: bool,
-        /// Read the run in this folder instead of the config's `run.out_dir`.
-        #[arg(long, value_name = "DIR")]
-        out_dir: Option<PathBuf>,
-    },
+    Export(ExportArgs),
     /// Check the zeroth-order estimators before spending a long run on them:
     /// (1) on a smooth, differentiable stand-in for decode + featurize + embed,
     /// each estimator's cosine similarity and relative error against autograd over
@@ -129,22 +69,7 @@ enum Command {
     /// autograd; (2) on the real Stage-1 decoder, the flip rate and failed decodes
     /// against µ·σ, with the smallest µ·σ the data support. Prints Markdown tables;
     /// writes <out_dir>/gradcheck.h5.
-    Gradcheck {
-        /// The run config (TOML); its Stage-1 JT-VAE (`<out_dir>/jtvae/`) is used when trained.
-        config: PathBuf,
-        /// Random points per estimator, q and µ on the stand-in.
-        #[arg(long, value_name = "N", default_value_t = 200)]
-        trials: usize,
-        /// Held-out molecules perturbed per radius on the real decoder.
-        #[arg(long, value_name = "N", default_value_t = 50)]
-        molecules: usize,
-        /// Random directions per molecule and radius.
-        #[arg(long, value_name = "N", default_value_t = 4)]
-        directions: usize,
-        /// Read and write in this folder instead of the config's `run.out_dir`.
-        #[arg(long, value_name = "DIR")]
-        out_dir: Option<PathBuf>,
-    },
+    Gradcheck(GradcheckArgs),
     /// Plots and a summary of finished (or partly finished) runs, from their HDF5
     /// files alone: the training curves of every stage (`<run>/{jtvae,mpnn,zo}/metrics.h5`),
     /// Stage 2's per-step diagnostics (flip rate, failures, cache hits, queries/s,
@@ -154,14 +79,111 @@ enum Command {
     /// estimator, λ, decoder mode, ranks and commit. Writes PNGs and report.md
     /// (also printed); missing files are skipped. Needs a TrueType font: $ZO_HPC_FONT
     /// or DejaVu Sans (Debian package fonts-dejavu-core).
-    Report {
-        /// Run folders (each a config's `run.out_dir`); several are compared.
-        #[arg(required = true, value_name = "RUN_DIR")]
-        runs: Vec<PathBuf>,
-        /// Write the PNGs and report.md here (default `<first RUN_DIR>/report`).
-        #[arg(long, value_name = "DIR")]
-        out: Option<PathBuf>,
-    },
+    Report(ReportArgs),
+}
+
+#[derive(Args)]
+struct PrepareArgs {
+    /// The run config (TOML).
+    config: PathBuf,
+    /// Write outputs here instead of the config's `run.out_dir`.
+    #[arg(long, value_name = "DIR")]
+    out_dir: Option<PathBuf>,
+    /// Store no JT-VAE assembly candidates (nor molecule records): a quick
+    /// prepare; `train` then builds them in memory on every rank (slow).
+    #[arg(long)]
+    no_candidates: bool,
+}
+
+#[derive(Args)]
+struct TrainArgs {
+    /// The run config (TOML).
+    config: PathBuf,
+    /// Run only this stage (jtvae, mpnn or zo), whatever `train.stages` says.
+    #[arg(long, value_name = "NAME", value_parser = ["jtvae", "mpnn", "zo"])]
+    stage: Option<String>,
+    /// Continue the first stage that is not complete from its checkpoint, along
+    /// the identical trajectory (completed stages are skipped as always; a stage
+    /// after complete ones that has no checkpoint yet is started).
+    #[arg(long)]
+    resume: bool,
+    /// Wall time for this invocation, counted from its start, e.g. 5400, 90m,
+    /// 2h30m or Slurm's 01:30:00: no step starts that would not end (with its
+    /// checkpoint) before it; then a checkpoint is written and the process
+    /// exits with status 75. Give a job a few minutes more than this.
+    #[arg(long, value_name = "DURATION", value_parser = zo_hpc::train::stop::parse_time_limit)]
+    time_limit: Option<std::time::Duration>,
+    /// Write outputs here instead of the config's `run.out_dir`.
+    #[arg(long, value_name = "DIR")]
+    out_dir: Option<PathBuf>,
+    /// Stop after this many steps in total (overrides `train.max_steps`).
+    #[arg(long, value_name = "N")]
+    max_steps: Option<usize>,
+    /// Exit abruptly after this global step (no final checkpoint): for testing
+    /// crash recovery with --resume.
+    #[arg(long, value_name = "STEP", hide = true)]
+    abort_after_step: Option<usize>,
+}
+
+#[derive(Args)]
+struct EvalArgs {
+    /// The run config (TOML).
+    config: PathBuf,
+    /// JT-VAE-only configs: checkpoint to evaluate (default `<out_dir>/jtvae/checkpoint.h5`).
+    #[arg(long, value_name = "FILE")]
+    checkpoint: Option<PathBuf>,
+    /// Evaluate at most this many held-out molecules.
+    #[arg(long, value_name = "N", default_value_t = 1000)]
+    limit: usize,
+    /// Read and write in this folder instead of the config's `run.out_dir`.
+    #[arg(long, value_name = "DIR")]
+    out_dir: Option<PathBuf>,
+    /// Molecules encoded and decoded together (default `train.eval_batch_size`).
+    #[arg(long, value_name = "N")]
+    batch: Option<usize>,
+}
+
+#[derive(Args)]
+struct ExportArgs {
+    /// The config of the run whose Stage 1 is exported.
+    config: PathBuf,
+    /// Folder to write `jtvae.h5`, `mpnn.h5` and `PROVENANCE.md` into.
+    #[arg(long, value_name = "DIR")]
+    to: PathBuf,
+    /// Store parameters as float16 (read back as float32).
+    #[arg(long)]
+    half: bool,
+    /// Read the run in this folder instead of the config's `run.out_dir`.
+    #[arg(long, value_name = "DIR")]
+    out_dir: Option<PathBuf>,
+}
+
+#[derive(Args)]
+struct GradcheckArgs {
+    /// The run config (TOML); its Stage-1 JT-VAE (`<out_dir>/jtvae/`) is used when trained.
+    config: PathBuf,
+    /// Random points per estimator, q and µ on the stand-in.
+    #[arg(long, value_name = "N", default_value_t = 200)]
+    trials: usize,
+    /// Held-out molecules perturbed per radius on the real decoder.
+    #[arg(long, value_name = "N", default_value_t = 50)]
+    molecules: usize,
+    /// Random directions per molecule and radius.
+    #[arg(long, value_name = "N", default_value_t = 4)]
+    directions: usize,
+    /// Read and write in this folder instead of the config's `run.out_dir`.
+    #[arg(long, value_name = "DIR")]
+    out_dir: Option<PathBuf>,
+}
+
+#[derive(Args)]
+struct ReportArgs {
+    /// Run folders (each a config's `run.out_dir`); several are compared.
+    #[arg(required = true, value_name = "RUN_DIR")]
+    runs: Vec<PathBuf>,
+    /// Write the PNGs and report.md here (default `<first RUN_DIR>/report`).
+    #[arg(long, value_name = "DIR")]
+    out: Option<PathBuf>,
 }
 
 fn init_logging(rank: usize, size: usize) {
@@ -210,212 +232,201 @@ fn prepare_if_missing(cfg: &Config, dist: &Dist) -> anyhow::Result<()> {
 /// with a checkpoint.
 fn run(cli: Cli, dist: &Dist, start: Instant) -> anyhow::Result<i32> {
     match cli.command {
-        Command::Eval {
-            config,
-            checkpoint,
-            limit,
-            out_dir,
-            batch,
-        } => {
-            let mut cfg = load(&config, out_dir)?;
-            if let Some(b) = batch {
-                anyhow::ensure!(b >= 1, "--batch {b}: need 1 or more");
-                cfg.train.eval_batch_size = b;
-            }
-            let threads = cfg.train.threads.unwrap_or_else(|| dist.cpus_per_rank());
-            tch::set_num_threads(threads as i32);
-            prepare_if_missing(&cfg, dist)?;
-            if cfg.stages().contains(&Stage::Mpnn) && cfg.jtvae.is_some() {
-                let cols = zo_hpc::train::evaluate::table1(&cfg, dist, limit)?;
-                if dist.is_root() {
-                    let out = cfg.run.out_dir.join("eval.h5");
-                    zo_hpc::train::evaluate::write(&out, &cols, &cfg)?;
-                    print!(
-                        "{}",
-                        zo_hpc::train::evaluate::markdown(&cols, &cfg.data.target_column)
-                    );
-                    log::info!("wrote {}", out.display());
-                }
-                return Ok(0);
-            }
-            if !cfg.stages().contains(&Stage::Jtvae) {
-                anyhow::bail!(
-                    "{}: eval needs the JT-VAE (train.stages with \"jtvae\") and, for Table 1, the MPNN",
-                    config.display()
-                );
-            }
-            let ck = checkpoint.unwrap_or_else(|| {
-                cfg.for_stage(Stage::Jtvae)
-                    .run
-                    .out_dir
-                    .join("checkpoint.h5")
-            });
-            if !ck.is_file() {
-                anyhow::bail!("no checkpoint at {}", ck.display());
-            }
-            let r = zo_hpc::train::jtvae_stage::eval(&cfg, dist, &ck, limit)?;
-            if dist.is_root() {
-                let out = cfg.for_stage(Stage::Jtvae).run.out_dir.join("eval.h5");
-                zo_hpc::io::h5::write_atomically(&out, |f| {
-                    use zo_hpc::io::h5::{write_attr, write_str_attr};
-                    write_str_attr(f, "checkpoint", &ck.display().to_string())?;
-                    write_str_attr(f, "compare", "canonical SMILES without stereo")?;
-                    write_str_attr(f, "commit", zo_hpc::COMMIT)?;
-                    for (k, v) in [
-                        ("molecules", r.molecules),
-                        ("exact", r.exact),
-                        ("valid", r.valid),
-                        ("tree_too_large", r.tree_too_large),
-                        ("other_failed", r.other_failed),
-                        ("recon_acc", r.exact / r.molecules.max(1.0)),
-                        ("encode_s", r.encode_s),
-                        ("decode_s", r.decode_s),
-                        ("decode_tree_s", r.tree_s),
-                        ("decode_enumerate_s", r.enumerate_s),
-                        ("decode_score_s", r.score_s),
-                    ] {
-                        write_attr(f, k, &v)?;
-                    }
-                    if r.decoded.len() == r.smiles.len() {
-                        zo_hpc::io::h5::write_strings(f, "smiles", &r.smiles)?;
-                        zo_hpc::io::h5::write_strings(f, "decoded", &r.decoded)?;
-                    }
-                    Ok(())
-                })?;
-                log::info!("wrote {}", out.display());
-            }
-            Ok(0)
-        }
-        Command::Gradcheck {
-            config,
-            trials,
-            molecules,
-            directions,
-            out_dir,
-        } => {
-            let cfg = load(&config, out_dir)?;
-            if cfg.jtvae.is_none() {
-                anyhow::bail!("{}: gradcheck needs a [jtvae] section", config.display());
-            }
-            let threads = cfg.train.threads.unwrap_or_else(|| dist.cpus_per_rank());
-            tch::set_num_threads(threads as i32);
-            prepare_if_missing(&cfg, dist)?;
-            if !dist.is_root() {
-                return Ok(0);
-            }
-            use zo_hpc::train::gradcheck;
-            let opts = gradcheck::Options {
-                trials: trials.max(1),
-                molecules,
-                directions: directions.max(1),
-            };
-            let r = gradcheck::run(&cfg, dist, &opts)?;
-            print!("{}", gradcheck::markdown(&r, &cfg));
-            let out = cfg.run.out_dir.join("gradcheck.h5");
-            gradcheck::write(&out, &r, &cfg)?;
-            log::info!("wrote {}", out.display());
-            Ok(0)
-        }
-        Command::Export {
-            config,
-            to,
-            half,
-            out_dir,
-        } => {
-            let cfg = load(&config, out_dir)?;
-            if !dist.is_root() {
-                return Ok(0);
-            }
-            use zo_hpc::io::model::{export, Inputs};
-            let path = cfg.dataset_path();
-            let ds = zo_hpc::io::dataset::Dataset::read(&path)?;
-            let Some(j) = &ds.jtvae else {
-                anyhow::bail!(
-                    "{}: no JT-VAE vocabulary (prepared without [jtvae])",
-                    path.display()
-                );
-            };
-            let mut done = Vec::new();
-            for (stage, inputs) in [
-                (Stage::Jtvae, Inputs::Vocab(&j.vocab)),
-                (Stage::Mpnn, Inputs::Features(&ds.featurizer)),
-            ] {
-                let e = export(&cfg, stage, &to, half, inputs)?;
-                log::info!(
-                    "wrote {} ({} parameters, {:.1} MB)",
-                    e.file.display(),
-                    e.parameters,
-                    e.bytes as f64 / 1e6
-                );
-                done.push(e);
-            }
-            let command: Vec<String> = std::env::args().skip(1).collect();
-            let text = zo_hpc::io::model::provenance(
-                &cfg,
-                &done,
-                &format!("zo-hpc {}", command.join(" ")),
-            );
-            let p = to.join("PROVENANCE.md");
-            std::fs::write(&p, text).with_context(|| format!("writing {}", p.display()))?;
-            log::info!("wrote {}", p.display());
-            Ok(0)
-        }
-        Command::Report { runs, out } => {
-            // Reading files needs no ranks: under MPI the others just finish.
-            if !dist.is_root() {
-                return Ok(0);
-            }
-            let w = zo_hpc::report::run(&runs, out.as_deref()).context("zo-hpc report")?;
-            print!("{}", w.markdown);
-            log::info!("{} plots and {}", w.pngs.len(), w.report.display());
-            Ok(0)
-        }
-        Command::Prepare {
-            config,
-            out_dir,
-            no_candidates,
-        } => {
-            let cfg = load(&config, out_dir)?;
-            zo_hpc::data::prepare::run(&cfg, dist, !no_candidates)?;
-            Ok(0)
-        }
-        Command::Train {
-            config,
-            stage,
-            resume,
-            out_dir,
-            max_steps,
-            abort_after_step,
-            time_limit,
-        } => {
-            let mut cfg = load(&config, out_dir)?;
-            if max_steps.is_some() {
-                cfg.train.max_steps = max_steps;
-                for o in [&mut cfg.train.jtvae, &mut cfg.train.mpnn, &mut cfg.train.zo]
-                    .into_iter()
-                    .flatten()
-                {
-                    o.max_steps = None;
-                }
-            }
-            let threads = cfg.train.threads.unwrap_or_else(|| dist.cpus_per_rank());
-            tch::set_num_threads(threads as i32);
-            log::debug!("rank {}: {threads} intra-op threads", dist.rank);
-            prepare_if_missing(&cfg, dist)?;
-            let opts = RunOptions {
-                resume,
-                abort_after_step,
-                stop: Stop::new(start, time_limit, true),
-            };
-            let only = stage.as_deref().and_then(Stage::parse);
-            let outcome = zo_hpc::train::pipeline::run(&cfg, dist, only, &opts)
-                .with_context(|| format!("training with {}", config.display()))?;
-            Ok(match outcome {
-                Outcome::Done => 0,
-                Outcome::Stopped => EXIT_STOPPED,
-            })
+        Command::Prepare(a) => prepare(a, dist),
+        Command::Train(a) => train(a, dist, start),
+        Command::Eval(a) => eval(a, dist),
+        Command::Export(a) => export(a, dist),
+        Command::Gradcheck(a) => gradcheck(a, dist),
+        Command::Report(a) => report(a, dist),
+    }
+}
+
+/// Sets libtorch's intra-op threads: `train.threads`, else the rank's share of the cores.
+fn set_threads(cfg: &Config, dist: &Dist) -> usize {
+    let threads = cfg.train.threads.unwrap_or_else(|| dist.cpus_per_rank());
+    tch::set_num_threads(threads as i32);
+    threads
+}
+
+/// `zo-hpc prepare`.
+fn prepare(a: PrepareArgs, dist: &Dist) -> anyhow::Result<i32> {
+    let cfg = load(&a.config, a.out_dir)?;
+    zo_hpc::data::prepare::run(&cfg, dist, !a.no_candidates)?;
+    Ok(0)
+}
+
+/// `zo-hpc train`: the stages in order, or the one of `--stage`.
+fn train(a: TrainArgs, dist: &Dist, start: Instant) -> anyhow::Result<i32> {
+    let mut cfg = load(&a.config, a.out_dir)?;
+    if a.max_steps.is_some() {
+        cfg.train.max_steps = a.max_steps;
+        for o in [&mut cfg.train.jtvae, &mut cfg.train.mpnn, &mut cfg.train.zo]
+            .into_iter()
+            .flatten()
+        {
+            o.max_steps = None;
         }
     }
+    let threads = set_threads(&cfg, dist);
+    log::debug!("rank {}: {threads} intra-op threads", dist.rank);
+    prepare_if_missing(&cfg, dist)?;
+    let opts = RunOptions {
+        resume: a.resume,
+        abort_after_step: a.abort_after_step,
+        stop: Stop::new(start, a.time_limit, true),
+    };
+    let only = a.stage.as_deref().and_then(Stage::parse);
+    let outcome = zo_hpc::train::pipeline::run(&cfg, dist, only, &opts)
+        .with_context(|| format!("training with {}", a.config.display()))?;
+    Ok(match outcome {
+        Outcome::Done => 0,
+        Outcome::Stopped => EXIT_STOPPED,
+    })
+}
+
+/// `zo-hpc eval`: Table 1 for a pipeline config, the JT-VAE's reconstruction for
+/// a JT-VAE-only one.
+fn eval(a: EvalArgs, dist: &Dist) -> anyhow::Result<i32> {
+    let mut cfg = load(&a.config, a.out_dir)?;
+    if let Some(b) = a.batch {
+        anyhow::ensure!(b >= 1, "--batch {b}: need 1 or more");
+        cfg.train.eval_batch_size = b;
+    }
+    set_threads(&cfg, dist);
+    prepare_if_missing(&cfg, dist)?;
+    if cfg.stages().contains(&Stage::Mpnn) && cfg.jtvae.is_some() {
+        return eval_table1(&cfg, dist, a.limit);
+    }
+    if !cfg.stages().contains(&Stage::Jtvae) {
+        anyhow::bail!(
+            "{}: eval needs the JT-VAE (train.stages with \"jtvae\") and, for Table 1, the MPNN",
+            a.config.display()
+        );
+    }
+    let ck = a.checkpoint.unwrap_or_else(|| {
+        cfg.for_stage(Stage::Jtvae)
+            .run
+            .out_dir
+            .join("checkpoint.h5")
+    });
+    if !ck.is_file() {
+        anyhow::bail!("no checkpoint at {}", ck.display());
+    }
+    eval_jtvae(&cfg, dist, &ck, a.limit)
+}
+
+/// Table 1 (Stage 1 and, when trained, Stage 2): printed and written to `<out_dir>/eval.h5`.
+fn eval_table1(cfg: &Config, dist: &Dist, limit: usize) -> anyhow::Result<i32> {
+    let cols = zo_hpc::train::evaluate::table1(cfg, dist, limit)?;
+    if dist.is_root() {
+        let out = cfg.run.out_dir.join("eval.h5");
+        eval_file::write(&out, &cols, cfg)?;
+        print!("{}", eval_file::markdown(&cols, &cfg.data.target_column));
+        log::info!("wrote {}", out.display());
+    }
+    Ok(0)
+}
+
+/// The JT-VAE's reconstruction of the checkpoint `ck`, written to
+/// `<out_dir>/jtvae/eval.h5`.
+fn eval_jtvae(cfg: &Config, dist: &Dist, ck: &Path, limit: usize) -> anyhow::Result<i32> {
+    let r = zo_hpc::train::jtvae_stage::eval(cfg, dist, ck, limit)?;
+    if dist.is_root() {
+        let out = cfg.for_stage(Stage::Jtvae).run.out_dir.join("eval.h5");
+        let rec = eval_file::Reconstruction {
+            checkpoint: ck,
+            molecules: r.molecules,
+            exact: r.exact,
+            valid: r.valid,
+            tree_too_large: r.tree_too_large,
+            other_failed: r.other_failed,
+            encode_s: r.encode_s,
+            decode_s: r.decode_s,
+            tree_s: r.tree_s,
+            enumerate_s: r.enumerate_s,
+            score_s: r.score_s,
+            smiles: &r.smiles,
+            decoded: &r.decoded,
+        };
+        eval_file::write_reconstruction(&out, &rec)?;
+        log::info!("wrote {}", out.display());
+    }
+    Ok(0)
+}
+
+/// `zo-hpc export`: the trained Stage-1 models and PROVENANCE.md (rank 0 only).
+fn export(a: ExportArgs, dist: &Dist) -> anyhow::Result<i32> {
+    let cfg = load(&a.config, a.out_dir)?;
+    if !dist.is_root() {
+        return Ok(0);
+    }
+    use zo_hpc::io::model::{self, Inputs};
+    let path = cfg.dataset_path();
+    let ds = zo_hpc::io::dataset::Dataset::read(&path)?;
+    let Some(j) = &ds.jtvae else {
+        anyhow::bail!(
+            "{}: no JT-VAE vocabulary (prepared without [jtvae])",
+            path.display()
+        );
+    };
+    let mut done = Vec::new();
+    for (stage, inputs) in [
+        (Stage::Jtvae, Inputs::Vocab(&j.vocab)),
+        (Stage::Mpnn, Inputs::Features(&ds.featurizer)),
+    ] {
+        let e = model::export(&cfg, stage, &a.to, a.half, inputs)?;
+        log::info!(
+            "wrote {} ({} parameters, {:.1} MB)",
+            e.file.display(),
+            e.parameters,
+            e.bytes as f64 / 1e6
+        );
+        done.push(e);
+    }
+    let command: Vec<String> = std::env::args().skip(1).collect();
+    let text = model::provenance(&cfg, &done, &format!("zo-hpc {}", command.join(" ")));
+    let p = a.to.join("PROVENANCE.md");
+    std::fs::write(&p, text).with_context(|| format!("writing {}", p.display()))?;
+    log::info!("wrote {}", p.display());
+    Ok(0)
+}
+
+/// `zo-hpc gradcheck`: the estimator check, printed and written to
+/// `<out_dir>/gradcheck.h5` (rank 0 only, after a collective prepare).
+fn gradcheck(a: GradcheckArgs, dist: &Dist) -> anyhow::Result<i32> {
+    let cfg = load(&a.config, a.out_dir)?;
+    if cfg.jtvae.is_none() {
+        anyhow::bail!("{}: gradcheck needs a [jtvae] section", a.config.display());
+    }
+    set_threads(&cfg, dist);
+    prepare_if_missing(&cfg, dist)?;
+    if !dist.is_root() {
+        return Ok(0);
+    }
+    use zo_hpc::train::gradcheck;
+    let opts = gradcheck::Options {
+        trials: a.trials.max(1),
+        molecules: a.molecules,
+        directions: a.directions.max(1),
+    };
+    let r = gradcheck::run(&cfg, dist, &opts)?;
+    print!("{}", gradcheck::markdown(&r, &cfg));
+    let out = cfg.run.out_dir.join("gradcheck.h5");
+    gradcheck::write(&out, &r, &cfg)?;
+    log::info!("wrote {}", out.display());
+    Ok(0)
+}
+
+/// `zo-hpc report`: plots and report.md from the runs' files.
+fn report(a: ReportArgs, dist: &Dist) -> anyhow::Result<i32> {
+    // Reading files needs no ranks: under MPI the others just finish.
+    if !dist.is_root() {
+        return Ok(0);
+    }
+    let w = zo_hpc::report::run(&a.runs, a.out.as_deref()).context("zo-hpc report")?;
+    print!("{}", w.markdown);
+    log::info!("{} plots and {}", w.pngs.len(), w.report.display());
+    Ok(0)
 }
 
 /// libtorch's OpenMP threads spin while they wait by default; next to other busy

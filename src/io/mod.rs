@@ -1,4 +1,5 @@
-//! HDF5 input and output: the dataset file, checkpoints and the metrics file.
+//! HDF5 input and output: the dataset file, checkpoints, the metrics file (with
+//! Stage 2's phase names) and the eval file.
 //! Every file is written to a temporary name and renamed into place, so a crash
 //! never leaves a half-written file under the real name. The dataset file's
 //! per-molecule stores (records, candidates, trees) share one columnar helper
@@ -7,8 +8,10 @@ pub mod candidates;
 pub mod checkpoint;
 pub mod columns;
 pub mod dataset;
+pub mod eval_file;
 pub mod h5;
 pub mod metrics;
 pub mod model;
 pub mod records;
 pub mod trees;
+pub mod zo_phases;

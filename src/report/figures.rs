@@ -4,7 +4,7 @@
 use super::load::{Run, StandinRow};
 use super::plots::{Look, Panel, Series};
 use crate::io::metrics::Metrics;
-use crate::train::zo_stage::PHASES;
+use crate::io::zo_phases::PHASES;
 
 /// One PNG: its file name, its title and a line for report.md.
 pub struct Figure {

@@ -1,8 +1,9 @@
 //! Reading one run folder for `zo-hpc report`: the metrics of each stage, `eval.h5`
-//! and `gradcheck.h5`, each optional. A file that is missing or cannot be read is
-//! logged and skipped, so a run that is still going (or crashed) is reported as far
-//! as it got.
-use super::ReportError;
+//! (read by its owner, `io::eval_file`) and `gradcheck.h5`, each optional. A file
+//! that is missing or cannot be read is logged and skipped, so a run that is still
+//! going (or crashed) is reported as far as it got.
+use super::error::ReportError;
+use crate::io::eval_file::{self, Eval};
 use crate::io::h5;
 use crate::io::metrics::Metrics;
 use hdf5::types::VarLenUnicode;
@@ -19,14 +20,6 @@ pub struct StageRun {
     pub ranks: Option<u64>,
     pub config: Option<String>,
     pub config_path: Option<String>,
-    pub commit: Option<String>,
-}
-
-/// `eval.h5`: Table 1's columns (`stage1`, `stage2`), each metric → value.
-pub struct Eval {
-    pub columns: BTreeMap<String, BTreeMap<String, f64>>,
-    pub target: Option<String>,
-    pub config: Option<String>,
     pub commit: Option<String>,
 }
 
@@ -73,7 +66,7 @@ impl Run {
             name,
             dir: dir.to_path_buf(),
             stages,
-            eval: read_optional(&dir.join("eval.h5"), read_eval),
+            eval: read_optional(&dir.join("eval.h5"), eval_file::read),
             gradcheck: read_optional(&dir.join("gradcheck.h5"), read_gradcheck),
         };
         if run.stages.is_empty() && run.eval.is_none() && run.gradcheck.is_none() {
@@ -124,26 +117,6 @@ fn read_stage(f: &File) -> hdf5::Result<StageRun> {
         ranks: attr(f, "ranks"),
         config: str_attr(f, "config"),
         config_path: str_attr(f, "config_path"),
-        commit: str_attr(f, "commit"),
-    })
-}
-
-fn read_eval(f: &File) -> hdf5::Result<Eval> {
-    let mut columns = BTreeMap::new();
-    for label in f.member_names()? {
-        let g = f.group(&label)?;
-        let mut values = BTreeMap::new();
-        for name in g.attr_names()? {
-            if g.attr(&name)?.dtype()?.is::<f64>() {
-                values.insert(name.clone(), h5::read_attr::<f64>(&g, &name)?);
-            }
-        }
-        columns.insert(label, values);
-    }
-    Ok(Eval {
-        columns,
-        target: str_attr(f, "target_column"),
-        config: str_attr(f, "config"),
         commit: str_attr(f, "commit"),
     })
 }

@@ -4,44 +4,21 @@
 //! the estimator check of `gradcheck`, overlays across runs, and Table 1 (Stage 1
 //! vs Stage 2 from `eval.h5`) with mean ± sd over runs.
 //!
-//! `load` reads a run folder, `figures` decides what to plot, `plots` draws it,
-//! `table` writes the Markdown.
+//! `load` reads a run folder (its `eval.h5` through `io::eval_file`, the file's
+//! owner), `figures` decides what to plot, `plots` draws it, `table` writes the
+//! Markdown, `scarcity` adds the data-scarcity view when the runs span label
+//! counts, `error` names what can fail.
+mod error;
 mod figures;
 mod load;
 mod plots;
 mod scarcity;
 mod table;
 
+pub use error::ReportError;
 pub use plots::SIZE;
 
 use std::path::{Path, PathBuf};
-
-#[derive(Debug, thiserror::Error)]
-pub enum ReportError {
-    #[error("no run folder given")]
-    NoRuns,
-    #[error("{0} is not a folder")]
-    NotAFolder(PathBuf),
-    #[error("{0}: nothing readable (no jtvae/, mpnn/ or zo/metrics.h5, eval.h5 or gradcheck.h5)")]
-    NothingReadable(PathBuf),
-    #[error(
-        "no TrueType font for the plots: tried {}; set {env} to a .ttf file or install the Debian package fonts-dejavu-core",
-        tried.iter().map(|p| p.display().to_string()).collect::<Vec<_>>().join(", ")
-    )]
-    NoFont {
-        tried: Vec<PathBuf>,
-        env: &'static str,
-    },
-    #[error("{0}: not a font plotters can use")]
-    BadFont(PathBuf),
-    #[error("{}: {source}", path.display())]
-    Io {
-        path: PathBuf,
-        source: std::io::Error,
-    },
-    #[error("drawing {}: {message}", file.display())]
-    Plot { file: PathBuf, message: String },
-}
 
 /// What a report wrote.
 pub struct Written {

@@ -2,7 +2,7 @@
 //! (x, y) series on linear or logarithmic x, written as one PNG of a fixed size.
 //! Text goes through ab_glyph, which has no font of its own: `register_font` loads
 //! a TTF from disk once per process.
-use super::ReportError;
+use super::error::ReportError;
 use plotters::coord::ranged1d::{AsRangedCoord, ValueFormatter};
 use plotters::coord::Shift;
 use plotters::prelude::*;

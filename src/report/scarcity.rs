@@ -2,12 +2,13 @@
 //! different numbers of labeled molecules (`data.n_labeled`), their `eval.h5`
 //! figures grouped by knowledge source and label count — a table and a plot of the
 //! RMSE through the pipeline against the labels, Stage 1 and Stage 2 per source,
-//! mean ± sample sd over the runs (seeds) of a group.
+//! mean ± sample sd over the runs (seeds) of a group. Row and column names and the
+//! cell format are `io::eval_file`'s.
 use super::figures::Figure;
 use super::load::Run;
 use super::plots::{Look, Panel, Series};
 use super::table::mean_sd;
-use crate::train::evaluate::cell;
+use crate::io::eval_file::{cell, PIPELINE_RMSE, STAGE1, STAGE2, TRUE_RMSE};
 use std::collections::BTreeMap;
 
 /// (source kind, labeled molecules) of a run with an `eval.h5` and its config.
@@ -28,7 +29,7 @@ fn group_of(run: &Run) -> Option<(String, u64)> {
     Some((source.to_string(), u64::try_from(labeled).ok()?))
 }
 
-/// Values of `row` in column `label` ("stage1"/"stage2") per (source, labels).
+/// Values of `row` in column `label` (`STAGE1`/`STAGE2`) per (source, labels).
 type Groups = BTreeMap<(String, u64), Vec<f64>>;
 
 fn groups(runs: &[Run], label: &str, row: &str) -> Groups {
@@ -73,8 +74,8 @@ fn columns(runs: &[Run]) -> Vec<(String, &'static str, String)> {
     sources.dedup();
     let mut cols = Vec::new();
     for s in sources {
-        cols.push((format!("Stage 1 ({s})"), "stage1", s.clone()));
-        cols.push((format!("Stage 2 ({s})"), "stage2", s));
+        cols.push((format!("Stage 1 ({s})"), STAGE1, s.clone()));
+        cols.push((format!("Stage 2 ({s})"), STAGE2, s));
     }
     cols
 }
@@ -83,7 +84,7 @@ fn columns(runs: &[Run]) -> Vec<(String, &'static str, String)> {
 /// once (the sd over identical values would only say so).
 fn values(g: &Groups, label: &str, key: &(String, u64)) -> Vec<f64> {
     let mut v = g.get(key).cloned().unwrap_or_default();
-    if label == "stage1" {
+    if label == STAGE1 {
         v.dedup();
     }
     v
@@ -97,8 +98,8 @@ pub fn section(runs: &[Run]) -> String {
     labels.dedup();
     let mut s = String::new();
     for (row, what) in [
-        ("pipeline_rmse", "RMSE through the pipeline"),
-        ("true_rmse", "RMSE of the MPNN on the true molecules"),
+        (PIPELINE_RMSE, "RMSE through the pipeline"),
+        (TRUE_RMSE, "RMSE of the MPNN on the true molecules"),
     ] {
         let per: Vec<Groups> = cols.iter().map(|(_, l, _)| groups(runs, l, row)).collect();
         s.push_str(&format!(
@@ -123,8 +124,8 @@ pub fn section(runs: &[Run]) -> String {
 pub fn figure(runs: &[Run]) -> Option<Figure> {
     let cols = columns(runs);
     let panels = [
-        ("pipeline_rmse", "RMSE through the pipeline (held-out)"),
-        ("true_rmse", "MPNN on the true molecules (held-out)"),
+        (PIPELINE_RMSE, "RMSE through the pipeline (held-out)"),
+        (TRUE_RMSE, "MPNN on the true molecules (held-out)"),
     ]
     .iter()
     .map(|&(row, title)| {
@@ -152,7 +153,7 @@ pub fn figure(runs: &[Run]) -> Option<Figure> {
             p.series.push(Series {
                 label: head.clone(),
                 points: line,
-                look: if *label == "stage1" {
+                look: if *label == STAGE1 {
                     Look::Dashed
                 } else {
                     Look::Marked
@@ -174,13 +175,13 @@ pub fn figure(runs: &[Run]) -> Option<Figure> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::report::load::Eval;
+    use crate::io::eval_file::Eval;
 
     fn run(labels: Option<u64>, source: Option<&str>, stage1: f64, stage2: f64) -> Run {
         let col = |v: f64| {
             BTreeMap::from([
-                ("pipeline_rmse".to_string(), v),
-                ("true_rmse".to_string(), v / 2.0),
+                (PIPELINE_RMSE.to_string(), v),
+                (TRUE_RMSE.to_string(), v / 2.0),
             ])
         };
         let mut config = String::from("[data]\nn_train = 100\n");
@@ -196,8 +197,8 @@ mod tests {
             stages: BTreeMap::new(),
             eval: Some(Eval {
                 columns: BTreeMap::from([
-                    ("stage1".into(), col(stage1)),
-                    ("stage2".into(), col(stage2)),
+                    (STAGE1.into(), col(stage1)),
+                    (STAGE2.into(), col(stage2)),
                 ]),
                 target: None,
                 config: Some(config),

@@ -1,20 +1,9 @@
 //! The Markdown of report.md: Table 1 (Stage 1 vs Stage 2 from each run's
 //! `eval.h5`, a column per run and stage), its mean ± sample standard deviation
-//! over runs, and what each run was made with (config keys, ranks, commit).
+//! over runs, and what each run was made with (config keys, ranks, commit). The
+//! rows, column labels and cell format are `io::eval_file`'s, the file's owner.
 use super::load::{Run, STAGES};
-use crate::train::evaluate::cell;
-
-/// The rows of Table 1, as `eval.h5` names them.
-pub const ROWS: [&str; 8] = [
-    "recon_acc",
-    "pipeline_rmse",
-    "pipeline_rmse_mean_fill",
-    "true_rmse",
-    "baseline_rmse",
-    "decode_failed",
-    "featurize_failed",
-    "evaluated",
-];
+use crate::io::eval_file::{cell, EVALUATED, ROWS, STAGE1, STAGE2};
 
 /// The config keys shown per run.
 const KEYS: [&str; 6] = [
@@ -85,7 +74,7 @@ pub fn mean_sd(v: &[f64]) -> Option<(f64, f64)> {
 fn spread(runs: &[Run]) -> String {
     let with2: Vec<&Run> = runs
         .iter()
-        .filter(|r| value(r, "stage2", "evaluated").is_some())
+        .filter(|r| value(r, STAGE2, EVALUATED).is_some())
         .collect();
     if with2.len() < 2 {
         return String::new();
@@ -94,13 +83,13 @@ fn spread(runs: &[Run]) -> String {
         with2.iter().filter_map(|r| value(r, label, row)).collect()
     };
     let differs = ROWS.iter().any(|row| {
-        let v = over("stage1", row);
+        let v = over(STAGE1, row);
         v.windows(2).any(|w| w[0] != w[1])
     });
     let labels: Vec<&str> = if differs {
-        vec!["stage1", "stage2"]
+        vec![STAGE1, STAGE2]
     } else {
-        vec!["stage2"]
+        vec![STAGE2]
     };
     let heads: Vec<String> = labels.iter().map(|l| format!("{l} mean ± sd")).collect();
     format!(
@@ -209,15 +198,13 @@ fn commits(run: &Run) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::report::load::{Eval, StageRun};
+    use crate::io::eval_file::Eval;
+    use crate::report::load::StageRun;
     use std::collections::BTreeMap;
 
     fn run(name: &str, stage1: f64, stage2: f64, commit: Option<&str>) -> Run {
         let col = |v: f64| ROWS.iter().map(|r| (r.to_string(), v)).collect();
-        let columns = BTreeMap::from([
-            ("stage1".into(), col(stage1)),
-            ("stage2".into(), col(stage2)),
-        ]);
+        let columns = BTreeMap::from([(STAGE1.into(), col(stage1)), (STAGE2.into(), col(stage2))]);
         Run {
             name: name.into(),
             dir: name.into(),

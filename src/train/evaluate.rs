@@ -4,7 +4,8 @@
 //! the pipeline (x → encoder mean → decoder → RDKit → MPNN → ŷ), the MPNN's RMSE
 //! on the true molecules and the predict-the-mean baseline, with decode and
 //! featurization failures counted (and a second RMSE that predicts the training
-//! mean for them, so a failure is never dropped silently).
+//! mean for them, so a failure is never dropped silently). The columns are
+//! written, and printed, by `io::eval_file`.
 use super::device;
 use super::jtvae_stage::Prepared;
 use super::params::Params;
@@ -12,20 +13,11 @@ use super::zo_stage::{is_decoder_param, labeled, load_stage1, Pipeline};
 use crate::config::{Config, DecoderMode, Stage};
 use crate::dist::Dist;
 use crate::io::dataset::Dataset;
-use crate::io::h5;
+use crate::io::eval_file::Column;
 use crate::jtvae::vocab::Vocab;
 use anyhow::Context;
-use std::path::PathBuf;
 use std::time::Instant;
 use tch::nn::VarStore;
-
-/// One column of Table 1.
-#[derive(Debug, Clone)]
-pub struct Column {
-    pub label: &'static str,
-    pub checkpoints: Vec<PathBuf>,
-    pub values: Vec<(String, f64)>,
-}
 
 /// Evaluates Stage 1 and (when trained) Stage 2 on the first `limit` test molecules.
 pub fn table1(cfg: &Config, dist: &Dist, limit: usize) -> anyhow::Result<Vec<Column>> {
@@ -100,75 +92,4 @@ pub fn table1(cfg: &Config, dist: &Dist, limit: usize) -> anyhow::Result<Vec<Col
         });
     }
     Ok(columns)
-}
-
-/// Table 1 as Markdown.
-pub fn markdown(columns: &[Column], target: &str) -> String {
-    let mut s = format!(
-        "| {target} (test split) | {} |\n|---|{}\n",
-        columns
-            .iter()
-            .map(|c| c.label)
-            .collect::<Vec<_>>()
-            .join(" | "),
-        "---|".repeat(columns.len())
-    );
-    let names: Vec<&String> = columns
-        .first()
-        .map(|c| c.values.iter().map(|(k, _)| k).collect())
-        .unwrap_or_default();
-    for name in names {
-        let cells: Vec<String> = columns
-            .iter()
-            .map(|c| {
-                let v = c
-                    .values
-                    .iter()
-                    .find(|(k, _)| k == name)
-                    .map_or(f64::NAN, |(_, v)| *v);
-                cell(name, v)
-            })
-            .collect();
-        s.push_str(&format!("| {name} | {} |\n", cells.join(" | ")));
-    }
-    s
-}
-
-/// One value of Table 1 as printed: `recon_acc` as a percentage, counts as
-/// integers, the rest with 4 decimals (`zo-hpc report` prints the same).
-pub fn cell(name: &str, v: f64) -> String {
-    if name == "recon_acc" {
-        format!("{:.2}%", 100.0 * v)
-    } else if v.fract() == 0.0 && v.abs() < 1e9 {
-        format!("{v:.0}")
-    } else {
-        format!("{v:.4}")
-    }
-}
-
-/// Writes `eval.h5`: one group per column with its values as attributes.
-pub fn write(path: &std::path::Path, columns: &[Column], cfg: &Config) -> anyhow::Result<()> {
-    Ok(h5::write_atomically(path, |f| {
-        h5::write_str_attr(f, "config", &cfg.text)?;
-        h5::write_str_attr(f, "commit", crate::COMMIT)?;
-        h5::write_str_attr(f, "target_column", &cfg.data.target_column)?;
-        h5::write_str_attr(
-            f,
-            "compare",
-            "reconstruction: canonical SMILES without stereo; RMSE in target units",
-        )?;
-        for c in columns {
-            let g = f.create_group(c.label)?;
-            let cks: Vec<String> = c
-                .checkpoints
-                .iter()
-                .map(|p| p.display().to_string())
-                .collect();
-            h5::write_str_attr(&g, "checkpoints", &cks.join(","))?;
-            for (k, v) in &c.values {
-                h5::write_attr(&g, k, v)?;
-            }
-        }
-        Ok(())
-    })?)
 }

@@ -25,6 +25,7 @@ use crate::chem::{Featurizer, MolGraph};
 use crate::config::{Config, DecoderMode, JtvaeConfig, ZoConfig};
 use crate::dist::Dist;
 use crate::io::dataset::Dataset;
+use crate::io::zo_phases::PHASES;
 use crate::jtvae::candidates::LabelGraphs;
 use crate::jtvae::decode::{DecodeTimes, Decoded};
 use crate::jtvae::model::JtVae;
@@ -462,15 +463,6 @@ const COUNTERS: [&str; 15] = [
     "source_restarts",
     // seconds this rank's source spent in a physics program this step
     "source_program_s",
-];
-/// The phases each rank times per step (`time_<phase>` in metrics.h5).
-pub const PHASES: [&str; 6] = [
-    "encode",
-    "decode",
-    "featurize",
-    "embed",
-    "backward",
-    "decoder_zo",
 ];
 
 fn count(name: &str) -> usize {
