@@ -408,7 +408,7 @@ fn run(cli: Cli, dist: &Dist, start: Instant) -> anyhow::Result<i32> {
                 stop: Stop::new(start, time_limit, true),
             };
             let only = stage.as_deref().and_then(Stage::parse);
-            let outcome = zo_hpc::train::pipeline::run(&cfg, dist, only, &opts)
+            let outcome = zo_hpc::train::stages::run(&cfg, dist, only, &opts)
                 .with_context(|| format!("training with {}", config.display()))?;
             Ok(match outcome {
                 Outcome::Done => 0,
