@@ -15,6 +15,7 @@ pub mod dist;
 pub mod io;
 pub mod jtvae;
 pub mod models;
+pub mod pipeline;
 pub mod report;
 pub mod train;
 pub mod zo;

@@ -276,7 +276,7 @@ fn train(a: TrainArgs, dist: &Dist, start: Instant) -> anyhow::Result<i32> {
         stop: Stop::new(start, a.time_limit, true),
     };
     let only = a.stage.as_deref().and_then(Stage::parse);
-    let outcome = zo_hpc::train::pipeline::run(&cfg, dist, only, &opts)
+    let outcome = zo_hpc::train::stages::run(&cfg, dist, only, &opts)
         .with_context(|| format!("training with {}", a.config.display()))?;
     Ok(match outcome {
         Outcome::Done => 0,

@@ -1,6 +1,7 @@
 //! Data preparation: read a CSV of SMILES and targets, canonicalize with RDKit,
 //! deduplicate, split, and choose the featurizer columns (`zo-hpc prepare`); with
-//! `[jtvae]`, the JT-VAE's vocabulary, trees and assembly candidates (over the ranks).
+//! `[jtvae]`, the JT-VAE's vocabulary, trees and assembly candidates (over the ranks);
+//! and the JT-VAE's training samples built from the prepared file (`samples`).
 pub mod candidates;
 pub mod csv_table;
 pub mod gather;
@@ -8,4 +9,5 @@ pub mod jtvae;
 pub mod listing;
 pub mod prepare;
 pub mod rank_trees;
+pub mod samples;
 pub mod split;

@@ -101,7 +101,7 @@ pub fn cell(name: &str, v: f64) -> String {
 }
 
 /// Writes `eval.h5`: one group per column with its values as attributes.
-pub fn write(path: &Path, columns: &[Column], cfg: &Config) -> anyhow::Result<()> {
+pub fn write(path: &Path, columns: &[Column], cfg: &Config) -> Result<(), h5::WriteError> {
     h5::write_atomically(path, |f| {
         h5::write_str_attr(f, "config", &cfg.text)?;
         h5::write_str_attr(f, "commit", crate::COMMIT)?;
@@ -148,7 +148,7 @@ pub struct Reconstruction<'a> {
 
 /// Writes a JT-VAE's `eval.h5`: the counts and seconds as attributes (with
 /// `recon_acc` = exact / molecules), and the SMILES pairs.
-pub fn write_reconstruction(path: &Path, r: &Reconstruction) -> anyhow::Result<()> {
+pub fn write_reconstruction(path: &Path, r: &Reconstruction) -> Result<(), h5::WriteError> {
     h5::write_atomically(path, |f| {
         h5::write_str_attr(f, "checkpoint", &r.checkpoint.display().to_string())?;
         h5::write_str_attr(f, "compare", "canonical SMILES without stereo")?;

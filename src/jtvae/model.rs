@@ -51,6 +51,8 @@ pub struct JtVae {
     half: i64,
     /// Decoding stops (a counted failure) beyond this many tree nodes.
     pub max_tree_nodes: usize,
+    /// VarStore paths of the decoder v (tree decoder, assembly scorer).
+    decoder_paths: [String; 2],
 }
 
 impl JtVae {
@@ -63,6 +65,7 @@ impl JtVae {
     ) -> JtVae {
         let half = c.latent / 2;
         let lin = |name: &str| nn::linear(p / name, c.hidden, half, Default::default());
+        let path_of = |q: nn::Path| q.components().collect::<Vec<_>>().join(".");
         JtVae {
             encoder: JtEncoder::new(
                 p / "encoder",
@@ -81,7 +84,17 @@ impl JtVae {
             bond_dim,
             half,
             max_tree_nodes: c.max_tree_nodes,
+            decoder_paths: [path_of(p / "decoder"), path_of(p / "assembly")],
         }
+    }
+
+    /// Whether VarStore variable `name` is a parameter of the decoder v (tree
+    /// decoder + assembly scorer): the part Stage 2 freezes or trains zeroth-order.
+    pub fn is_decoder_var(&self, name: &str) -> bool {
+        self.decoder_paths.iter().any(|p| {
+            name.strip_prefix(p.as_str())
+                .is_some_and(|rest| rest.starts_with('.'))
+        })
     }
 
     /// Latent size (tree half + graph half).

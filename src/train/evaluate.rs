@@ -5,17 +5,20 @@
 //! on the true molecules and the predict-the-mean baseline, with decode and
 //! featurization failures counted (and a second RMSE that predicts the training
 //! mean for them, so a failure is never dropped silently). The columns are
-//! written, and printed, by `io::eval_file`.
+//! written, and printed, by `io::eval_file`. Also the pipeline's steps that need
+//! the training side: loading the Stage-1 models into it (`load_stage1`) and
+//! summing its evaluation over ranks (`reduce`), which Stage 2 shares.
 use super::device;
-use super::jtvae_stage::Prepared;
 use super::params::Params;
-use super::zo_stage::{is_decoder_param, labeled, load_stage1, Pipeline};
 use crate::config::{Config, DecoderMode, Stage};
+use crate::data::samples::Prepared;
 use crate::dist::Dist;
 use crate::io::dataset::Dataset;
 use crate::io::eval_file::Column;
 use crate::jtvae::vocab::Vocab;
+use crate::pipeline::{labeled, Pipeline, PipelineEval};
 use anyhow::Context;
+use std::path::Path;
 use std::time::Instant;
 use tch::nn::VarStore;
 
@@ -46,12 +49,12 @@ pub fn table1(cfg: &Config, dist: &Dist, limit: usize) -> anyhow::Result<Vec<Col
         }
         tch::manual_seed(cfg.run.seed as i64);
         let vs = VarStore::new(device);
-        let pipe = Pipeline::new(cfg, &ds, &vs, dist)?;
+        let pipe = Pipeline::new(cfg, &ds, &vs, dist.rank, dist.cpus_per_rank())?;
         load_stage1(&vs, &jk, &mk, (&cfg.dataset_path(), &pipe))?;
         let mut cks = vec![jk.clone(), mk.clone()];
         if stage2 {
             let frozen = cfg.zo.decoder == DecoderMode::Frozen;
-            Params::of_filtered(&vs, |n| !(frozen && is_decoder_param(n)))
+            Params::of_filtered(&vs, |n| !(frozen && pipe.is_decoder_param(n)))
                 .load_from(&zk)
                 .with_context(|| format!("reading the Stage-2 model {}", zk.display()))?;
             cks = vec![zk.clone()];
@@ -63,9 +66,7 @@ pub fn table1(cfg: &Config, dist: &Dist, limit: usize) -> anyhow::Result<Vec<Col
         });
         let t0 = Instant::now();
         let idx: Vec<usize> = dist.shard(mols.len()).collect();
-        let mut e = pipe
-            .evaluate(mols, &idx, cfg.train.eval_batch_size)
-            .reduce(dist);
+        let mut e = reduce(pipe.evaluate(mols, &idx, cfg.train.eval_batch_size), dist);
         // Molecules the JT-VAE cannot encode are pipeline failures too.
         let mut outside = [*skipped as f64];
         if dist.size > 1 {
@@ -92,4 +93,38 @@ pub fn table1(cfg: &Config, dist: &Dist, limit: usize) -> anyhow::Result<Vec<Col
         });
     }
     Ok(columns)
+}
+
+/// Loads the Stage-1 checkpoints (or exported models) into the pipeline's
+/// parameters; model files made for another vocabulary or other feature columns
+/// than `pipe`'s (of the dataset file `dataset`) are refused.
+pub fn load_stage1(
+    vs: &VarStore,
+    jtvae_ck: &Path,
+    mpnn_ck: &Path,
+    (dataset, pipe): (&Path, &Pipeline),
+) -> anyhow::Result<()> {
+    crate::io::model::check_inputs(jtvae_ck, mpnn_ck, dataset, &pipe.vocab, &pipe.featurizer)?;
+    let jtvae = |n: &str| pipe.is_jtvae_param(n);
+    let mpnn = |n: &str| pipe.is_mpnn_param(n);
+    let models: [(&str, &Path, &dyn Fn(&str) -> bool); 2] =
+        [("jtvae", jtvae_ck, &jtvae), ("mpnn", mpnn_ck, &mpnn)];
+    for (model, ck, keep) in models {
+        Params::of_filtered(vs, keep)
+            .load_from(ck)
+            .with_context(|| {
+                format!(
+                    "reading the Stage-1 model {} (train its stage first, or set zo.init_{model})",
+                    ck.display(),
+                )
+            })?;
+    }
+    Ok(())
+}
+
+/// The pipeline's evaluation summed over ranks.
+pub fn reduce(e: PipelineEval, dist: &Dist) -> PipelineEval {
+    let mut a = e.to_array();
+    dist.allreduce_sum_f64(&mut a);
+    PipelineEval::from_array(a)
 }

@@ -14,14 +14,14 @@
 //!
 //! Results are printed as tables and written to `<out_dir>/gradcheck.h5`.
 use super::device;
-use super::jtvae_stage::Prepared;
-use super::params::{to_vec_f32, Params};
-use super::zo_stage::{labeled, Pipeline};
+use super::params::Params;
 use crate::config::{Config, Stage};
+use crate::data::samples::Prepared;
 use crate::dist::Dist;
 use crate::io::dataset::Dataset;
 use crate::io::h5;
 use crate::jtvae::vocab::Vocab;
+use crate::pipeline::{labeled, to_vec_f32, Pipeline};
 use crate::zo::directions::latent_direction;
 use crate::zo::estimator::Estimator;
 use crate::zo::gradcheck::{
@@ -66,11 +66,11 @@ pub fn run(cfg: &Config, dist: &Dist, o: &Options) -> anyhow::Result<Report> {
     let ds = Dataset::read(&cfg.dataset_path())?;
     tch::manual_seed(cfg.run.seed as i64);
     let vs = VarStore::new(device);
-    let pipe = Pipeline::new(cfg, &ds, &vs, dist)?;
+    let pipe = Pipeline::new(cfg, &ds, &vs, dist.rank, dist.cpus_per_rank())?;
     let jk = cfg.stage_checkpoint(Stage::Jtvae);
     let trained = jk.is_file();
     if trained {
-        Params::of_filtered(&vs, |n| n.starts_with("jtvae.")).load_from(&jk)?;
+        Params::of_filtered(&vs, |n| pipe.is_jtvae_param(n)).load_from(&jk)?;
         log::info!("JT-VAE from {}", jk.display());
     } else {
         log::warn!(
@@ -118,9 +118,7 @@ pub fn run(cfg: &Config, dist: &Dist, o: &Options) -> anyhow::Result<Report> {
     let (mols, _) = labeled(&ds, &idx, &vocab, &mut Prepared::none(None));
     let mut chained = Vec::new();
     if !mols.is_empty() {
-        let enc = Params::of_filtered(&vs, |n| {
-            n.starts_with("jtvae.") && !super::zo_stage::is_decoder_param(n)
-        });
+        let enc = Params::of_filtered(&vs, |n| pipe.is_jtvae_param(n) && !pipe.is_decoder_param(n));
         let samples: Vec<_> = mols.iter().map(|l| l.ex.sample()).collect();
         let encode = || {
             let (gb, tb) = pipe.jtvae.batches(&samples, device);

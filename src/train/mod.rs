@@ -1,7 +1,8 @@
 //! Training: the data-parallel loop every stage shares (`trainer`), the device
 //! choice, the parameter list with its flat gradient buffer, the Adam optimizer
-//! whose state can be checkpointed, the stages (objectives) themselves and the
-//! pipeline that runs them in order.
+//! whose state can be checkpointed, the stages (objectives) themselves and
+//! `stages`, which runs them in order; the evaluation (`zo-hpc eval`) and the
+//! zeroth-order diagnostics (`zo-hpc gradcheck`) of the model chain.
 pub mod adam;
 pub mod device;
 pub mod evaluate;
@@ -11,9 +12,9 @@ pub mod jtvae_stage;
 pub mod mpnn_stage;
 pub mod objective;
 pub mod params;
-pub mod pipeline;
 pub mod progress;
 pub mod reduce;
+pub mod stages;
 pub mod stop;
 pub mod trainer;
 pub mod zo_stage;

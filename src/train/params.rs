@@ -1,18 +1,9 @@
 //! The trainable parameters of a VarStore in a fixed (name-sorted) order, and the
-//! flat gradient buffer that one allreduce per step sums over ranks.
+//! flat gradient buffer that one allreduce per step sums over ranks
+//! (`to_vec_f32`, which reads tensors back, is the pipeline's, re-exported).
 use crate::io::checkpoint::NamedArray;
-use tch::{nn::VarStore, Device, Kind, Tensor};
-
-/// A tensor's values as a flat f32 vector on the CPU.
-pub fn to_vec_f32(t: &Tensor) -> Vec<f32> {
-    let flat = t
-        .detach()
-        .to_device(Device::Cpu)
-        .to_kind(Kind::Float)
-        .flatten(0, -1)
-        .contiguous();
-    Vec::<f32>::try_from(&flat).expect("a contiguous CPU f32 tensor converts to Vec<f32>")
-}
+pub use crate::pipeline::to_vec_f32;
+use tch::{nn::VarStore, Tensor};
 
 pub struct Params {
     pub names: Vec<String>,

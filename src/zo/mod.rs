@@ -2,8 +2,11 @@
 //! draw of the project comes from (`rng`), the keyed perturbation directions
 //! (`directions`), the gradient estimators built from function values only
 //! (`estimator`), and their checks against autograd on a smooth stand-in for the
-//! black box (`gradcheck`).
+//! black box (`gradcheck`); the JT-VAE's keyed reparameterization noise (`noise`);
+//! perturbing named parameter tensors along directions (`tensors`).
 pub mod directions;
 pub mod estimator;
 pub mod gradcheck;
+pub mod noise;
 pub mod rng;
+pub mod tensors;

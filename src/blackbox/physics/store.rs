@@ -360,7 +360,7 @@ fn write(
         offsets.push(charges.len() as u64);
     }
     let smiles: Vec<String> = keys.into_iter().cloned().collect();
-    Ok(h5::write_atomically(path, |f| {
+    h5::write_atomically(path, |f| {
         h5::write_str_attr(f, "layout", LAYOUT)?;
         for (k, v) in settings.fields() {
             h5::write_str_attr(f, k, v)?;

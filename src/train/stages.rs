@@ -1,11 +1,12 @@
-//! The paper's pipeline as one command: the stages of `train.stages` (Stage 1
+//! The paper's training as one command: the stages of `train.stages` (Stage 1
 //! JT-VAE, Stage 1 MPNN, Stage 2 zeroth-order) in order, each in its own
 //! sub-folder `<out_dir>/<stage>/` with its own checkpoint and metrics. A stage
 //! whose checkpoint is complete and was made with the same settings is skipped;
 //! `--resume` continues the first stage that is not complete (and starts it when
 //! it has no checkpoint yet but an earlier stage is complete: a job chain that
 //! stopped between two stages). A stop (`--time-limit`, a signal) between or
-//! inside stages ends the pipeline with [`Outcome::Stopped`].
+//! inside stages ends the pipeline with [`Outcome::Stopped`]. (The model chain
+//! itself is `crate::pipeline`.)
 use super::stop::Outcome;
 use super::RunOptions;
 use crate::config::{Config, Stage};

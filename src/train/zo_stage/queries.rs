@@ -1,0 +1,171 @@
+//! The zeroth-order phases of a Stage-2 step. Latent: every query of a sample
+//! with a base graph is compared with the base molecule, the changed ones are
+//! featurized and embedded, and the estimator combines the differences into ĝ.
+//! Decoder (decoder = "zo"): per direction k, the decoder's tensors are perturbed
+//! (`zo::tensors`), the base latents decoded again, and the changed molecules
+//! give the rank's projection c_k.
+use super::counters::{Counts, Phases};
+use super::state::{Base, Heads, Queries, ZoStep};
+use crate::blackbox::cache::Answer;
+use crate::config::DecoderMode;
+use crate::jtvae::decode::Decoded;
+use crate::pipeline::Pipeline;
+use std::time::Instant;
+
+/// Featurizes a molecule a query decoded to (through the cache), counting the
+/// cache hits and a failure; `None` when the black box failed on it.
+fn featurize_query(p: &Pipeline, q: &Decoded, c: &mut Counts) -> Option<Answer> {
+    let (mut ans, hits) = p.featurize_decoded(&[q]);
+    c.add("cache_hits", hits as f64);
+    let a = ans.remove(0);
+    if a.is_err() {
+        c.add("failed_featurize", 1.0);
+        return None;
+    }
+    Some(a)
+}
+
+/// The latent queries of one step: each base row's differences δ (None for a
+/// dropped direction; filled in by the embedding), and the answers still to
+/// embed as (row in base, query index, answer).
+type Pending = (Vec<Vec<Option<f64>>>, Vec<(usize, usize, Answer)>);
+
+impl ZoStep {
+    /// Latent ZO: the estimator's queries of every sample with a base graph,
+    /// combined into ĝ (`base.len()` rows of the latent width).
+    pub(super) fn latent_zo(
+        &self,
+        q: &Queries,
+        base: &[Base],
+        heads: &Heads,
+        c: &mut Counts,
+        ph: &mut Phases,
+    ) -> Vec<f32> {
+        let l = self.pipe.jtvae.latent() as usize;
+        let r = self.zc.mu * self.zc.sigma;
+        let tf = Instant::now();
+        let (mut deltas, pending) = self.latent_queries(q, base, c);
+        ph.add("featurize", tf);
+        let te = Instant::now();
+        if !pending.is_empty() {
+            c.add("embedded", pending.len() as f64);
+            let h = self.embed(pending.iter().map(|(_, _, a)| a));
+            for (n, (row, j, _)) in pending.iter().enumerate() {
+                deltas[*row][*j] = Some(heads.dot(*row, heads.row(&h, n)));
+            }
+        }
+        ph.add("embed", te);
+        let mut ghat = vec![0f32; base.len() * l];
+        for (row, (b, d)) in base.iter().zip(&deltas).enumerate() {
+            if let Some((g, _)) = self.zc.estimator.combine(&q.offsets[b.k], d, r) {
+                for (dst, v) in ghat[row * l..(row + 1) * l].iter_mut().zip(g) {
+                    *dst = v as f32;
+                }
+            }
+        }
+        ghat
+    }
+
+    /// Sorts every query of the base samples: failed (its direction dropped),
+    /// unchanged (δ = 0 exactly, unless `zo.skip_unchanged` is off), or changed
+    /// and featurized (to embed).
+    fn latent_queries(&self, q: &Queries, base: &[Base], c: &mut Counts) -> Pending {
+        let mut deltas: Vec<Vec<Option<f64>>> = Vec::with_capacity(base.len());
+        let mut pending: Vec<(usize, usize, Answer)> = Vec::new();
+        for (row, b) in base.iter().enumerate() {
+            let n = q.offsets[b.k].len();
+            let mut d = vec![None; n];
+            for (j, dj) in d.iter_mut().enumerate() {
+                c.add("queries", 1.0);
+                let Some(qd) = &q.decoded[q.first_row[b.k] + 1 + j] else {
+                    c.add("failed_decode", 1.0);
+                    continue;
+                };
+                if qd.smiles == b.smiles {
+                    c.add("unchanged", 1.0);
+                    if self.zc.skip_unchanged {
+                        *dj = Some(0.0);
+                        continue;
+                    }
+                    pending.push((row, j, std::sync::Arc::clone(&b.answer)));
+                    continue;
+                }
+                c.add("changed", 1.0);
+                if let Some(a) = featurize_query(&self.pipe, qd, c) {
+                    pending.push((row, j, a));
+                }
+            }
+            deltas.push(d);
+        }
+        (deltas, pending)
+    }
+
+    /// Decoder ZO: the rank's q scalars c_k (none unless decoder = "zo").
+    pub(super) fn decoder_zo(
+        &self,
+        step: usize,
+        z: &[f32],
+        base: &[Base],
+        heads: &Heads,
+        c: &mut Counts,
+        ph: &mut Phases,
+    ) -> Vec<f64> {
+        let mut projections = Vec::new();
+        if self.zc.decoder != DecoderMode::Zo {
+            return projections;
+        }
+        let tz = Instant::now();
+        let r2 = self.zc.mu_decoder * self.zc.sigma;
+        for k in 0..self.zc.q_decoder {
+            let dir = |name: &str, numel: usize| self.decoder_dir(step, k, name, numel);
+            let (answers, rows) = self
+                .decoder
+                .with_perturbed(r2, dir, || self.decoder_queries(z, base, c));
+            let mut ck = 0.0;
+            if !answers.is_empty() {
+                let h = self.embed(answers.iter());
+                for (n, &row) in rows.iter().enumerate() {
+                    ck += heads.dot(row, heads.row(&h, n));
+                }
+            }
+            projections.push(ck / r2);
+        }
+        ph.add("decoder_zo", tz);
+        projections
+    }
+
+    /// Decodes the base latents (`z`, the shard's rows) with the decoder as it is
+    /// now and featurizes the molecules that changed: their answers and rows in
+    /// `base`.
+    fn decoder_queries(
+        &self,
+        z: &[f32],
+        base: &[Base],
+        c: &mut Counts,
+    ) -> (Vec<Answer>, Vec<usize>) {
+        let l = self.pipe.jtvae.latent() as usize;
+        let mut graphs = Vec::new();
+        let mut rows = Vec::new();
+        let zk: Vec<f32> = base
+            .iter()
+            .flat_map(|b| z[b.k * l..(b.k + 1) * l].iter().copied())
+            .collect();
+        let dec = self.pipe.decode_many(&zk);
+        for (row, (b, d)) in base.iter().zip(&dec).enumerate() {
+            c.add("decoder_queries", 1.0);
+            let Some(d) = d else {
+                c.add("failed_decode", 1.0);
+                continue;
+            };
+            if d.smiles == b.smiles {
+                continue;
+            }
+            c.add("decoder_changed", 1.0);
+            if let Some(a) = featurize_query(&self.pipe, d, c) {
+                graphs.push(a);
+                rows.push(row);
+            }
+        }
+        (graphs, rows)
+    }
+}

@@ -1,0 +1,86 @@
+//! What the phases of a Stage-2 step read (`ZoStep`: the pipeline, the labeled
+//! training molecules, the settings, the decoder's tensors) and what they hand
+//! on to each other (`Queries`, `Base`, `Heads`).
+use crate::blackbox::cache::Answer;
+use crate::chem::MolGraph;
+use crate::config::ZoConfig;
+use crate::jtvae::decode::Decoded;
+use crate::pipeline::{to_vec_f32, Labeled, Pipeline};
+use crate::zo::directions::decoder_direction;
+use crate::zo::tensors::NamedTensors;
+use tch::Tensor;
+
+/// The models, data and settings of a Stage-2 step.
+pub(super) struct ZoStep {
+    pub(super) pipe: Pipeline,
+    pub(super) train: Vec<Labeled>,
+    pub(super) zc: ZoConfig,
+    pub(super) seed: u64,
+    pub(super) lambda: f64,
+    pub(super) beta: f64,
+    pub(super) eval_batch: usize,
+    /// Decoder parameters (name, tensor, slot in the flat gradient) when decoder = "zo".
+    pub(super) decoder: NamedTensors,
+}
+
+impl ZoStep {
+    /// Decoder direction k of `step` for one named tensor.
+    pub(super) fn decoder_dir(&self, step: usize, k: usize, name: &str, numel: usize) -> Vec<f32> {
+        decoder_direction(self.seed, step as u64, k as u64, name, numel)
+    }
+
+    /// MPNN embeddings (no gradient) of answered molecules, one row each.
+    pub(super) fn embed<'a>(&self, answers: impl Iterator<Item = &'a Answer>) -> Vec<f32> {
+        let graphs: Vec<&MolGraph> = answers
+            .map(|a| a.as_ref().as_ref().expect("kept only graphs"))
+            .collect();
+        to_vec_f32(&self.pipe.embed_nograd(&graphs, self.eval_batch))
+    }
+}
+
+/// Every sample's base latent and its estimator's queries, decoded as one batch.
+pub(super) struct Queries {
+    /// The estimator's offsets of each sample (position in the shard).
+    pub(super) offsets: Vec<Vec<Vec<f32>>>,
+    /// Each sample's row of its base latent in `decoded` (its queries follow).
+    pub(super) first_row: Vec<usize>,
+    pub(super) decoded: Vec<Option<Decoded>>,
+}
+
+/// A sample whose base latent decoded to a molecule the black box answered.
+pub(super) struct Base {
+    /// Position in the shard.
+    pub(super) k: usize,
+    pub(super) smiles: String,
+    pub(super) answer: Answer,
+}
+
+/// The prediction loss on the base graphs, and what the zeroth-order phases need
+/// of it: a = ∂L/∂h and the base embeddings h (`dim` values per base row).
+pub(super) struct Heads {
+    pub(super) pred_sum: f64,
+    pub(super) a: Vec<f32>,
+    pub(super) h_base: Vec<f32>,
+    pub(super) dim: usize,
+    /// Σ h·a, with gradient (w1's part of the one backward).
+    pub(super) surrogate: Tensor,
+}
+
+impl Heads {
+    /// a·(h − h_base) of base row `row` for an embedding `h`.
+    pub(super) fn dot(&self, row: usize, h: &[f32]) -> f64 {
+        let dim = self.dim;
+        let a = &self.a[row * dim..(row + 1) * dim];
+        let hb = &self.h_base[row * dim..(row + 1) * dim];
+        a.iter()
+            .zip(h)
+            .zip(hb)
+            .map(|((&a, &h), &b)| f64::from(a) * (f64::from(h) - f64::from(b)))
+            .sum()
+    }
+
+    /// Row `n` of embeddings `h`.
+    pub(super) fn row<'h>(&self, h: &'h [f32], n: usize) -> &'h [f32] {
+        &h[n * self.dim..(n + 1) * self.dim]
+    }
+}
