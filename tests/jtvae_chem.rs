@@ -2,7 +2,7 @@
 //! junction tree whose clusters cover all atoms and bonds, and rebuilding each
 //! molecule along its own tree with the correct attachments (the "gold path")
 //! gives back the input molecule for at least 99% of them (stereo not modelled).
-use zo_hpc::jtvae::assemble::gold_stats;
+use zo_hpc::jtvae::gold::gold_stats;
 
 fn smiles_of(path: &str) -> Vec<String> {
     let mut r = csv::Reader::from_path(format!("{}/{path}", env!("CARGO_MANIFEST_DIR"))).unwrap();

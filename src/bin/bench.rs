@@ -37,7 +37,7 @@ use std::process::Command;
 use std::time::Instant;
 use zo_hpc::blackbox::{KnowledgeSource, RdkitSource};
 use zo_hpc::chem::{Featurizer, Molecule};
-use zo_hpc::jtvae::{assemble::gold_stats, tree, vocab::Vocab};
+use zo_hpc::jtvae::{gold::gold_stats, tree, vocab::Vocab};
 
 fn read_smiles(path: &Path) -> anyhow::Result<Vec<String>> {
     let mut r =

@@ -7,7 +7,7 @@
 //! canonical Kekulé SMILES of the clusters as fragments. A tree's storage form
 //! (`TreeRecord`: vocabulary indices instead of labels) is what the dataset file holds.
 use super::graph::MolGraph;
-use super::vocab::Vocab;
+pub use super::junction::{JunctionTree, TreeRecord};
 use crate::chem::{self, mol::KekuleMol};
 use std::collections::HashMap;
 
@@ -22,25 +22,6 @@ const SINGLETON_WEIGHT: usize = 100;
 /// clusters stay connected in the tree (running intersection).
 const FUSED_WEIGHT: usize = 1000;
 
-/// A junction tree in storage form: vocabulary index and atoms of each node, edges
-/// (what the dataset file stores, and what the JT-VAE trains on).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct TreeRecord {
-    pub labels: Vec<u32>,
-    pub clusters: Vec<Vec<u32>>,
-    pub edges: Vec<(u32, u32)>,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct JunctionTree {
-    /// Atom indices (sorted) of each cluster; cluster 0 is the root and holds atom 0.
-    pub clusters: Vec<Vec<usize>>,
-    /// Tree edges `(i, j)` with `i < j`, sorted.
-    pub edges: Vec<(usize, usize)>,
-    /// Canonical Kekulé SMILES of each cluster.
-    pub labels: Vec<String>,
-}
-
 #[derive(Debug, Clone, thiserror::Error, PartialEq)]
 pub enum TreeError {
     #[error("the molecule has several disconnected fragments")]
@@ -53,42 +34,6 @@ pub enum TreeError {
     },
     #[error(transparent)]
     Chem(#[from] chem::ChemError),
-}
-
-impl JunctionTree {
-    /// The storage form with vocabulary indices; Err(label) for the first label
-    /// outside the vocabulary.
-    pub fn record(&self, vocab: &Vocab) -> Result<TreeRecord, String> {
-        let labels = self
-            .labels
-            .iter()
-            .map(|l| vocab.get(l).map(|x| x as u32).ok_or_else(|| l.clone()))
-            .collect::<Result<_, _>>()?;
-        Ok(TreeRecord {
-            labels,
-            clusters: self
-                .clusters
-                .iter()
-                .map(|c| c.iter().map(|&a| a as u32).collect())
-                .collect(),
-            edges: self
-                .edges
-                .iter()
-                .map(|&(a, b)| (a as u32, b as u32))
-                .collect(),
-        })
-    }
-
-    /// Neighbours of each node.
-    pub fn neighbours(&self) -> Vec<Vec<usize>> {
-        let mut nb = vec![Vec::new(); self.clusters.len()];
-        for &(i, j) in &self.edges {
-            nb[i].push(j);
-            nb[j].push(i);
-        }
-        nb.iter_mut().for_each(|v| v.sort_unstable());
-        nb
-    }
 }
 
 /// Caches labels of fragments that repeat a lot (bonds and single atoms), keyed by
@@ -470,7 +415,7 @@ mod tests {
     }
 
     fn rebuilds(smiles: &str) {
-        let st = super::super::assemble::gold_stats(&[smiles.to_string()]);
+        let st = super::super::gold::gold_stats(&[smiles.to_string()]);
         assert_eq!(st.rebuilt, 1, "{smiles}: {:?}", st.failures);
     }
 

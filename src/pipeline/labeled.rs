@@ -3,8 +3,8 @@
 //! molecules of its evaluation and of `zo-hpc eval`).
 use crate::data::samples::{Example, MoleculeSet, Prepared};
 use crate::io::dataset::Dataset;
-use crate::jtvae::tree::TreeRecord;
 use crate::jtvae::tree::LabelCache;
+use crate::jtvae::tree::TreeRecord;
 use crate::jtvae::vocab::Vocab;
 use std::collections::HashMap;
 

@@ -107,7 +107,7 @@ pub fn load_stage1(
     crate::io::model::check_inputs(jtvae_ck, mpnn_ck, dataset, &pipe.vocab, &pipe.featurizer)?;
     let jtvae = |n: &str| pipe.is_jtvae_param(n);
     let mpnn = |n: &str| pipe.is_mpnn_param(n);
-    let models: [(&str, &Path, &dyn Fn(&str) -> bool); 2] =
+    let models: [(&str, &Path, &ParamFilter); 2] =
         [("jtvae", jtvae_ck, &jtvae), ("mpnn", mpnn_ck, &mpnn)];
     for (model, ck, keep) in models {
         Params::of_filtered(vs, keep)
@@ -121,6 +121,9 @@ pub fn load_stage1(
     }
     Ok(())
 }
+
+/// Which parameters of the pipeline's VarStore belong to one model.
+type ParamFilter<'a> = dyn Fn(&str) -> bool + 'a;
 
 /// The pipeline's evaluation summed over ranks.
 pub fn reduce(e: PipelineEval, dist: &Dist) -> PipelineEval {

@@ -85,32 +85,7 @@ pub fn run(cfg: &Config, dist: &Dist, o: &Options) -> anyhow::Result<Report> {
 
     // 1a. Estimators on the stand-in (moderate curvature: tanh's bend within µ ~ 1).
     let g = SmoothStandIn::new(seed, d, m, 1.0);
-    let mut standin = Vec::new();
-    // The stand-in's tensors are tiny: libtorch's thread pool only adds overhead.
-    let threads = tch::get_num_threads();
-    tch::set_num_threads(1);
-    for est in Estimator::ALL {
-        let qs: &[usize] = if est == Estimator::Coordinate {
-            &[1]
-        } else {
-            &QS
-        };
-        for &q in qs {
-            for &mu in &MUS {
-                standin.push(estimator_stats(
-                    &g,
-                    est,
-                    q,
-                    mu / sigma,
-                    sigma,
-                    o.trials,
-                    seed,
-                ));
-            }
-        }
-    }
-
-    tch::set_num_threads(threads);
+    let standin = standin_table(&g, sigma, o.trials, seed);
 
     // 1b. The chain rule through the real encoder (a few molecules, large q).
     let vocab = Vocab::new(pipe.vocab.iter().cloned());
@@ -130,60 +105,97 @@ pub fn run(cfg: &Config, dist: &Dist, o: &Options) -> anyhow::Result<Report> {
     }
 
     // 2. Flip rate on the real decoder.
-    let mut flips = Vec::new();
-    if trained {
-        let idx: Vec<u64> = ds.test.iter().take(o.molecules).copied().collect();
-        let (mols, _) = labeled(&ds, &idx, &vocab, &mut Prepared::none(None));
-        let samples: Vec<_> = mols.iter().map(|l| l.ex.sample()).collect();
-        let z = tch::no_grad(|| {
-            let (gb, tb) = pipe.jtvae.batches(&samples, device);
-            to_vec_f32(&pipe.jtvae.encode(&gb, &tb).0)
-        });
-        let base: Vec<Option<String>> = pipe
-            .decode_many(&z[..mols.len() * d])
-            .into_iter()
-            .map(|x| x.map(|x| x.smiles))
-            .collect();
-        for &radius in &RADII {
-            let mut row = FlipRow {
-                radius,
-                queries: 0.0,
-                flipped: 0.0,
-                failed: 0.0,
-            };
-            // All perturbed latents of this radius as one decode batch.
-            let mut zq: Vec<f32> = Vec::new();
-            let mut whose: Vec<&String> = Vec::new();
-            for (i, b) in base.iter().enumerate() {
-                let Some(b) = b else { continue };
-                for k in 0..o.directions {
-                    let u = latent_direction(seed, 0, i as u64, k as u64, d);
-                    zq.extend(
-                        z[i * d..(i + 1) * d]
-                            .iter()
-                            .zip(&u)
-                            .map(|(&a, &b)| a + (radius as f32) * b),
-                    );
-                    whose.push(b);
-                }
-            }
-            for (got, b) in pipe.decode_many(&zq).iter().zip(whose) {
-                row.queries += 1.0;
-                match got {
-                    None => row.failed += 1.0,
-                    Some(x) if &x.smiles != b => row.flipped += 1.0,
-                    Some(_) => {}
-                }
-            }
-            flips.push(row);
-        }
-    }
+    let flips = if trained {
+        flip_rows(&pipe, (&ds, &vocab), o, (seed, device))
+    } else {
+        Vec::new()
+    };
     Ok(Report {
         standin,
         chained,
         flips,
         latent: d,
     })
+}
+
+/// Estimators on the smooth stand-in: every estimator, q and radius, `trials` each.
+fn standin_table(g: &SmoothStandIn, sigma: f64, trials: usize, seed: u64) -> Vec<EstimatorStats> {
+    let mut standin = Vec::new();
+    // The stand-in's tensors are tiny: libtorch's thread pool only adds overhead.
+    let threads = tch::get_num_threads();
+    tch::set_num_threads(1);
+    for est in Estimator::ALL {
+        let qs: &[usize] = if est == Estimator::Coordinate {
+            &[1]
+        } else {
+            &QS
+        };
+        for &q in qs {
+            for &mu in &MUS {
+                standin.push(estimator_stats(g, est, q, mu / sigma, sigma, trials, seed));
+            }
+        }
+    }
+    tch::set_num_threads(threads);
+    standin
+}
+
+/// The flip rate of the trained decoder at each radius of `RADII`, over the first
+/// `o.molecules` test molecules and `o.directions` directions each.
+fn flip_rows(
+    pipe: &Pipeline,
+    (ds, vocab): (&Dataset, &Vocab),
+    o: &Options,
+    (seed, device): (u64, tch::Device),
+) -> Vec<FlipRow> {
+    let d = pipe.jtvae.latent() as usize;
+    let mut flips = Vec::new();
+    let idx: Vec<u64> = ds.test.iter().take(o.molecules).copied().collect();
+    let (mols, _) = labeled(ds, &idx, vocab, &mut Prepared::none(None));
+    let samples: Vec<_> = mols.iter().map(|l| l.ex.sample()).collect();
+    let z = tch::no_grad(|| {
+        let (gb, tb) = pipe.jtvae.batches(&samples, device);
+        to_vec_f32(&pipe.jtvae.encode(&gb, &tb).0)
+    });
+    let base: Vec<Option<String>> = pipe
+        .decode_many(&z[..mols.len() * d])
+        .into_iter()
+        .map(|x| x.map(|x| x.smiles))
+        .collect();
+    for &radius in &RADII {
+        let mut row = FlipRow {
+            radius,
+            queries: 0.0,
+            flipped: 0.0,
+            failed: 0.0,
+        };
+        // All perturbed latents of this radius as one decode batch.
+        let mut zq: Vec<f32> = Vec::new();
+        let mut whose: Vec<&String> = Vec::new();
+        for (i, b) in base.iter().enumerate() {
+            let Some(b) = b else { continue };
+            for k in 0..o.directions {
+                let u = latent_direction(seed, 0, i as u64, k as u64, d);
+                zq.extend(
+                    z[i * d..(i + 1) * d]
+                        .iter()
+                        .zip(&u)
+                        .map(|(&a, &b)| a + (radius as f32) * b),
+                );
+                whose.push(b);
+            }
+        }
+        for (got, b) in pipe.decode_many(&zq).iter().zip(whose) {
+            row.queries += 1.0;
+            match got {
+                None => row.failed += 1.0,
+                Some(x) if &x.smiles != b => row.flipped += 1.0,
+                Some(_) => {}
+            }
+        }
+        flips.push(row);
+    }
+    flips
 }
 
 /// The flip rate at the smallest radius: molecules whose decode sits on a tie
