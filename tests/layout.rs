@@ -608,3 +608,44 @@ fn the_length_check_measures_bodies() {
     let f = functions(&code_only(code));
     assert_eq!(f, vec![(1, 1, "a".into()), (2, 6, "b".into())]);
 }
+
+/// The edges, where errors are given their context for the user (`anyhow`): the
+/// command line, the benchmark, and the runners of `prepare`, the stages, `eval`
+/// and `gradcheck`. Every other module returns typed errors (`thiserror`).
+const ANYHOW_EDGES: [&str; 10] = [
+    "main.rs",
+    "bin/",
+    "data/prepare.rs",
+    "train/stages.rs",
+    "train/trainer.rs",
+    "train/jtvae_stage.rs",
+    "train/mpnn_stage.rs",
+    "train/zo_stage/objective.rs",
+    "train/evaluate.rs",
+    "train/gradcheck.rs",
+];
+
+#[test]
+fn library_modules_return_typed_errors() {
+    let mut files = Vec::new();
+    rust_files(&src(), &mut files);
+    files.sort();
+    let mut found = Vec::new();
+    for f in &files {
+        let rel = f.strip_prefix(src()).unwrap().display().to_string();
+        if ANYHOW_EDGES.iter().any(|e| rel.starts_with(e)) {
+            continue;
+        }
+        let code = without_tests(&code_only(&std::fs::read_to_string(f).unwrap()));
+        for (i, line) in code.lines().enumerate() {
+            if line.contains("anyhow") {
+                found.push(format!("src/{rel}:{}: {}", i + 1, line.trim()));
+            }
+        }
+    }
+    assert!(
+        found.is_empty(),
+        "anyhow below the edges (use a thiserror enum):\n{}",
+        found.join("\n")
+    );
+}

@@ -3,7 +3,13 @@
 use crate::config::DevicePref;
 use tch::Device;
 
-pub fn choose(pref: DevicePref, local_rank: usize) -> anyhow::Result<Device> {
+/// The config asks for a device this machine does not have.
+#[derive(Debug, thiserror::Error)]
+#[error("config key train.device = \"cuda\" but no CUDA device is available")]
+pub struct NoCuda;
+
+/// The device of the rank with node-local rank `local_rank`.
+pub fn choose(pref: DevicePref, local_rank: usize) -> Result<Device, NoCuda> {
     let gpus = if tch::Cuda::is_available() {
         tch::Cuda::device_count() as usize
     } else {
@@ -12,9 +18,7 @@ pub fn choose(pref: DevicePref, local_rank: usize) -> anyhow::Result<Device> {
     match pref {
         DevicePref::Cpu => Ok(Device::Cpu),
         DevicePref::Auto if gpus == 0 => Ok(Device::Cpu),
-        DevicePref::Cuda if gpus == 0 => {
-            anyhow::bail!("config key train.device = \"cuda\" but no CUDA device is available")
-        }
+        DevicePref::Cuda if gpus == 0 => Err(NoCuda),
         DevicePref::Auto | DevicePref::Cuda => Ok(Device::Cuda(local_rank % gpus)),
     }
 }

@@ -2,8 +2,23 @@
 //! flat gradient buffer that one allreduce per step sums over ranks
 //! (`to_vec_f32`, which reads tensors back, is the pipeline's, re-exported).
 use crate::io::checkpoint::NamedArray;
+use crate::io::h5::H5Error;
 pub use crate::pipeline::to_vec_f32;
 use tch::{nn::VarStore, Tensor};
+
+/// Why parameters could not be loaded.
+#[derive(Debug, thiserror::Error)]
+pub enum ParamsError {
+    #[error(transparent)]
+    Read(#[from] H5Error),
+    #[error("checkpoint parameter {file} has shape {file_shape:?}, the model's {model} has {model_shape:?}")]
+    Shape {
+        file: String,
+        file_shape: Vec<usize>,
+        model: String,
+        model_shape: Vec<usize>,
+    },
+}
 
 pub struct Params {
     pub names: Vec<String>,
@@ -102,23 +117,22 @@ impl Params {
     }
 
     /// Loads these parameters (by name) from a checkpoint that may hold more.
-    pub fn load_from(&self, checkpoint: &std::path::Path) -> anyhow::Result<()> {
+    pub fn load_from(&self, checkpoint: &std::path::Path) -> Result<(), ParamsError> {
         let (_, arrays) = crate::io::checkpoint::Checkpoint::read_params(checkpoint, &self.names)?;
         self.load_arrays(&arrays, &self.tensors)
     }
 
     /// Copies arrays (same names and shapes) into `dst` tensors.
-    pub fn load_arrays(&self, arrays: &[NamedArray], dst: &[Tensor]) -> anyhow::Result<()> {
+    pub fn load_arrays(&self, arrays: &[NamedArray], dst: &[Tensor]) -> Result<(), ParamsError> {
         for ((a, t), name) in arrays.iter().zip(dst).zip(&self.names) {
             let shape: Vec<usize> = t.size().iter().map(|&s| s as usize).collect();
             if &a.name != name || a.shape != shape {
-                anyhow::bail!(
-                    "checkpoint parameter {} has shape {:?}, the model's {} has {:?}",
-                    a.name,
-                    a.shape,
-                    name,
-                    shape
-                );
+                return Err(ParamsError::Shape {
+                    file: a.name.clone(),
+                    file_shape: a.shape.clone(),
+                    model: name.clone(),
+                    model_shape: shape,
+                });
             }
             let src = Tensor::from_slice(&a.data)
                 .view(t.size().as_slice())
