@@ -333,22 +333,7 @@ fn eval_jtvae(cfg: &Config, dist: &Dist, ck: &Path, limit: usize) -> anyhow::Res
     let r = zo_hpc::train::jtvae_stage::eval(cfg, dist, ck, limit)?;
     if dist.is_root() {
         let out = cfg.for_stage(Stage::Jtvae).run.out_dir.join("eval.h5");
-        let rec = eval_file::Reconstruction {
-            checkpoint: ck,
-            molecules: r.molecules,
-            exact: r.exact,
-            valid: r.valid,
-            tree_too_large: r.tree_too_large,
-            other_failed: r.other_failed,
-            encode_s: r.encode_s,
-            decode_s: r.decode_s,
-            tree_s: r.tree_s,
-            enumerate_s: r.enumerate_s,
-            score_s: r.score_s,
-            smiles: &r.smiles,
-            decoded: &r.decoded,
-        };
-        eval_file::write_reconstruction(&out, &rec)?;
+        eval_file::write_reconstruction(&out, ck, &r)?;
         log::info!("wrote {}", out.display());
     }
     Ok(0)

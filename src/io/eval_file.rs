@@ -12,12 +12,13 @@
 //! Layout of a JT-VAE's reconstruction (`<out_dir>/jtvae/eval.h5`, a JT-VAE-only config):
 //! ```text
 //! attrs: checkpoint, compare, commit, then the f64 counts and seconds of
-//!        `Reconstruction` (molecules, exact, valid, tree_too_large, other_failed,
+//!        `jtvae::recon::Recon` (molecules, exact, valid, tree_too_large, other_failed,
 //!        recon_acc, encode_s, decode_s, decode_tree_s, decode_enumerate_s, decode_score_s)
 //! /smiles, /decoded   strings, the input and decoded SMILES of every molecule
 //! ```
 use super::h5;
 use crate::config::Config;
+use crate::jtvae::recon::Recon;
 use hdf5::{File, Location};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -127,30 +128,15 @@ pub fn write(path: &Path, columns: &[Column], cfg: &Config) -> Result<(), h5::Wr
     })
 }
 
-/// A JT-VAE's reconstruction of held-out molecules, as its `eval.h5` stores it.
-pub struct Reconstruction<'a> {
-    /// The checkpoint evaluated.
-    pub checkpoint: &'a Path,
-    pub molecules: f64,
-    pub exact: f64,
-    pub valid: f64,
-    pub tree_too_large: f64,
-    pub other_failed: f64,
-    pub encode_s: f64,
-    pub decode_s: f64,
-    pub tree_s: f64,
-    pub enumerate_s: f64,
-    pub score_s: f64,
-    /// The input and decoded SMILES, stored only when they pair up.
-    pub smiles: &'a [String],
-    pub decoded: &'a [String],
-}
-
 /// Writes a JT-VAE's `eval.h5`: the counts and seconds as attributes (with
 /// `recon_acc` = exact / molecules), and the SMILES pairs.
-pub fn write_reconstruction(path: &Path, r: &Reconstruction) -> Result<(), h5::WriteError> {
+pub fn write_reconstruction(
+    path: &Path,
+    checkpoint: &Path,
+    r: &Recon,
+) -> Result<(), h5::WriteError> {
     h5::write_atomically(path, |f| {
-        h5::write_str_attr(f, "checkpoint", &r.checkpoint.display().to_string())?;
+        h5::write_str_attr(f, "checkpoint", &checkpoint.display().to_string())?;
         h5::write_str_attr(f, "compare", "canonical SMILES without stereo")?;
         h5::write_str_attr(f, "commit", crate::COMMIT)?;
         for (k, v) in [
@@ -169,8 +155,8 @@ pub fn write_reconstruction(path: &Path, r: &Reconstruction) -> Result<(), h5::W
             h5::write_attr(f, k, &v)?;
         }
         if r.decoded.len() == r.smiles.len() {
-            h5::write_strings(f, "smiles", r.smiles)?;
-            h5::write_strings(f, "decoded", r.decoded)?;
+            h5::write_strings(f, "smiles", &r.smiles)?;
+            h5::write_strings(f, "decoded", &r.decoded)?;
         }
         Ok(())
     })

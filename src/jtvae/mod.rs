@@ -11,6 +11,7 @@ pub mod gold;
 pub mod graph;
 pub mod junction;
 pub mod model;
+pub mod recon;
 pub mod scorer;
 pub mod shared;
 pub mod tree;
