@@ -18,7 +18,7 @@
 //! bond_in_child u8[B]     1 where both ends are the child's
 //! ```
 //! A columnar store (`io::columns`): written, read, appended and gathered like the others.
-use super::columns::{self, ColMut, ColRef, Columnar, Spec};
+use super::columns::{self, column_lists, Columnar, Spec};
 use crate::jtvae::candidates::{CandAtom, CandBond, CompactCandidates, LocalGraph, NodeCandidates};
 use hdf5::Group;
 
@@ -93,41 +93,21 @@ impl Columnar for CandidateStore {
         Spec::flat("bond_in_child"),
     ];
 
-    fn columns(&self) -> Vec<ColRef<'_>> {
-        vec![
-            (&self.ok).into(),
-            (&self.group_offset).into(),
-            (&self.gold).into(),
-            (&self.graph_offset).into(),
-            (&self.atom_offset).into(),
-            (&self.bond_offset).into(),
-            (&self.atom_element).into(),
-            (&self.atom_charge).into(),
-            (&self.atom_degree).into(),
-            (&self.atom_flags).into(),
-            (&self.bond_atoms).into(),
-            (&self.bond_order).into(),
-            (&self.bond_in_child).into(),
-        ]
-    }
-
-    fn columns_mut(&mut self) -> Vec<ColMut<'_>> {
-        vec![
-            (&mut self.ok).into(),
-            (&mut self.group_offset).into(),
-            (&mut self.gold).into(),
-            (&mut self.graph_offset).into(),
-            (&mut self.atom_offset).into(),
-            (&mut self.bond_offset).into(),
-            (&mut self.atom_element).into(),
-            (&mut self.atom_charge).into(),
-            (&mut self.atom_degree).into(),
-            (&mut self.atom_flags).into(),
-            (&mut self.bond_atoms).into(),
-            (&mut self.bond_order).into(),
-            (&mut self.bond_in_child).into(),
-        ]
-    }
+    column_lists!(
+        ok,
+        group_offset,
+        gold,
+        graph_offset,
+        atom_offset,
+        bond_offset,
+        atom_element,
+        atom_charge,
+        atom_degree,
+        atom_flags,
+        bond_atoms,
+        bond_order,
+        bond_in_child
+    );
 }
 
 impl CandidateStore {

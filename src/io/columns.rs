@@ -113,6 +113,21 @@ macro_rules! each {
     };
 }
 
+/// The two column lists of a `Columnar` store (`columns`, `columns_mut`), written
+/// once from its field names, in `COLUMNS` order.
+macro_rules! column_lists {
+    ($($field:ident),+ $(,)?) => {
+        fn columns(&self) -> Vec<$crate::io::columns::ColRef<'_>> {
+            vec![$((&self.$field).into()),+]
+        }
+
+        fn columns_mut(&mut self) -> Vec<$crate::io::columns::ColMut<'_>> {
+            vec![$((&mut self.$field).into()),+]
+        }
+    };
+}
+pub(crate) use column_lists;
+
 /// A store of named columns. `default()` is the empty store (offset columns `[0]`);
 /// `columns` and `columns_mut` list the columns in `COLUMNS` order.
 pub trait Columnar: Default {

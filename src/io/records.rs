@@ -13,7 +13,7 @@
 //! ```
 //! Codes as in `chem::rdkit_ffi` (AtomRecord, BondRecord). A columnar store
 //! (`io::columns`): written, read, appended and gathered like the others.
-use super::columns::{self, ColMut, ColRef, Columnar, Spec};
+use super::columns::{self, column_lists, Columnar, Spec};
 use crate::chem::mol::{AtomRecord, BondRecord, MolRecord};
 use hdf5::Group;
 
@@ -85,27 +85,7 @@ impl Columnar for RecordStore {
         Spec::rows("bonds", BOND_FIELDS),
     ];
 
-    fn columns(&self) -> Vec<ColRef<'_>> {
-        vec![
-            (&self.ok).into(),
-            (&self.atom_offset).into(),
-            (&self.atoms).into(),
-            (&self.bond_offset).into(),
-            (&self.bond_atoms).into(),
-            (&self.bonds).into(),
-        ]
-    }
-
-    fn columns_mut(&mut self) -> Vec<ColMut<'_>> {
-        vec![
-            (&mut self.ok).into(),
-            (&mut self.atom_offset).into(),
-            (&mut self.atoms).into(),
-            (&mut self.bond_offset).into(),
-            (&mut self.bond_atoms).into(),
-            (&mut self.bonds).into(),
-        ]
-    }
+    column_lists!(ok, atom_offset, atoms, bond_offset, bond_atoms, bonds);
 }
 
 impl RecordStore {

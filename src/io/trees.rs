@@ -10,7 +10,7 @@
 //! edge_offset  u64[k+1]
 //! edges        u32[E,2]  tree edges (node pairs)
 //! ```
-use super::columns::{self, ColMut, ColRef, Columnar, Spec};
+use super::columns::{self, column_lists, Columnar, Spec};
 use crate::jtvae::tree::TreeRecord;
 use hdf5::Group;
 
@@ -52,29 +52,15 @@ impl Columnar for TreeStore {
         Spec::rows("edges", 2),
     ];
 
-    fn columns(&self) -> Vec<ColRef<'_>> {
-        vec![
-            (&self.ok).into(),
-            (&self.node_offset).into(),
-            (&self.label).into(),
-            (&self.atom_offset).into(),
-            (&self.atoms).into(),
-            (&self.edge_offset).into(),
-            (&self.edges).into(),
-        ]
-    }
-
-    fn columns_mut(&mut self) -> Vec<ColMut<'_>> {
-        vec![
-            (&mut self.ok).into(),
-            (&mut self.node_offset).into(),
-            (&mut self.label).into(),
-            (&mut self.atom_offset).into(),
-            (&mut self.atoms).into(),
-            (&mut self.edge_offset).into(),
-            (&mut self.edges).into(),
-        ]
-    }
+    column_lists!(
+        ok,
+        node_offset,
+        label,
+        atom_offset,
+        atoms,
+        edge_offset,
+        edges
+    );
 }
 
 impl TreeStore {
