@@ -24,6 +24,7 @@ use super::assemble::{attach, candidates, flat_smiles};
 use super::candidates::{local_code, LabelGraphs, LocalGraph};
 use super::graph::MolGraph;
 use super::model::JtVae;
+use super::policy::{AssemblyPolicy, Greedy, WalkPolicy};
 use super::shared::SharedGraphs;
 use super::walk::ChildRequest;
 use crate::chem::mol::KAtom;
@@ -32,8 +33,6 @@ use tch::Tensor;
 
 /// A new tree node takes the most likely of this many labels that can be attached.
 pub const LABEL_TOP_K: usize = 5;
-/// Candidate scores within this relative distance of the best are ties.
-const TIE_TOLERANCE: f64 = 1e-4;
 
 #[derive(Debug, Clone, thiserror::Error, PartialEq)]
 pub enum DecodeError {
@@ -157,14 +156,12 @@ fn group_requests(reqs: &[ChildRequest], asm: &[Option<Assembly>]) -> (Vec<usize
     (rep, reps)
 }
 
-/// The best-scoring option; ties (within `TIE_TOLERANCE`) go to the smaller SMILES.
-fn choose(scores: &[f32], built: &[(MolGraph, Vec<usize>, String)]) -> usize {
-    let best = scores.iter().fold(f32::NEG_INFINITY, |m, &s| m.max(s));
-    let tol = TIE_TOLERANCE * (1.0 + f64::from(best).abs());
-    (0..scores.len())
-        .filter(|&k| f64::from(best - scores[k]) <= tol)
-        .min_by(|&a, &b| built[a].2.cmp(&built[b].2))
-        .unwrap_or(0)
+/// One worker's part of a batch decode: its results and the policies that made
+/// its decisions (walk `i` of the part is row `start + i` of the batch).
+pub(crate) struct Part<T, A> {
+    pub results: Vec<Result<Decoded, DecodeError>>,
+    pub tree: T,
+    pub assm: A,
 }
 
 /// A shared reference that may cross threads. The model's tensors are only read
@@ -211,47 +208,86 @@ impl JtVae {
         times: &mut DecodeTimes,
         threads: usize,
     ) -> Vec<Result<Decoded, DecodeError>> {
+        let greedy = |_: usize, _: usize| (Greedy, Greedy);
+        self.decode_batch_by(z, vocab, labels, times, threads, &greedy)
+            .into_iter()
+            .flat_map(|p| p.results)
+            .collect()
+    }
+
+    /// `decode_batch` with the decisions of the policies `make(start, len)` builds
+    /// for each worker's rows `start..start + len` (see `policy`); one `Part` per
+    /// worker, in row order.
+    pub(crate) fn decode_batch_by<T, A>(
+        &self,
+        z: &Tensor,
+        vocab: &[String],
+        labels: &mut LabelGraphs,
+        times: &mut DecodeTimes,
+        threads: usize,
+        make: &(dyn Fn(usize, usize) -> (T, A) + Sync),
+    ) -> Vec<Part<T, A>>
+    where
+        T: WalkPolicy + Send,
+        A: AssemblyPolicy + Send,
+    {
         labels.parse_all(vocab);
         let labels: &LabelGraphs = labels;
         let z = z.reshape([-1, self.latent()]);
         let b = z.size()[0] as usize;
         let threads = threads.clamp(1, b.max(1));
         let before = tch::get_num_threads();
+        let run = |zk: &Tensor, start: usize, t: &mut DecodeTimes| {
+            let (mut tree, mut assm) = make(start, zk.size()[0] as usize);
+            let results = self.decode_part(zk, vocab, labels, t, &mut tree, &mut assm);
+            Part {
+                results,
+                tree,
+                assm,
+            }
+        };
         if threads == 1 {
             tch::set_num_threads(1);
-            let r = self.decode_part(&z, vocab, labels, times);
+            let r = run(&z, 0, times);
             tch::set_num_threads(before);
-            return r;
+            return vec![r];
         }
         let per = b.div_ceil(threads);
         let model = AssertSync(self);
-        let parts: Vec<(Vec<Result<Decoded, DecodeError>>, DecodeTimes)> =
-            std::thread::scope(|s| {
-                let workers: Vec<_> = (0..b)
-                    .step_by(per)
-                    .map(|start| {
-                        let zk = z.narrow(0, start as i64, per.min(b - start) as i64).copy();
-                        let model = &model;
-                        s.spawn(move || {
-                            tch::set_num_threads(1);
-                            let mut t = DecodeTimes::default();
-                            let r = model.get().decode_part(&zk, vocab, labels, &mut t);
-                            (r, t)
-                        })
+        let parts: Vec<(Part<T, A>, DecodeTimes)> = std::thread::scope(|s| {
+            let workers: Vec<_> = (0..b)
+                .step_by(per)
+                .map(|start| {
+                    let zk = z.narrow(0, start as i64, per.min(b - start) as i64).copy();
+                    let model = &model;
+                    s.spawn(move || {
+                        tch::set_num_threads(1);
+                        let mut t = DecodeTimes::default();
+                        let (mut tree, mut assm) = make(start, zk.size()[0] as usize);
+                        let results = model.get().decode_part(
+                            &zk, vocab, labels, &mut t, &mut tree, &mut assm,
+                        );
+                        let part = Part {
+                            results,
+                            tree,
+                            assm,
+                        };
+                        (part, t)
                     })
-                    .collect();
-                workers
-                    .into_iter()
-                    .map(|w| {
-                        w.join()
-                            .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
-                    })
-                    .collect()
-            });
+                })
+                .collect();
+            workers
+                .into_iter()
+                .map(|w| {
+                    w.join()
+                        .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
+                })
+                .collect()
+        });
         tch::set_num_threads(before);
-        let mut out = Vec::with_capacity(b);
-        for (r, t) in parts {
-            out.extend(r);
+        let mut out = Vec::with_capacity(parts.len());
+        for (p, t) in parts {
+            out.push(p);
             times.tree_s += t.tree_s;
             times.enumerate_s += t.enumerate_s;
             times.score_s += t.score_s;
@@ -266,6 +302,8 @@ impl JtVae {
         vocab: &[String],
         labels: &LabelGraphs,
         times: &mut DecodeTimes,
+        tree: &mut dyn WalkPolicy,
+        assm: &mut dyn AssemblyPolicy,
     ) -> Vec<Result<Decoded, DecodeError>> {
         let _guard = tch::no_grad_guard();
         let t_all = Instant::now();
@@ -273,17 +311,18 @@ impl JtVae {
         let z = z.reshape([-1, self.latent()]);
         let b = z.size()[0] as usize;
         let (z_tree, z_graph) = (z.narrow(1, 0, half), z.narrow(1, half, half));
-        let roots = self.decoder.root_labels(&z_tree);
+        let roots = tree.roots(&self.decoder.root_logits(&z_tree));
         let (mut asm, label_error) = start_assemblies(&roots, b, vocab, labels);
         let mut secs = (0.0, 0.0);
         let mut accept = |reqs: &[ChildRequest]| -> Vec<Option<usize>> {
-            self.attach_children(reqs, &mut asm, &z_graph, vocab, labels, &mut secs)
+            self.attach_children(reqs, &mut asm, &z_graph, (vocab, labels), assm, &mut secs)
         };
-        let trees = self.decoder.decode_batch_with(
+        let trees = self.decoder.walk_batch(
             &z_tree,
             &roots,
             self.max_tree_nodes,
             LABEL_TOP_K,
+            tree,
             &mut accept,
         );
         let (enumerate_s, score_s) = secs;
@@ -317,8 +356,8 @@ impl JtVae {
         reqs: &[ChildRequest],
         asm: &mut [Option<Assembly>],
         z_graph: &Tensor,
-        vocab: &[String],
-        labels: &LabelGraphs,
+        (vocab, labels): (&[String], &LabelGraphs),
+        policy: &mut dyn AssemblyPolicy,
         secs: &mut (f64, f64),
     ) -> Vec<Option<usize>> {
         let t1 = Instant::now();
@@ -335,7 +374,7 @@ impl JtVae {
         let found: Vec<Option<Options>> = reps.iter().map(one).collect();
         secs.0 += t1.elapsed().as_secs_f64();
         let t2 = Instant::now();
-        let picks = self.pick_attachments(reqs, &rep, &found, z_graph);
+        let picks = self.pick_attachments(reqs, &rep, &found, z_graph, policy);
         secs.1 += t2.elapsed().as_secs_f64();
         reqs.iter()
             .enumerate()
@@ -359,6 +398,7 @@ impl JtVae {
         rep: &[usize],
         found: &[Option<Options>],
         z_graph: &Tensor,
+        policy: &mut dyn AssemblyPolicy,
     ) -> Vec<usize> {
         let mut picks = vec![0usize; reqs.len()];
         // Candidate vectors of every distinct question in one network call.
@@ -391,7 +431,8 @@ impl JtVae {
                 if let Some(o) = &found[rep[k]] {
                     let n = o.graphs.len();
                     if n > 0 && scores.len() >= at + n {
-                        *pick = choose(&scores[at..at + n], &o.built);
+                        let smiles: Vec<&str> = o.built.iter().map(|b| b.2.as_str()).collect();
+                        *pick = policy.pick(reqs[k].mol, &scores[at..at + n], &smiles, &o.graphs);
                     }
                     at += n;
                 }

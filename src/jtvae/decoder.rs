@@ -270,17 +270,19 @@ impl TreeDecoder {
 
     /// The most likely root label of each row of `z_tree [B, latent/2]`.
     pub fn root_labels(&self, z_tree: &Tensor) -> Vec<usize> {
+        use super::policy::WalkPolicy;
         let _guard = tch::no_grad_guard();
+        super::policy::Greedy.roots(&self.root_logits(z_tree))
+    }
+
+    /// The root label logits `[B, vocab]` of `z_tree [B, latent/2]` (label head on
+    /// a zero message), in the caller's grad mode.
+    pub(crate) fn root_logits(&self, z_tree: &Tensor) -> Tensor {
         let b = z_tree.size()[0];
-        let logits = self.word_logits(
+        self.word_logits(
             &Tensor::zeros([b, self.hidden], (z_tree.kind(), z_tree.device())),
             z_tree,
-        );
-        Vec::<i64>::try_from(logits.argmax(-1, false))
-            .unwrap_or_default()
-            .into_iter()
-            .map(|l| l as usize)
-            .collect()
+        )
     }
 }
 

@@ -10,6 +10,7 @@
 //! label (`SplitWeights`, `LabelProducts`); messages live in one growing buffer
 //! (`Rows`).
 use super::decoder::{long, DecodedTree, TreeDecoder};
+use super::policy::{Greedy, WalkPolicy};
 use tch::nn::{self, Module};
 use tch::{Device, Kind, Tensor};
 
@@ -83,6 +84,21 @@ impl TreeDecoder {
         accept: &mut dyn FnMut(&[ChildRequest]) -> Vec<Option<usize>>,
     ) -> Vec<Option<DecodedTree>> {
         let _guard = tch::no_grad_guard();
+        self.walk_batch(z_tree, roots, max_nodes, top_k, &mut Greedy, accept)
+    }
+
+    /// `decode_batch_with` with the decisions of `policy` (greedy, sampled or
+    /// replayed, see `policy`); runs in the caller's grad mode (a replay records
+    /// the graph of its log-probabilities).
+    pub(crate) fn walk_batch(
+        &self,
+        z_tree: &Tensor,
+        roots: &[usize],
+        max_nodes: usize,
+        top_k: usize,
+        policy: &mut dyn WalkPolicy,
+        accept: &mut dyn FnMut(&[ChildRequest]) -> Vec<Option<usize>>,
+    ) -> Vec<Option<DecodedTree>> {
         let z = z_tree.reshape([-1, z_tree.size().last().copied().unwrap_or(1)]);
         let b = z.size()[0] as usize;
         if max_nodes == 0 {
@@ -90,8 +106,8 @@ impl TreeDecoder {
         }
         let mut bw = BatchWalk::new(self, z, roots, max_nodes, top_k);
         while let Some(rd) = bw.round() {
-            let mut grow = bw.expanding(&rd);
-            let accepted = bw.children(&rd, &mut grow, accept);
+            let mut grow = bw.expanding(&rd, policy);
+            let accepted = bw.children(&rd, &mut grow, policy, accept);
             bw.add_children(&rd, &grow, &accepted);
             bw.backtrack(&rd, &accepted);
         }
@@ -208,16 +224,16 @@ impl<'a> BatchWalk<'a> {
     }
 
     /// The rows whose node expands (topology head on the messages it received).
-    fn expanding(&self, rd: &Round) -> Vec<usize> {
+    fn expanding(&self, rd: &Round, policy: &mut dyn WalkPolicy) -> Vec<usize> {
         let (nei, item) = self.msgs.gather(&rd.all_in);
         let o = Tensor::zeros(
             [rd.active.len() as i64, self.d.hidden],
             (self.z.kind(), self.dev),
         )
         .index_add(0, &item, &nei);
-        let expand: Vec<f64> =
-            Vec::try_from(self.split.topo_logits(self.d, &rd.px, &o, &rd.za)).unwrap_or_default();
-        (0..rd.active.len()).filter(|&r| expand[r] > 0.0).collect()
+        let logits = self.split.topo_logits(self.d, &rd.px, &o, &rd.za);
+        let expand = policy.expand(&rd.active, &logits);
+        (0..rd.active.len()).filter(|&r| expand[r]).collect()
     }
 
     /// Expanding rows (`grow`): the message to the new child and its label
@@ -227,6 +243,7 @@ impl<'a> BatchWalk<'a> {
         &mut self,
         rd: &Round,
         grow: &mut Vec<usize>,
+        policy: &mut dyn WalkPolicy,
         accept: &mut dyn FnMut(&[ChildRequest]) -> Vec<Option<usize>>,
     ) -> Vec<Option<(usize, usize)>> {
         let mut accepted: Vec<Option<(usize, usize)>> = vec![None; rd.active.len()];
@@ -240,9 +257,8 @@ impl<'a> BatchWalk<'a> {
             .split
             .gru_step(self.d, &rd.px.index_select(0, &sel), &nei, &item);
         let logits = self.d.word_logits(&m, &rd.za.index_select(0, &sel));
-        let k = (self.top_k.max(1) as i64).min(logits.size()[1]);
-        let (_, best) = logits.topk(k, -1, true, true);
-        let best = Vec::<Vec<i64>>::try_from(&best).unwrap_or_default();
+        let walks: Vec<usize> = grow.iter().map(|&r| rd.active[r]).collect();
+        let best = policy.labels(&walks, &logits, self.top_k);
         let mut requests = Vec::new();
         let mut req_rows = Vec::new();
         for (g, &r) in grow.iter().enumerate() {
@@ -254,7 +270,7 @@ impl<'a> BatchWalk<'a> {
             requests.push(ChildRequest {
                 mol: i,
                 parent: rd.xs[r],
-                labels: best[g].iter().map(|&l| l as usize).collect(),
+                labels: best[g].clone(),
             });
             req_rows.push((r, g));
         }
@@ -265,6 +281,7 @@ impl<'a> BatchWalk<'a> {
         };
         let first = self.msgs.push(&m);
         for ((r, g), label) in req_rows.into_iter().zip(answers) {
+            policy.accepted(rd.active[r], label);
             if let Some(label) = label {
                 accepted[r] = Some((label, first + g));
             }
