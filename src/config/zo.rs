@@ -20,7 +20,8 @@ pub enum DecoderMode {
 pub struct ZoConfig {
     /// Latent estimator: "forward" (the paper; q > 1 averages q directions),
     /// "central" (antithetic pairs), "sphere" (unit-sphere directions), "coordinate"
-    /// (one query per latent coordinate; q is ignored).
+    /// (one query per latent coordinate; q is ignored), "score" (the score function
+    /// through the decoder sampled at `temperature`; q samples per molecule).
     #[serde(default = "default_estimator")]
     pub estimator: crate::zo::estimator::Estimator,
     /// Random directions per sample and step.
@@ -44,6 +45,9 @@ pub struct ZoConfig {
     /// Smoothing µ2 for the decoder's parameters (decoder = "zo").
     #[serde(default = "default_mu")]
     pub mu_decoder: f64,
+    /// Temperature τ of the stochastic decoder of estimator "score" (> 0).
+    #[serde(default = "d1f64")]
+    pub temperature: f64,
     /// Skip featurizing and embedding a perturbed query whose molecule equals the
     /// base molecule (its difference is exactly zero). Off only for benchmarks.
     #[serde(default = "default_true")]
@@ -72,7 +76,8 @@ pub struct ZoConfig {
 /// where Stage 2 actually starts is in it already (`init_*`, see `for_stage`).
 impl std::fmt::Debug for ZoConfig {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("ZoConfig")
+        let mut d = f.debug_struct("ZoConfig");
+        d
             .field("estimator", &self.estimator)
             .field("q", &self.q)
             .field("mu", &self.mu)
@@ -85,8 +90,12 @@ impl std::fmt::Debug for ZoConfig {
             .field("cache_size", &self.cache_size)
             .field("eval_limit", &self.eval_limit)
             .field("init_jtvae", &self.init_jtvae)
-            .field("init_mpnn", &self.init_mpnn)
-            .finish()
+            .field("init_mpnn", &self.init_mpnn);
+        // Only where it acts, so that other configs keep their stage keys.
+        if self.estimator == crate::zo::estimator::Estimator::Score {
+            d.field("temperature", &self.temperature);
+        }
+        d.finish()
     }
 }
 
@@ -101,6 +110,7 @@ impl Default for ZoConfig {
             decoder: default_decoder_mode(),
             q_decoder: 1,
             mu_decoder: default_mu(),
+            temperature: 1.0,
             skip_unchanged: true,
             cache_size: default_cache(),
             eval_limit: default_eval_limit(),
@@ -128,6 +138,7 @@ impl ZoConfig {
         positive(path, "zo.mu", self.mu)?;
         positive(path, "zo.sigma", self.sigma)?;
         positive(path, "zo.mu_decoder", self.mu_decoder)?;
+        positive(path, "zo.temperature", self.temperature)?;
         if !(self.lambda >= 0.0 && self.lambda.is_finite()) {
             return Err(ConfigError::value(
                 path,
@@ -163,4 +174,36 @@ fn default_cache() -> usize {
 }
 fn default_eval_limit() -> usize {
     500
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::zo::estimator::Estimator;
+
+    #[test]
+    fn temperature_is_checked_and_keys_only_the_score_estimator() {
+        let path = Path::new("c.toml");
+        let score = ZoConfig {
+            estimator: Estimator::Score,
+            q: 4,
+            ..Default::default()
+        };
+        assert!(score.check(path).is_ok());
+        for bad in [0.0, -1.0, f64::NAN] {
+            let c = ZoConfig {
+                temperature: bad,
+                ..score.clone()
+            };
+            let e = c.check(path).unwrap_err().to_string();
+            assert!(e.contains("zo.temperature"), "{e}");
+        }
+        let warm = ZoConfig {
+            temperature: 0.5,
+            ..score.clone()
+        };
+        assert_ne!(format!("{score:?}"), format!("{warm:?}"));
+        let forward = ZoConfig::default();
+        assert!(!format!("{forward:?}").contains("temperature"));
+    }
 }

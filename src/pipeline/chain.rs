@@ -13,6 +13,7 @@ use crate::io::dataset::Dataset;
 use crate::jtvae::candidates::LabelGraphs;
 use crate::jtvae::decode::{DecodeTimes, Decoded};
 use crate::jtvae::model::JtVae;
+use crate::jtvae::sample::{SampleKeys, Trace};
 use crate::models::batch::GraphBatch;
 use crate::models::mpnn::{Mpnn, MpnnDims};
 use std::cell::RefCell;
@@ -170,6 +171,35 @@ impl Pipeline {
             )
             .into_iter()
             .map(Result::ok)
+            .collect()
+    }
+
+    /// Decodes latents (`n × latent`, row-major) with the stochastic decoder at
+    /// temperature `tau` (`jtvae::sample`; row r keyed by `keys.ids[r]`), no
+    /// gradient: each molecule (None: the decode failed) with its trace.
+    pub fn decode_many_sampled(
+        &self,
+        z: &[f32],
+        keys: SampleKeys,
+        tau: f64,
+    ) -> Vec<(Option<Decoded>, Trace)> {
+        if z.is_empty() {
+            return Vec::new();
+        }
+        let t = Tensor::from_slice(z)
+            .view([-1, self.jtvae.latent()])
+            .to_device(self.device);
+        self.jtvae
+            .decode_sampled(
+                &t,
+                keys,
+                tau,
+                (&self.vocab, &mut self.labels.borrow_mut()),
+                &mut self.times.borrow_mut(),
+                self.decode_threads,
+            )
+            .into_iter()
+            .map(|(r, trace)| (r.ok(), trace))
             .collect()
     }
 

@@ -15,6 +15,7 @@
 //! | `central`    | 2q      | (1/q') Σ_k (δ_k⁺ − δ_k⁻) / (2r) · u_k  (antithetic)     |
 //! | `sphere`     | q       | (d/q') Σ_k δ_k / r · u_k,  u_k uniform on the sphere    |
 //! | `coordinate` | d       | ĝ_j = δ_j / r  (Liu et al. 2020; q is ignored)          |
+//! | `score`      | q       | not from differences: q sampled decodes (`zo::score`)   |
 //!
 //! q' is the number of directions whose queries all succeeded; failed ones are
 //! dropped rather than counted as zero, so a failure shrinks the sample instead
@@ -33,6 +34,9 @@ pub enum Estimator {
     Sphere,
     /// One-sided differences along each coordinate axis.
     Coordinate,
+    /// The score function through a stochastic decoder (`zo::score`, Stage 2's
+    /// `score` phase): q sampled molecules, no offsets; `combine` gives None.
+    Score,
 }
 
 impl Estimator {
@@ -50,6 +54,7 @@ impl Estimator {
             Estimator::Central => "central",
             Estimator::Sphere => "sphere",
             Estimator::Coordinate => "coordinate",
+            Estimator::Score => "score",
         }
     }
 
@@ -57,7 +62,7 @@ impl Estimator {
     /// need but the caller may have anyway) for q directions in `dim` dimensions.
     pub fn n_queries(self, q: usize, dim: usize) -> usize {
         match self {
-            Estimator::Forward | Estimator::Sphere => q,
+            Estimator::Forward | Estimator::Sphere | Estimator::Score => q,
             Estimator::Central => 2 * q,
             Estimator::Coordinate => dim,
         }
@@ -103,6 +108,7 @@ impl Estimator {
                     e
                 })
                 .collect(),
+            Estimator::Score => Vec::new(),
         }
     }
 
@@ -122,6 +128,9 @@ impl Estimator {
     ) -> Option<(Vec<f64>, usize)> {
         assert_eq!(offsets.len(), deltas.len(), "one delta per offset");
         assert!(r > 0.0, "radius must be positive, got {r}");
+        if self == Estimator::Score {
+            return None;
+        }
         let dim = offsets.first()?.len();
         let mut g = vec![0.0f64; dim];
         let mut used = 0usize;
@@ -143,7 +152,7 @@ impl Estimator {
                     }
                 }
             }
-            Estimator::Forward | Estimator::Sphere | Estimator::Coordinate => {
+            Estimator::Forward | Estimator::Sphere | Estimator::Coordinate | Estimator::Score => {
                 for (u, d) in offsets.iter().zip(deltas) {
                     if let Some(delta) = d {
                         add(&mut g, delta / r, u);
@@ -156,7 +165,7 @@ impl Estimator {
             return None;
         }
         let scale = match self {
-            Estimator::Forward | Estimator::Central => 1.0 / used as f64,
+            Estimator::Forward | Estimator::Central | Estimator::Score => 1.0 / used as f64,
             // E[u uᵀ] = I/d on the unit sphere.
             Estimator::Sphere => dim as f64 / used as f64,
             // Each axis is its own component: nothing to average.
@@ -174,6 +183,8 @@ impl Estimator {
             Estimator::Forward | Estimator::Central => theory_cosine_forward(q, dim),
             Estimator::Sphere => theory_cosine_sphere(q, dim),
             Estimator::Coordinate => 1.0,
+            // Not a finite-difference estimator; no small-µ theory.
+            Estimator::Score => f64::NAN,
         }
     }
 }
@@ -427,6 +438,15 @@ mod tests {
                 assert_eq!((a[1], a[3]), (0.0, 0.0));
             }
         }
+    }
+
+    #[test]
+    fn score_has_no_offsets_and_no_combine() {
+        let e = Estimator::Score;
+        assert_eq!(e.n_queries(16, 56), 16);
+        assert!(e.offsets(16, 56, |_| vec![0.0; 56]).is_empty());
+        assert!(e.combine(&[], &[], 0.1).is_none());
+        assert!(e.combine(&[vec![1.0; 3]], &[Some(1.0)], 0.1).is_none());
     }
 
     #[test]

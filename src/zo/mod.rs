@@ -3,10 +3,12 @@
 //! (`directions`), the gradient estimators built from function values only
 //! (`estimator`), and their checks against autograd on a smooth stand-in for the
 //! black box (`gradcheck`); the JT-VAE's keyed reparameterization noise (`noise`);
-//! perturbing named parameter tensors along directions (`tensors`).
+//! perturbing named parameter tensors along directions (`tensors`); the weights
+//! of the score-function estimator through a stochastic decoder (`score`).
 pub mod directions;
 pub mod estimator;
 pub mod gradcheck;
 pub mod noise;
 pub mod rng;
+pub mod score;
 pub mod tensors;

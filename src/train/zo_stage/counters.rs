@@ -4,7 +4,7 @@
 use crate::blackbox::SourceStats;
 use std::time::Instant;
 
-pub(super) const COUNTERS: [&str; 15] = [
+pub(super) const COUNTERS: [&str; 18] = [
     "samples",
     "base_failed",
     "queries",
@@ -21,6 +21,10 @@ pub(super) const COUNTERS: [&str; 15] = [
     "source_restarts",
     // seconds this rank's source spent in a physics program this step
     "source_program_s",
+    // estimator "score": sampled decodes, failed ones, answered ones unlike the greedy molecule
+    "score_samples",
+    "score_failed",
+    "score_distinct",
 ];
 pub use crate::io::zo_phases::PHASES;
 

@@ -18,11 +18,14 @@
 //! Model code stays free of MPI: everything crossing ranks goes through the loop.
 //! The files: `objective` (the stage as the loop sees it: set-up, parameters,
 //! evaluation, `run`), `step` (one step as a list of phases), `queries` (the
-//! latent and decoder zeroth-order phases), `state` (what the phases read and
-//! hand on), `counters` (what a step counts and times).
+//! latent and decoder zeroth-order phases), `score` (estimator "score": the
+//! score function through the decoder sampled at a temperature, in place of
+//! both), `state` (what the phases read and hand on), `counters` (what a step
+//! counts and times).
 mod counters;
 mod objective;
 mod queries;
+mod score;
 mod state;
 mod step;
 

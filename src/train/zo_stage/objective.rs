@@ -144,7 +144,8 @@ impl Objective for ZoObjective {
     }
 
     fn n_projections(&self) -> usize {
-        if self.s.zc.decoder == DecoderMode::Zo {
+        let score = self.s.zc.estimator == crate::zo::estimator::Estimator::Score;
+        if self.s.zc.decoder == DecoderMode::Zo && !score {
             self.s.zc.q_decoder
         } else {
             0

@@ -38,9 +38,18 @@ impl ZoStep {
         let base = self.base_graphs(&queries, &mut c, &mut ph);
         let mut heads = self.predict(samples, &base, &mut ph);
         let ghat = self.latent_zo(&queries, &base, &heads, &mut c, &mut ph);
-        let projections = self.decoder_zo(step, &enc.z, &base, &heads, &mut c, &mut ph);
+        let score = self.zc.estimator == crate::zo::estimator::Estimator::Score;
+        let projections = if score {
+            Vec::new() // the score phase estimates the decoder's gradient itself
+        } else {
+            self.decoder_zo(step, &enc.z, &base, &heads, &mut c, &mut ph)
+        };
         let tb = Instant::now();
         self.encoder_surrogate(&enc.mean, &base, &ghat, &mut heads.surrogate);
+        if score {
+            let s = self.score_zo(step, samples, &enc.mean, &base, &heads, &mut c, &mut ph);
+            heads.surrogate += s;
+        }
         let terms = self.backward(samples, step, &enc, heads, &mut ph, tb);
         c.set_source(&source_before, &self.pipe.source_stats());
         StepOut {
