@@ -206,10 +206,10 @@ fn a_zo_trained_decoder_costs_only_q_scalars_of_communication() {
     let floats = attr("allreduce_floats_per_step");
     let params = attr("trained_parameters");
     assert_eq!(q, 3.0);
-    // loss + 6 terms + q projections + 15 counters + per-rank seconds of 6 phases
+    // loss + 6 terms + q projections + 18 counters + per-rank seconds of 7 phases
     // and the step (2 ranks); the gradients and projections go through the exact
     // integer sum with micro-batches (the test configs), else through this one.
-    let rest = 1.0 + 6.0 + q + 15.0 + 2.0 * 7.0;
+    let rest = 1.0 + 6.0 + q + 18.0 + 2.0 * 8.0;
     match zo_hpc::io::h5::read_attr::<f64>(&f, "exact_allreduce_i64_per_step") {
         Ok(exact) => {
             assert_eq!(floats, rest);
