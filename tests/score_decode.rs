@@ -57,7 +57,13 @@ fn fitted() -> Fitted {
         depth_graph: 2,
         ..Default::default()
     };
-    let model = JtVae::new(&vs.root(), vocab.len() as i64, f.atom_dim(), f.bond_dim(), &c);
+    let model = JtVae::new(
+        &vs.root(),
+        vocab.len() as i64,
+        f.atom_dim(),
+        f.bond_dim(),
+        &c,
+    );
     let mut opt = tch::nn::Adam::default().build(&vs, 3e-3).unwrap();
     let samples: Vec<Sample> = exs
         .iter()
@@ -148,13 +154,23 @@ fn sampled_decoding_is_greedy_when_cold_keyed_and_replayed_exactly() {
         assert!((x.1.logp - y.1.logp).abs() <= 1e-6 * (1.0 + x.1.logp.abs()));
     }
     assert_ne!(smiles(&a), smiles(&other));
-    let differ = smiles(&a).iter().zip(&greedy).filter(|(s, g)| s != g).count();
-    assert!(differ > 0, "no sample at τ = 1 differs from the greedy decode");
+    let differ = smiles(&a)
+        .iter()
+        .zip(&greedy)
+        .filter(|(s, g)| s != g)
+        .count();
+    assert!(
+        differ > 0,
+        "no sample at τ = 1 differs from the greedy decode"
+    );
 
     // The replay's log-probability equals the sampler's; it has a gradient with
     // respect to the latent and to the decoder's parameters.
     let ok: Vec<usize> = (0..n).filter(|&r| a[r].0.is_some()).collect();
-    assert!(ok.iter().any(|&r| !a[r].1.assm.is_empty()), "no assembly choice");
+    assert!(
+        ok.iter().any(|&r| !a[r].1.assm.is_empty()),
+        "no assembly choice"
+    );
     let traces: Vec<&Trace> = ok.iter().map(|&r| &a[r].1).collect();
     let rows = Tensor::from_slice(&ok.iter().map(|&r| r as i64).collect::<Vec<_>>());
     let zg = z.index_select(0, &rows).set_requires_grad(true);
@@ -162,7 +178,11 @@ fn sampled_decoding_is_greedy_when_cold_keyed_and_replayed_exactly() {
     let got = Vec::<f64>::try_from(logp.to_kind(Kind::Double)).unwrap();
     for (g, t) in got.iter().zip(&traces) {
         assert!(*g < 0.0 && t.logp < 0.0);
-        assert!((g - t.logp).abs() <= 1e-3 * (1.0 + t.logp.abs()), "replay {g} vs sampled {}", t.logp);
+        assert!(
+            (g - t.logp).abs() <= 1e-3 * (1.0 + t.logp.abs()),
+            "replay {g} vs sampled {}",
+            t.logp
+        );
     }
     logp.sum(Kind::Float).backward();
     assert!(zg.grad().abs().sum(Kind::Float).double_value(&[]) > 0.0);
@@ -181,7 +201,10 @@ fn sampled_decoding_is_greedy_when_cold_keyed_and_replayed_exactly() {
             .sum()
     };
     assert!(grads("decoder") > 0.0, "no gradient in the tree decoder");
-    assert!(grads("assembly") > 0.0, "no gradient in the assembly scorer");
+    assert!(
+        grads("assembly") > 0.0,
+        "no gradient in the assembly scorer"
+    );
 
     // At τ = 0.5 the replay still matches.
     let c = sampled(&mut m, &z, &ids(n, 3), 0.5, 1);
@@ -189,7 +212,15 @@ fn sampled_decoding_is_greedy_when_cold_keyed_and_replayed_exactly() {
     let tc: Vec<&Trace> = okc.iter().map(|&r| &c[r].1).collect();
     let rc = Tensor::from_slice(&okc.iter().map(|&r| r as i64).collect::<Vec<_>>());
     let lc = tch::no_grad(|| m.model.trace_log_probs(&z.index_select(0, &rc), &tc, 0.5));
-    for (g, t) in Vec::<f64>::try_from(lc.to_kind(Kind::Double)).unwrap().iter().zip(&tc) {
-        assert!((g - t.logp).abs() <= 1e-3 * (1.0 + t.logp.abs()), "τ 0.5: {g} vs {}", t.logp);
+    for (g, t) in Vec::<f64>::try_from(lc.to_kind(Kind::Double))
+        .unwrap()
+        .iter()
+        .zip(&tc)
+    {
+        assert!(
+            (g - t.logp).abs() <= 1e-3 * (1.0 + t.logp.abs()),
+            "τ 0.5: {g} vs {}",
+            t.logp
+        );
     }
 }

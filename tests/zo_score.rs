@@ -11,7 +11,16 @@ use std::path::Path;
 
 fn zo_on(ranks: usize, config: &str, out: &Path) -> std::process::Output {
     let out = out.display().to_string();
-    let args = ["train", config, "--out-dir", &out, "--stage", "zo", "--max-steps", "2"];
+    let args = [
+        "train",
+        config,
+        "--out-dir",
+        &out,
+        "--stage",
+        "zo",
+        "--max-steps",
+        "2",
+    ];
     if ranks == 1 {
         zo(&args)
     } else {
@@ -45,7 +54,11 @@ fn moved(a: &[f32], b: &[f32]) -> f32 {
 fn score_moves_the_encoder_where_forward_at_the_papers_mu_does_not() {
     let dir = tempfile::tempdir().unwrap();
     let s1 = read_params(&tiny_stage1().join("jtvae/checkpoint.h5"));
-    let score = variant(dir.path(), "score.toml", "estimator = \"score\"\nq = 3\ntemperature = 1.0\n");
+    let score = variant(
+        dir.path(),
+        "score.toml",
+        "estimator = \"score\"\nq = 3\ntemperature = 1.0\n",
+    );
     let one = with_tiny_stage1(dir.path(), "one");
     assert_ok(&zo_on(1, &score, &one));
     let m = read_metrics(&one.join("zo/metrics.h5"));
@@ -58,11 +71,18 @@ fn score_moves_the_encoder_where_forward_at_the_papers_mu_does_not() {
     assert!(distinct > 0.0, "no sample differs from the greedy molecule");
     assert!(m.step_terms["time_score"].iter().sum::<f64>() > 0.0);
     let a = read_params(&one.join("zo/checkpoint.h5"));
-    assert!(moved(&s1[ENC], &a[ENC]) > 0.0, "the score estimate did not move the encoder");
+    assert!(
+        moved(&s1[ENC], &a[ENC]) > 0.0,
+        "the score estimate did not move the encoder"
+    );
 
     // The paper's forward estimate at µ = 0.001: no query flips, ĝ = 0, and with
     // λ = 0 the encoder stays where Stage 1 left it.
-    let fwd = variant(dir.path(), "fwd.toml", "estimator = \"forward\"\nq = 3\nmu = 0.001\n");
+    let fwd = variant(
+        dir.path(),
+        "fwd.toml",
+        "estimator = \"forward\"\nq = 3\nmu = 0.001\n",
+    );
     let f = with_tiny_stage1(dir.path(), "fwd");
     assert_ok(&zo_on(1, &fwd, &f));
     let mf = read_metrics(&f.join("zo/metrics.h5"));
@@ -77,7 +97,10 @@ fn score_moves_the_encoder_where_forward_at_the_papers_mu_does_not() {
     let d = max_rel_diff(&a, &c);
     assert_eq!(d, 0.0, "1 vs 2 ranks: max relative difference {d:e}");
     let m2 = read_metrics(&two.join("zo/metrics.h5"));
-    assert_eq!(m.step_terms["score_distinct"], m2.step_terms["score_distinct"]);
+    assert_eq!(
+        m.step_terms["score_distinct"],
+        m2.step_terms["score_distinct"]
+    );
 }
 
 #[test]
@@ -95,9 +118,15 @@ fn score_trains_the_decoder_without_projections() {
     assert_eq!(q, 0.0);
     let s1 = read_params(&tiny_stage1().join("jtvae/checkpoint.h5"));
     let s2 = read_params(&out.join("zo/checkpoint.h5"));
-    let dec: Vec<&String> = s2.keys().filter(|k| k.starts_with("/jtvae/decoder/")).collect();
+    let dec: Vec<&String> = s2
+        .keys()
+        .filter(|k| k.starts_with("/jtvae/decoder/"))
+        .collect();
     assert!(!dec.is_empty());
-    assert!(dec.iter().any(|k| s1[*k] != s2[*k]), "the score estimate did not move the decoder");
+    assert!(
+        dec.iter().any(|k| s1[*k] != s2[*k]),
+        "the score estimate did not move the decoder"
+    );
     let m = read_metrics(&out.join("zo/metrics.h5"));
     assert_eq!(m.step_terms["decoder_queries"].iter().sum::<f64>(), 0.0);
 }

@@ -77,8 +77,7 @@ pub struct ZoConfig {
 impl std::fmt::Debug for ZoConfig {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         let mut d = f.debug_struct("ZoConfig");
-        d
-            .field("estimator", &self.estimator)
+        d.field("estimator", &self.estimator)
             .field("q", &self.q)
             .field("mu", &self.mu)
             .field("sigma", &self.sigma)

@@ -264,9 +264,9 @@ impl JtVae {
                         tch::set_num_threads(1);
                         let mut t = DecodeTimes::default();
                         let (mut tree, mut assm) = make(start, zk.size()[0] as usize);
-                        let results = model.get().decode_part(
-                            &zk, vocab, labels, &mut t, &mut tree, &mut assm,
-                        );
+                        let results = model
+                            .get()
+                            .decode_part(&zk, vocab, labels, &mut t, &mut tree, &mut assm);
                         let part = Part {
                             results,
                             tree,

@@ -190,7 +190,13 @@ struct AssmSampler {
 }
 
 impl AssemblyPolicy for AssmSampler {
-    fn pick(&mut self, mol: usize, scores: &[f32], smiles: &[&str], graphs: &[LocalGraph]) -> usize {
+    fn pick(
+        &mut self,
+        mol: usize,
+        scores: &[f32],
+        smiles: &[&str],
+        graphs: &[LocalGraph],
+    ) -> usize {
         let x: Vec<f64> = scores.iter().map(|&s| f64::from(s) / self.tau).collect();
         let s = &mut self.streams[mol];
         let k = (0..x.len())
@@ -249,7 +255,10 @@ impl WalkPolicy for Replay<'_> {
                 d.unwrap_or(false)
             })
             .collect();
-        let sign: Vec<f32> = decided.iter().map(|&d| if d { 1.0 } else { -1.0 }).collect();
+        let sign: Vec<f32> = decided
+            .iter()
+            .map(|&d| if d { 1.0 } else { -1.0 })
+            .collect();
         let sign = Tensor::from_slice(&sign).to_device(logits.device());
         let term = (logits * sign / self.tau).log_sigmoid();
         self.add(walks, &term);
@@ -276,7 +285,9 @@ impl WalkPolicy for Replay<'_> {
             let mut valid = vec![0f32; n as usize];
             for (r, (t, _)) in tries.iter().enumerate() {
                 if t.len() > i {
-                    t[..i].iter().for_each(|&a| removed[r * v as usize + a] = true);
+                    t[..i]
+                        .iter()
+                        .for_each(|&a| removed[r * v as usize + a] = true);
                     pick[r] = t[i];
                     valid[r] = 1.0;
                 }
@@ -285,13 +296,21 @@ impl WalkPolicy for Replay<'_> {
             let lse = x
                 .masked_fill(&mask, f64::NEG_INFINITY)
                 .logsumexp([-1].as_slice(), false);
-            let at = x.gather(1, &long(&pick, dev).unsqueeze(1), false).squeeze_dim(1);
-            term = term + (at - lse) * Tensor::from_slice(&valid).to_device(dev);
+            let at = x
+                .gather(1, &long(&pick, dev).unsqueeze(1), false)
+                .squeeze_dim(1);
+            term += (at - lse) * Tensor::from_slice(&valid).to_device(dev);
         }
         self.add(walks, &term);
         tries
             .into_iter()
-            .map(|(t, ok)| if ok { t.last().copied().into_iter().collect() } else { Vec::new() })
+            .map(|(t, ok)| {
+                if ok {
+                    t.last().copied().into_iter().collect()
+                } else {
+                    Vec::new()
+                }
+            })
             .collect()
     }
 }
@@ -371,7 +390,8 @@ impl JtVae {
     fn assembly_log_probs(&self, z_graph: &Tensor, traces: &[&Trace], tau: f64) -> Tensor {
         let dev = z_graph.device();
         let mut out = Tensor::zeros([traces.len() as i64], (z_graph.kind(), dev));
-        let (mut refs, mut event, mut walk, mut chosen) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+        let (mut refs, mut event, mut walk, mut chosen) =
+            (Vec::new(), Vec::new(), Vec::new(), Vec::new());
         let mut event_walk = Vec::new();
         for (w, t) in traces.iter().enumerate() {
             for c in &t.assm {

@@ -65,7 +65,7 @@ mod tests {
                 .iter()
                 .enumerate()
                 .map(|(k, &x)| {
-                    let failed = fail_every > 0 && (t as usize + k) % fail_every == 0;
+                    let failed = fail_every > 0 && (t as usize + k).is_multiple_of(fail_every);
                     n_failed += usize::from(failed);
                     (!failed).then_some(loss[x])
                 })
@@ -104,7 +104,12 @@ mod tests {
         // q' = 3; b_0 = 4, b_2 = 3, b_3 = 2.
         assert_eq!(w, vec![Some(-1.0), None, Some(0.0), Some(1.0)]);
         // One answered sample: the fallback is the baseline.
-        assert_eq!(score_weights(&[None, Some(2.0)], 0.5), vec![None, Some(1.5)]);
-        assert!(score_weights(&[None, None], 0.5).iter().all(Option::is_none));
+        assert_eq!(
+            score_weights(&[None, Some(2.0)], 0.5),
+            vec![None, Some(1.5)]
+        );
+        assert!(score_weights(&[None, None], 0.5)
+            .iter()
+            .all(Option::is_none));
     }
 }

@@ -63,7 +63,9 @@ impl ZoStep {
             purpose: "score",
             ids: &ids,
         };
-        let decoded = self.pipe.decode_many_sampled(&zs, keys, self.zc.temperature);
+        let decoded = self
+            .pipe
+            .decode_many_sampled(&zs, keys, self.zc.temperature);
         c.add("score_samples", decoded.len() as f64);
         let scored = self.score_losses(samples, base, &decoded, c);
         let base_loss = self.base_losses(samples, base, heads);
