@@ -44,10 +44,11 @@ impl ZoStep {
         } else {
             self.decoder_zo(step, &enc.z, &base, &heads, &mut c, &mut ph)
         };
+        let s =
+            score.then(|| self.score_zo(step, samples, &enc.mean, &base, &heads, &mut c, &mut ph));
         let tb = Instant::now();
         self.encoder_surrogate(&enc.mean, &base, &ghat, &mut heads.surrogate);
-        if score {
-            let s = self.score_zo(step, samples, &enc.mean, &base, &heads, &mut c, &mut ph);
+        if let Some(s) = s {
             heads.surrogate += s;
         }
         let terms = self.backward(samples, step, &enc, heads, &mut ph, tb);
