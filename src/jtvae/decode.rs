@@ -14,7 +14,9 @@
 //! are ties, broken by the smaller canonical SMILES of the resulting molecule, so
 //! that the choice does not depend on rounding (batch size, perturbation size).
 //!
-//! A new tree node takes the most likely of its `LABEL_TOP_K` labels that can be
+//! The decisions come from policies (`policy`): `decode_batch` is greedy,
+//! `sample` draws them at a temperature through `decode_batch_by`. Greedily, a
+//! new tree node takes the most likely of its `LABEL_TOP_K` labels that can be
 //! attached at all; when none can, the walk backtracks instead of expanding. Every
 //! intermediate molecule is valid (RDKit sanitizes it), so a decode ends either
 //! with a molecule or with a counted failure (a tree larger than

@@ -1,5 +1,7 @@
-//! Greedy decoding with the tree decoder (`decoder`): a tree latent becomes a
-//! junction tree (labels and topology; chemical assembly is `decode`'s). The walks
+//! Decoding with the tree decoder (`decoder`): a tree latent becomes a
+//! junction tree (labels and topology; chemical assembly is `decode`'s), every
+//! decision taken by a `policy::WalkPolicy` (greedy: argmax; the score
+//! estimator's sampler and replay: `sample`). The walks
 //! of a batch of latents advance together, depth first, one round at a time:
 //! every unfinished walk decides at its current node whether to expand
 //! (topology head), an expanding walk computes the message to its new child and
