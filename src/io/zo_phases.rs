@@ -4,11 +4,12 @@
 //! plots them, both from this list.
 
 /// The phases each rank times per step (`time_<phase>` in metrics.h5).
-pub const PHASES: [&str; 6] = [
+pub const PHASES: [&str; 7] = [
     "encode",
     "decode",
     "featurize",
     "embed",
     "backward",
     "decoder_zo",
+    "control",
 ];

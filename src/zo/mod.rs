@@ -3,7 +3,9 @@
 //! (`directions`), the gradient estimators built from function values only
 //! (`estimator`), and their checks against autograd on a smooth stand-in for the
 //! black box (`gradcheck`); the JT-VAE's keyed reparameterization noise (`noise`);
-//! perturbing named parameter tensors along directions (`tensors`).
+//! perturbing named parameter tensors along directions (`tensors`); the learned
+//! control variate of estimator "cv" (`control`).
+pub mod control;
 pub mod directions;
 pub mod estimator;
 pub mod gradcheck;

@@ -20,6 +20,7 @@
 //! evaluation, `run`), `step` (one step as a list of phases), `queries` (the
 //! latent and decoder zeroth-order phases), `state` (what the phases read and
 //! hand on), `counters` (what a step counts and times).
+mod control;
 mod counters;
 mod objective;
 mod queries;
