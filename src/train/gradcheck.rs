@@ -125,12 +125,17 @@ fn standin_table(g: &SmoothStandIn, sigma: f64, trials: usize, seed: u64) -> Vec
     let threads = tch::get_num_threads();
     tch::set_num_threads(1);
     for est in Estimator::ALL {
+        // "cv" is forward's combine plus a control variate learned in Stage 2:
+        // on the stand-in (no s) it is forward's row again.
+        if est == Estimator::Cv {
+            continue;
+        }
         let qs: &[usize] = if est == Estimator::Coordinate {
             &[1]
         } else {
             &QS
         };
-        for &q in qs {
+        for &q in qs.iter().filter(|&&q| est.check_q(q).is_ok()) {
             for &mu in &MUS {
                 standin.push(estimator_stats(g, est, q, mu / sigma, sigma, trials, seed));
             }
