@@ -150,8 +150,10 @@ impl ZoObjective {
         if !dec_frozen {
             self.s.decoder = named(&|n| pipe.is_decoder_param(n));
         }
+        // z·ĝ reaches the encoder only: the decoder's tensors stay out of the part
+        // (with decoder = "zo" they cost q scalars of communication, not their size).
         if self.s.zc.latent != LatentMode::Off && !freeze.contains(&Group::Encoder) {
-            self.s.zo_part = named(&|n| pipe.is_jtvae_param(n));
+            self.s.zo_part = named(&|n| pipe.is_jtvae_param(n) && !pipe.is_decoder_param(n));
         }
         let slots = |keep: &dyn Fn(&str) -> bool| -> Vec<std::ops::Range<usize>> {
             params
