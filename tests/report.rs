@@ -473,8 +473,9 @@ fn arms_are_summarized_and_paired_by_seed() {
         .collect();
     assert_pngs(&out, &pngs, &md);
     // Another control: off is then paired with es (the signs turn).
+    let (r2, r3) = (dir.path().join("r2"), dir.path().join("r3"));
     let mut other = args.clone();
-    other.extend(["--out", dir.path().join("r2").to_str().unwrap()]);
+    other.extend(["--out", r2.to_str().unwrap()]);
     other.extend(["--control", "es"]);
     let (md, _) = report(&other);
     let paired = rows_after(&md, 0, "| arm | control | pairs |");
@@ -482,7 +483,7 @@ fn arms_are_summarized_and_paired_by_seed() {
     assert_eq!(interval_cell(&paired["off"][2]).3, "(1/3)");
     // No run of the control: said so, no paired plot.
     let mut none = args;
-    none.extend(["--out", dir.path().join("r3").to_str().unwrap()]);
+    none.extend(["--out", r3.to_str().unwrap()]);
     none.extend(["--control", "nothing"]);
     let (md, _) = report(&none);
     assert!(

@@ -206,7 +206,7 @@ where
         .caption(&p.title, (FONT, 20))
         .margin(10)
         .x_label_area_size(40)
-        .y_label_area_size(70)
+        .y_label_area_size(label_room(&p.y_names))
         .build_cartesian_2d(x, y)
         .map_err(e)?;
     c.configure_mesh()
@@ -265,6 +265,12 @@ where
             .map_err(e)?;
     }
     Ok(())
+}
+
+/// Pixels left of the plot for the y tick labels: room for the longest name.
+fn label_room(names: &[String]) -> u32 {
+    let longest = names.iter().map(|n| n.chars().count()).max().unwrap_or(0);
+    (8 * longest as u32 + 16).clamp(70, 400)
 }
 
 /// The name of a categorical axis' whole value `v` (1-based); empty elsewhere.
