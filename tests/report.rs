@@ -328,6 +328,10 @@ fn two_runs_are_overlaid_and_summarized_as_mean_and_sd() {
         assert_cell(s, sd, &format!("sd {row}"));
     }
     assert!(md.contains("`run.seed` = 43"), "{md}");
+    // One arm, named by the folders (`zinc`, `zinc_seed43`), seeds from the configs
+    // Stage 2 recorded; no `off` run to pair with, said so.
+    assert!(md.contains("| zinc | 2 | 5 43 |"), "{md}");
+    assert!(md.contains("No paired differences: no run of the control arm `off`"), "{md}");
     // The files of one run made by different commits are each named.
     assert!(md.contains("; 0123abcd (eval)"), "{md}");
 }
@@ -415,7 +419,12 @@ fn arms_are_summarized_and_paired_by_seed() {
     // `off` named by its folders; `es` by `run.arm` (folders named otherwise);
     // es seed 45 has no `off` partner.
     let off = [(42, 40.0, 0.25), (43, 50.0, 0.26), (44, 45.0, 0.27)];
-    let es = [(42, 38.0, 0.28), (43, 47.0, 0.27), (44, 46.0, 0.29), (45, 30.0, 0.2)];
+    let es = [
+        (42, 38.0, 0.28),
+        (43, 47.0, 0.27),
+        (44, 46.0, 0.29),
+        (45, 30.0, 0.2),
+    ];
     let mut folders = Vec::new();
     for (seed, rmse, recon) in off {
         let d = dir.path().join(format!("off_s{seed}"));
@@ -437,7 +446,10 @@ fn arms_are_summarized_and_paired_by_seed() {
     // Per arm: n, seeds, mean ± sd [95% t-interval]; t(0.975, 2) = 4.302653.
     let arms = rows_after(&md, at, "| arm | runs |");
     assert_eq!(arms["off"][..2], ["3".to_string(), "42 43 44".to_string()]);
-    assert_eq!(arms["es"][..2], ["4".to_string(), "42 43 44 45".to_string()]);
+    assert_eq!(
+        arms["es"][..2],
+        ["4".to_string(), "42 43 44 45".to_string()]
+    );
     assert_eq!(arms["Stage 1"][2], "44.7100", "Stage 1 shared: one value");
     let half = 4.302653 * 5.0 / 3f64.sqrt();
     let (m, lo, hi, _) = interval_cell(&arms["off"][2]);
@@ -462,7 +474,10 @@ fn arms_are_summarized_and_paired_by_seed() {
     let (m, _, _, favour) = interval_cell(&row[4]);
     assert_cell(&m, 0.02, "paired recon");
     assert_eq!(favour, "(3/3)");
-    assert!(!paired.contains_key("off"), "the control is not paired with itself");
+    assert!(
+        !paired.contains_key("off"),
+        "the control is not paired with itself"
+    );
     assert!(
         md.contains("Not paired: `es` seed 45 (no `off` run with that seed)."),
         "{md}"

@@ -99,7 +99,10 @@ fn a_dry_run_prints_every_run_and_its_config() {
     // es_frz, seed 43: keys replaced in place or added, once each.
     let frz = printed_config(&stdout, &format!("{o}/hof/es_frz_s43/config.toml"));
     let run = section(&frz, "run");
-    assert!(run.contains(&"seed = 43") && run.contains(&"arm = \"es_frz\""), "{frz}");
+    assert!(
+        run.contains(&"seed = 43") && run.contains(&"arm = \"es_frz\""),
+        "{frz}"
+    );
     let zo = section(&frz, "zo");
     for line in [
         "estimator = \"es\"",
@@ -108,7 +111,11 @@ fn a_dry_run_prints_every_run_and_its_config() {
         "lambda = 0.0",
         "freeze = [\"mpnn_embed\", \"mpnn_head\"]",
     ] {
-        assert_eq!(zo.iter().filter(|l| **l == line).count(), 1, "{line}: {frz}");
+        assert_eq!(
+            zo.iter().filter(|l| **l == line).count(),
+            1,
+            "{line}: {frz}"
+        );
     }
     for key in ["estimator", "q", "mu", "lambda"] {
         let n = zo
@@ -122,7 +129,8 @@ fn a_dry_run_prints_every_run_and_its_config() {
     // paper, seed 42: a config of this build, so it loads as such.
     let paper = printed_config(&stdout, &format!("{o}/hof/paper_s42/config.toml"));
     let path = dir.path().join("paper.toml");
-    let cfg = zo_hpc::config::Config::from_str(&paper, &path).unwrap_or_else(|e| panic!("{e}\n{paper}"));
+    let cfg =
+        zo_hpc::config::Config::from_str(&paper, &path).unwrap_or_else(|e| panic!("{e}\n{paper}"));
     assert_eq!(cfg.run.seed, 42);
     assert_eq!(cfg.run.arm.as_deref(), Some("paper"));
     assert_eq!(cfg.run.out_dir, out.join("hof/paper_s42"));

@@ -24,7 +24,12 @@ impl RunConfig {
     /// (it names files and table rows). `path` is the config file (named in errors).
     pub fn check(&self, path: &Path) -> Result<(), ConfigError> {
         match &self.arm {
-            Some(a) if a.is_empty() || !a.chars().all(|c| c.is_ascii_alphanumeric() || "_-.".contains(c)) => {
+            Some(a)
+                if a.is_empty()
+                    || !a
+                        .chars()
+                        .all(|c| c.is_ascii_alphanumeric() || "_-.".contains(c)) =>
+            {
                 Err(ConfigError::value(
                     path,
                     "run.arm",

@@ -202,10 +202,20 @@ mod tests {
             Some("hof"),
         );
         let l = label(&labelled);
-        assert_eq!((l.dataset.as_str(), l.arm.as_str(), l.seed), ("hof", "es", Some(44)));
+        assert_eq!(
+            (l.dataset.as_str(), l.arm.as_str(), l.seed),
+            ("hof", "es", Some(44))
+        );
         // no arm in the config: the folder name; no seed there: the default 42
-        let l = label(&run("off_s43", Some("[data]\ntarget_column = \"y\"\n"), None));
-        assert_eq!((l.dataset.as_str(), l.arm.as_str(), l.seed), ("y", "off", Some(42)));
+        let l = label(&run(
+            "off_s43",
+            Some("[data]\ntarget_column = \"y\"\n"),
+            None,
+        ));
+        assert_eq!(
+            (l.dataset.as_str(), l.arm.as_str(), l.seed),
+            ("y", "off", Some(42))
+        );
         // no config text at all: the folder's seed
         let l = label(&run("off_s43", None, None));
         assert_eq!((l.arm.as_str(), l.seed), ("off", Some(43)));
@@ -220,7 +230,11 @@ mod tests {
             run("es_s1", Some(&c(1)), Some("a")),
             run("es_frz_s1", Some(&c(1)), Some("a")),
             run("off_frz_s1", Some(&c(1)), Some("a")),
-            run("es_again_s1", Some("[run]\nseed = 1\narm = \"es\"\n"), Some("a")),
+            run(
+                "es_again_s1",
+                Some("[run]\nseed = 1\narm = \"es\"\n"),
+                Some("a"),
+            ),
             run("off", None, Some("a")),
             run("off_s1", Some(&c(1)), Some("b")),
         ];

@@ -69,7 +69,12 @@ fn paired_cell(row: &str, better_high: bool, p: &Paired) -> String {
         .filter(|&&x| if better_high { x > 0.0 } else { x < 0.0 })
         .count();
     let at = match s.interval {
-        Some((lo, hi)) => format!("{} [{}, {}]", cell(row, s.mean), cell(row, lo), cell(row, hi)),
+        Some((lo, hi)) => format!(
+            "{} [{}, {}]",
+            cell(row, s.mean),
+            cell(row, lo),
+            cell(row, hi)
+        ),
         None => cell(row, s.mean),
     };
     format!("{at} ({favour}/{})", s.n)
@@ -89,7 +94,11 @@ fn arm_table(g: &Group) -> String {
         heads.join(" | "),
         "---|".repeat(heads.len())
     );
-    let all: Vec<&Run> = g.arms.iter().flat_map(|(_, r)| r.values().copied()).collect();
+    let all: Vec<&Run> = g
+        .arms
+        .iter()
+        .flat_map(|(_, r)| r.values().copied())
+        .collect();
     let stage1: Vec<String> = METRICS
         .iter()
         .map(|(row, _)| {
@@ -157,7 +166,10 @@ fn paired_table(g: &Group, control: &str) -> String {
             .map(|((row, high), p)| paired_cell(row, *high, p))
             .collect();
         let pairs = per.first().map_or(0, |p| p.diffs.len());
-        s.push_str(&format!("| {arm} | {c} | {pairs} | {} |\n", cells.join(" | ")));
+        s.push_str(&format!(
+            "| {arm} | {c} | {pairs} | {} |\n",
+            cells.join(" | ")
+        ));
         if let Some(p) = per.first() {
             for seed in &p.only_arm {
                 lonely.push(format!("`{arm}` seed {seed} (no `{c}` run with that seed)"));
@@ -206,7 +218,13 @@ pub fn section(runs: &[Run], control: &str) -> Option<String> {
 /// A file-name-safe version of `s`.
 fn safe(s: &str) -> String {
     s.chars()
-        .map(|c| if c.is_ascii_alphanumeric() || "-_.".contains(c) { c } else { '_' })
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || "-_.".contains(c) {
+                c
+            } else {
+                '_'
+            }
+        })
         .collect()
 }
 
@@ -218,7 +236,11 @@ fn forest(g: &Group, control: &str, row: &str, k: usize) -> Option<Figure> {
     let unit = if row == RECON_ACC { " (points)" } else { "" };
     let mut p = Panel::new(row, &format!("arm − control{unit}"), "");
     let n = ps.len();
-    p.y_names = ps.iter().rev().map(|(a, c, _)| format!("{a} − {c}")).collect();
+    p.y_names = ps
+        .iter()
+        .rev()
+        .map(|(a, c, _)| format!("{a} − {c}"))
+        .collect();
     for (i, (_, _, per)) in ps.iter().enumerate() {
         let y = (n - i) as f64;
         let d: Vec<f64> = per[k].values().iter().map(|v| v * pct).collect();

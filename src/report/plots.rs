@@ -217,11 +217,7 @@ where
             2 * p.y_names.len() + 1
         })
         .x_label_formatter(if whole_x { &whole } else { &tick })
-        .y_label_formatter(if p.y_names.is_empty() {
-            &tick
-        } else {
-            &named
-        })
+        .y_label_formatter(if p.y_names.is_empty() { &tick } else { &named })
         .x_desc(p.x_label.as_str())
         .y_desc(p.y_label.as_str())
         .label_style((FONT, 14))
@@ -316,7 +312,10 @@ mod tests {
     fn a_categorical_axis_names_whole_values_only() {
         let names = vec!["off".to_string(), "es".to_string()];
         let n = |v: f64| y_name(&names, v);
-        assert_eq!([n(1.0), n(2.0), n(1.5), n(0.0), n(3.0)], ["off", "es", "", "", ""]);
+        assert_eq!(
+            [n(1.0), n(2.0), n(1.5), n(0.0), n(3.0)],
+            ["off", "es", "", "", ""]
+        );
     }
 
     #[test]

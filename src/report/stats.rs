@@ -174,7 +174,10 @@ mod tests {
         let sd = s.sd.unwrap();
         assert!(close(hi - s.mean, 2.7764 * sd / 5f64.sqrt(), 1e-3));
         let one = summarize(&[3.0]).unwrap();
-        assert_eq!((one.n, one.mean, one.sd, one.interval), (1, 3.0, None, None));
+        assert_eq!(
+            (one.n, one.mean, one.sd, one.interval),
+            (1, 3.0, None, None)
+        );
         assert_eq!(summarize(&[]), None);
     }
 
