@@ -331,7 +331,10 @@ fn two_runs_are_overlaid_and_summarized_as_mean_and_sd() {
     // One arm, named by the folders (`zinc`, `zinc_seed43`), seeds from the configs
     // Stage 2 recorded; no `off` run to pair with, said so.
     assert!(md.contains("| zinc | 2 | 5 43 |"), "{md}");
-    assert!(md.contains("No paired differences: no run of the control arm `off`"), "{md}");
+    assert!(
+        md.contains("No paired differences: no run of the control arm `off`"),
+        "{md}"
+    );
     // The files of one run made by different commits are each named.
     assert!(md.contains("; 0123abcd (eval)"), "{md}");
 }

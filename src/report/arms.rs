@@ -6,6 +6,7 @@
 //! of that trailing seed. The config is the one Stage 2 recorded in
 //! `zo/metrics.h5`, else the one `eval.h5` recorded.
 use super::load::Run;
+use std::collections::btree_map::Entry;
 use std::collections::BTreeMap;
 use std::path::Path;
 
@@ -152,10 +153,11 @@ pub fn groups<'r>(runs: &'r [Run], keep: impl Fn(&Run) -> bool) -> Vec<Group<'r>
                 &mut g.arms.last_mut().expect("just pushed").1
             }
         };
-        if arm.contains_key(&seed) {
-            g.duplicates.push((l.arm, seed, run));
-        } else {
-            arm.insert(seed, run);
+        match arm.entry(seed) {
+            Entry::Vacant(e) => {
+                e.insert(run);
+            }
+            Entry::Occupied(_) => g.duplicates.push((l.arm, seed, run)),
         }
     }
     out
