@@ -302,3 +302,77 @@ pub fn figures(runs: &[Run], control: &str) -> Vec<Figure> {
     }
     out
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::io::eval_file::Eval;
+
+    /// A run of `arm` with `seed` whose Stage 2 has `v` in every metric.
+    fn run(arm: &str, seed: u64, v: f64) -> Run {
+        let col = |v: f64| {
+            METRICS
+                .iter()
+                .map(|m| (m.0.to_string(), v))
+                .chain([(EVALUATED.to_string(), 8.0)])
+                .collect()
+        };
+        Run {
+            name: format!("{arm}_s{seed}"),
+            dir: format!("/nonexistent/{arm}_s{seed}").into(),
+            stages: BTreeMap::new(),
+            eval: Some(Eval {
+                columns: BTreeMap::from([(STAGE1.into(), col(9.0)), (STAGE2.into(), col(v))]),
+                target: Some("y".into()),
+                config: Some(format!("[run]\nseed = {seed}\narm = \"{arm}\"\n")),
+                commit: None,
+            }),
+            gradcheck: None,
+        }
+    }
+
+    #[test]
+    fn the_forest_plot_has_a_row_per_arm_a_dot_per_pair_and_a_zero_line() {
+        let runs = [
+            run("off", 1, 5.0),
+            run("off", 2, 6.0),
+            run("es", 1, 4.0),
+            run("es", 2, 3.0),
+            run("es", 3, 1.0),
+            run("off_frz", 1, 7.0),
+            run("es_frz", 1, 7.5),
+        ];
+        let figs = figures(&runs, "off");
+        let names: Vec<&str> = figs.iter().map(|f| f.file.as_str()).collect();
+        assert_eq!(
+            names,
+            [
+                "paired_y_pipeline_rmse.png",
+                "paired_y_true_rmse.png",
+                "paired_y_recon_acc.png"
+            ]
+        );
+        let p = &figs[0].panels[0];
+        // top to bottom: es, off_frz, es_frz (y = 3, 2, 1)
+        assert_eq!(p.y_names, ["es_frz − off_frz", "off_frz − off", "es − off"]);
+        let dots: Vec<&Series> = p.series.iter().filter(|s| s.look == Look::Dots).collect();
+        let xs: Vec<f64> = dots[0].points.iter().map(|q| q.0).collect();
+        assert_eq!(xs, [-1.0, -3.0], "es − off for seeds 1 and 2");
+        assert!(dots[0].points.iter().all(|q| (q.1 - 3.0).abs() < 0.2));
+        assert_eq!(dots[2].points[0].0, 0.5, "es_frz − off_frz");
+        let zero = p.series.iter().find(|s| s.look == Look::Dashed).unwrap();
+        assert_eq!(zero.points, [(0.0, 0.5), (0.0, 3.5)]);
+        // recon_acc in percentage points
+        let recon = &figs[2].panels[0];
+        let d = recon.series.iter().find(|s| s.look == Look::Dots).unwrap();
+        assert_eq!(d.points[0].0, -100.0);
+        // the section lists es seed 3 as unpaired; no control → no figure
+        let md = section(&runs, "off").unwrap();
+        assert!(
+            md.contains("`es` seed 3 (no `off` run with that seed)"),
+            "{md}"
+        );
+        assert!(figures(&runs, "none").is_empty());
+        assert!(section(&runs[..1], "off").is_none(), "one run: no arm view");
+    }
+}
