@@ -78,8 +78,8 @@ enum Command {
     /// run and stage, with mean ± sd over runs) with each run's seed, µ, q,
     /// estimator, λ, decoder mode, ranks and commit; with several runs, Stage 2 per
     /// arm and data set (mean ± sd, 95% t-interval) and each arm's paired difference
-    /// to the control arm by seed (`--control`), with a forest plot per metric. Writes PNGs and report.md
-    /// (also printed); missing files are skipped. Needs a TrueType font: $ZO_HPC_FONT
+    /// to the control arm by seed (`--control`), with a forest plot per metric.
+    /// Writes PNGs and report.md (also printed); missing files are skipped. Needs a TrueType font: $ZO_HPC_FONT
     /// or DejaVu Sans (Debian package fonts-dejavu-core).
     Report(ReportArgs),
 }
@@ -186,8 +186,9 @@ struct ReportArgs {
     /// Write the PNGs and report.md here (default `<first RUN_DIR>/report`).
     #[arg(long, value_name = "DIR")]
     out: Option<PathBuf>,
-    /// The arm every other arm is paired with by seed (`run.arm`, else the run
-    /// folder's name without its trailing `_s<seed>`).
+    /// The arm every other arm is paired with by seed (arms: `run.arm`, else the
+    /// run folder's name without its trailing `_s<seed>`); an arm `A_X` is paired
+    /// with `NAME_X` when that arm exists.
     #[arg(long, value_name = "NAME", default_value = zo_hpc::report::CONTROL)]
     control: String,
 }
