@@ -76,8 +76,10 @@ enum Command {
     /// seconds per phase, imbalance), the estimator check (`gradcheck.h5`), overlays
     /// across runs, and Table 1 (Stage 1 vs Stage 2 from `eval.h5`, one column per
     /// run and stage, with mean ± sd over runs) with each run's seed, µ, q,
-    /// estimator, λ, decoder mode, ranks and commit. Writes PNGs and report.md
-    /// (also printed); missing files are skipped. Needs a TrueType font: $ZO_HPC_FONT
+    /// estimator, λ, decoder mode, ranks and commit; with several runs, Stage 2 per
+    /// arm and data set (mean ± sd, 95% t-interval) and each arm's paired difference
+    /// to the control arm by seed (`--control`), with a forest plot per metric.
+    /// Writes PNGs and report.md (also printed); missing files are skipped. Needs a TrueType font: $ZO_HPC_FONT
     /// or DejaVu Sans (Debian package fonts-dejavu-core).
     Report(ReportArgs),
 }
@@ -184,6 +186,11 @@ struct ReportArgs {
     /// Write the PNGs and report.md here (default `<first RUN_DIR>/report`).
     #[arg(long, value_name = "DIR")]
     out: Option<PathBuf>,
+    /// The arm every other arm is paired with by seed (arms: `run.arm`, else the
+    /// run folder's name without its trailing `_s<seed>`); an arm `A_X` is paired
+    /// with `NAME_X` when that arm exists.
+    #[arg(long, value_name = "NAME", default_value = zo_hpc::report::CONTROL)]
+    control: String,
 }
 
 fn init_logging(rank: usize, size: usize) {
@@ -408,7 +415,7 @@ fn report(a: ReportArgs, dist: &Dist) -> anyhow::Result<i32> {
     if !dist.is_root() {
         return Ok(0);
     }
-    let w = zo_hpc::report::run(&a.runs, a.out.as_deref()).context("zo-hpc report")?;
+    let w = zo_hpc::report::run(&a.runs, a.out.as_deref(), &a.control).context("zo-hpc report")?;
     print!("{}", w.markdown);
     log::info!("{} plots and {}", w.pngs.len(), w.report.display());
     Ok(0)

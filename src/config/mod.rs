@@ -101,6 +101,7 @@ impl Config {
     /// needs `[jtvae]`.
     fn check(&self) -> Result<(), ConfigError> {
         let path = self.path.as_path();
+        self.run.check(path)?;
         self.data.check(path)?;
         if let Some(j) = &self.jtvae {
             j.check(path)?;
