@@ -31,6 +31,7 @@
 #   off       latent = "off"                     the re-fit alone: the control
 #   paper     forward, q = 1, mu = 0.001         the paper's setting
 #   fwd64     forward, q = 64, mu = 0.1
+#   fwd16     forward, q = 16, mu = 0.1           the forward estimator at the others' budget
 #   es        es, q = 16, mu = 0.1               antithetic orthogonal, rank-shaped
 #   cv        cv, q = 16, mu = 0.1               learned control variate
 #   score     score, q = 16, temperature = 1.0   stochastic decoder
@@ -41,7 +42,7 @@ set -euo pipefail
 repo=$(cd "$(dirname "$0")/.." && pwd)
 out=${1:-${OUT:-runs/signal}}
 seeds=${SEEDS:-42 43 44 45 46}
-base_arms="off paper fwd64 es cv score adaptive placebo"
+base_arms="off paper fwd64 fwd16 es cv score adaptive placebo"
 arms=${ARMS:-$(for a in $base_arms; do printf '%s %s_frz ' "$a" "$a"; done)}
 datasets=${DATASETS:-hof zinc}
 epochs=${EPOCHS:-}
@@ -64,6 +65,7 @@ arm_keys() {
         off) echo 'latent = "off"' ;;
         paper) printf '%s\n' 'estimator = "forward"' 'q = 1' 'mu = 0.001' ;;
         fwd64) printf '%s\n' 'estimator = "forward"' 'q = 64' 'mu = 0.1' ;;
+        fwd16) printf '%s\n' 'estimator = "forward"' 'q = 16' 'mu = 0.1' ;;
         es) printf '%s\n' 'estimator = "es"' 'q = 16' 'mu = 0.1' ;;
         cv) printf '%s\n' 'estimator = "cv"' 'q = 16' 'mu = 0.1' ;;
         score) printf '%s\n' 'estimator = "score"' 'q = 16' 'temperature = 1.0' ;;
