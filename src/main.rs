@@ -180,7 +180,7 @@ struct GradcheckArgs {
     #[arg(long)]
     no_signal: bool,
     /// Signal test: held-out molecules (the first of the test split).
-    #[arg(long, value_name = "M", default_value_t = 32)]
+    #[arg(long, value_name = "M", default_value_t = 64)]
     signal_molecules: usize,
     /// Signal test: directions q of a full estimate, comma-separated; each even (q/2
     /// per half; q up to 1024 is practical). Decoding is the cost: about
@@ -205,7 +205,9 @@ struct GradcheckArgs {
     /// ≈ µσ·√d for Gaussian directions, µσ on the sphere].
     #[arg(long, value_name = "T")]
     signal_step: Option<f64>,
-    /// Signal test: random unit directions per molecule in the descent test.
+    /// Signal test: random unit directions per molecule in the descent test (a win:
+    /// the loss change along −ĝ below their median; a placebo arm moves along one
+    /// more random direction instead).
     #[arg(long, value_name = "N", default_value_t = 16)]
     signal_random: usize,
     /// Read and write in this folder instead of the config's `run.out_dir`.

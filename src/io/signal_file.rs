@@ -10,8 +10,9 @@
 //!       estimator (strings), radius, q, queries, molecules, cos_mean, cos_ci,
 //!       zero_share, changed_share, failed_share, half_cosine, full_cosine, theory
 //!   /descent             attrs (absent when the test did not run): estimator (string),
-//!       radius, q, step, molecules, wins, losses, ties, excluded, p_value,
+//!       radius, q, step, random, molecules, wins, losses, ties, excluded, p_value,
 //!       grad_mean, grad_ci, random_mean, random_ci, diff_mean, diff_ci
+//!   /placebo             the same attrs for the control arm (estimator "placebo")
 //! ```
 use super::h5;
 use hdf5::{File, Group};
@@ -57,8 +58,8 @@ pub struct Descent {
     /// Random directions per molecule.
     pub random: f64,
     pub molecules: f64,
-    /// −ĝ lowered the loss more than the random directions' mean (wins), less
-    /// (losses), exactly as much (ties: also every molecule with ĝ = 0).
+    /// Δ along −ĝ below the median Δ of the random directions (wins), above it
+    /// (losses), equal (ties: also every molecule with ĝ = 0).
     pub wins: f64,
     pub losses: f64,
     pub ties: f64,
@@ -77,6 +78,11 @@ pub struct Descent {
     pub diff_ci: f64,
 }
 
+/// The estimator name of the descent test's placebo arm: a random unit direction
+/// (key slot `zo::signal::PLACEBO_SLOT`) in place of −ĝ/‖ĝ‖, the same test
+/// otherwise. Its sign test shows the test's own behaviour when there is no signal.
+pub const PLACEBO: &str = "placebo";
+
 /// Everything the signal test found.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Signal {
@@ -90,6 +96,8 @@ pub struct Signal {
     pub wall_s: f64,
     pub rows: Vec<SplitRow>,
     pub descent: Option<Descent>,
+    /// The same test with a random direction in place of −ĝ (the control arm).
+    pub placebo: Option<Descent>,
 }
 
 impl SplitRow {
@@ -238,8 +246,9 @@ pub fn write(f: &File, s: &Signal) -> hdf5::Result<()> {
         let col: Vec<f64> = s.rows.iter().map(|r| r.values()[j]).collect();
         h5::write_vec(&t, name, &col)?;
     }
-    if let Some(d) = &s.descent {
-        let t = g.create_group("descent")?;
+    for (name, d) in [("descent", &s.descent), ("placebo", &s.placebo)] {
+        let Some(d) = d else { continue };
+        let t = g.create_group(name)?;
         h5::write_str_attr(&t, "estimator", &d.estimator)?;
         for (name, v) in Descent::ATTRS.iter().zip(d.values()) {
             h5::write_attr(&t, name, &v)?;
@@ -283,15 +292,16 @@ pub fn read(f: &File) -> hdf5::Result<Option<Signal>> {
         base_loss: head[3],
         wall_s: head[4],
         rows,
-        descent: read_descent(&g)?,
+        descent: read_descent(&g, "descent")?,
+        placebo: read_descent(&g, "placebo")?,
     }))
 }
 
-fn read_descent(g: &Group) -> hdf5::Result<Option<Descent>> {
-    if !g.link_exists("descent") {
+fn read_descent(g: &Group, name: &str) -> hdf5::Result<Option<Descent>> {
+    if !g.link_exists(name) {
         return Ok(None);
     }
-    let t = g.group("descent")?;
+    let t = g.group(name)?;
     let mut v = [0.0; 16];
     for (x, name) in v.iter_mut().zip(Descent::ATTRS) {
         *x = h5::read_attr(&t, name)?;
@@ -337,12 +347,27 @@ pub fn split_half_markdown(s: &Signal) -> String {
     out
 }
 
-/// The descent test as Markdown (a one-row table and a line on the sign test).
-pub fn descent_markdown(d: &Descent) -> String {
+/// The descent test and its placebo arm as a Markdown table.
+pub fn descent_markdown(arms: &[&Descent]) -> String {
+    let mut out = format!(
+        "| direction | µσ | q | step t | molecules | wins / losses / ties vs the median of {} random | excluded | sign test p | mean Δ along it | mean Δ random | mean paired difference |\n|---|---|---|---|---|---|---|---|---|---|---|\n",
+        arms.first().map_or(0.0, |d| d.random)
+    );
+    for d in arms {
+        out.push_str(&descent_row(d));
+    }
+    out
+}
+
+fn descent_row(d: &Descent) -> String {
+    let name = if d.estimator == PLACEBO {
+        "placebo (a random direction)".to_string()
+    } else {
+        format!("−ĝ ({})", d.estimator)
+    };
     format!(
-        "| estimator | µσ | q | step t | molecules | −ĝ wins / losses / ties | excluded | sign test p | mean Δ along −ĝ | mean Δ random ({} dirs) | mean paired difference |\n|---|---|---|---|---|---|---|---|---|---|---|\n| {} | {} | {} | {:.3} | {} | {} / {} / {} | {} | {:.3e} | {} | {} | {} |\n",
-        d.random,
-        d.estimator,
+        "| {} | {} | {} | {:.3} | {} | {} / {} / {} | {} | {:.3e} | {} | {} | {} |\n",
+        name,
         d.radius,
         d.q,
         d.step,
@@ -365,12 +390,12 @@ pub fn markdown(s: &Signal) -> String {
         s.molecules, s.base_failed, s.base_loss, s.wall_s
     );
     out.push_str(&split_half_markdown(s));
-    match &s.descent {
-        Some(d) => {
-            out.push_str("\n## Signal test: descent (Δ = f(z + t·v) − f(z), normalized units²; a win: Δ along −ĝ/‖ĝ‖ below the mean Δ of the random unit directions; ĝ = 0 is a tie)\n\n");
-            out.push_str(&descent_markdown(d));
-        }
-        None => out.push_str("\n(descent test not run: no molecule left)\n"),
+    let arms: Vec<&Descent> = s.descent.iter().chain(&s.placebo).collect();
+    if arms.is_empty() {
+        out.push_str("\n(descent test not run: no molecule left)\n");
+    } else {
+        out.push_str("\n## Signal test: descent (Δ = f(z + t·v) − f(z), normalized units², v a unit direction; a win: Δ along v = −ĝ/‖ĝ‖ below the median Δ of the random unit directions, a tie when equal or ĝ = 0; two-sided exact sign test over wins and losses; means over molecules with ĝ ≠ 0, 95% t intervals; the placebo arm moves along one more random direction instead of −ĝ)\n\n");
+        out.push_str(&descent_markdown(&arms));
     }
     out
 }
@@ -390,6 +415,7 @@ mod tests {
             wall_s: 2.0,
             rows: vec![row("forward", 0.1), row("central", 0.3)],
             descent: Some(Descent::from_values("forward".into(), std::array::from_fn(|j| j as f64))),
+            placebo: Some(Descent::from_values("placebo".into(), std::array::from_fn(|j| 2.0 * j as f64))),
         };
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("g.h5");
@@ -399,7 +425,8 @@ mod tests {
         let md = markdown(&s);
         assert!(md.contains("| forward | 0.1 | 1.1 |"), "{md}");
         assert!(md.contains("5 / 6 / 7"), "{md}");
-        let none = Signal { descent: None, rows: Vec::new(), ..s };
+        assert!(md.contains("| placebo (a random direction) |"), "{md}");
+        let none = Signal { descent: None, placebo: None, rows: Vec::new(), ..s };
         h5::write_atomically(&path, |f| write(f, &none)).unwrap();
         assert_eq!(read(&h5::open(&path).unwrap()).unwrap().unwrap(), none);
     }

@@ -7,12 +7,13 @@
 //! `load` reads a run folder (its `eval.h5` through `io::eval_file`, the file's
 //! owner), `figures` decides what to plot, `plots` draws it, `table` writes the
 //! Markdown, `scarcity` adds the data-scarcity view when the runs span label
-//! counts, `error` names what can fail.
+//! counts, `signal` the signal test of `gradcheck.h5`, `error` names what can fail.
 mod error;
 mod figures;
 mod load;
 mod plots;
 mod scarcity;
+mod signal;
 mod table;
 
 pub use error::ReportError;
@@ -48,6 +49,9 @@ pub fn run(dirs: &[PathBuf], out: Option<&Path>) -> Result<Written, ReportError>
     let figs: Vec<figures::Figure> = runs
         .iter()
         .flat_map(figures::for_run)
+        .chain(runs.iter().filter_map(|r| {
+            signal::figure(r, r.gradcheck.as_ref()?.signal.as_ref()?)
+        }))
         .chain(figures::compare(&runs))
         .chain(
             scarcity::applies(&runs)
@@ -118,6 +122,9 @@ fn markdown(runs: &[load::Run], figs: &[figures::Figure]) -> String {
     if scarcity::applies(runs) {
         s.push_str("\n## Data scarcity: Stage 1 vs Stage 2 per knowledge source\n");
         s.push_str(&scarcity::section(runs));
+    }
+    if let Some(sec) = signal::section(runs) {
+        s.push_str(&sec);
     }
     s.push_str("\n## Runs\n");
     s.push_str(&table::runs_section(runs));

@@ -21,13 +21,13 @@
 //! decoder as one batch. Rank 0 runs it alone: the result depends on the seed only.
 use crate::data::samples::Prepared;
 use crate::io::dataset::Dataset;
-use crate::io::signal_file::{Descent, Signal, SplitRow};
+use crate::io::signal_file::{Descent, Signal, SplitRow, PLACEBO};
 use crate::jtvae::vocab::Vocab;
 use crate::pipeline::{labeled, to_vec_f32, Labeled, Pipeline};
 use crate::zo::estimator::Estimator;
 use crate::zo::signal::{
-    cosine, full_cosine, half_cosine, half_direction, mean_interval, norm, random_unit,
-    sign_test_p, unit,
+    cosine, full_cosine, half_cosine, half_direction, mean_interval, median, norm, random_unit,
+    sign_test_p, unit, PLACEBO_SLOT, RANDOM_SLOT,
 };
 use std::collections::HashMap;
 use std::time::Instant;
@@ -56,7 +56,7 @@ pub struct Options {
 impl Default for Options {
     fn default() -> Self {
         Options {
-            molecules: 32,
+            molecules: 64,
             qs: vec![4, 16, 64],
             radii: vec![0.03, 0.1, 0.3, 1.0],
             estimators: vec![Estimator::Forward, Estimator::Central, Estimator::Sphere],
@@ -253,7 +253,7 @@ pub(crate) fn run(pipe: &Pipeline, mols: &[(u64, Labeled)], o: &Options, seed: u
         rows.append(&mut rs);
         kept.push((r, estimates));
     }
-    let descent = descent(&mut oracle, &ok, o, (&rows, kept), seed);
+    let (descent, placebo) = descent(&mut oracle, &ok, o, (&rows, kept), seed).unzip();
     let n = ok.len().max(1) as f64;
     Signal {
         dim: d as f64,
@@ -263,6 +263,7 @@ pub(crate) fn run(pipe: &Pipeline, mols: &[(u64, Labeled)], o: &Options, seed: u
         wall_s: t0.elapsed().as_secs_f64(),
         rows,
         descent,
+        placebo,
     }
 }
 
@@ -400,14 +401,14 @@ impl RowAcc {
     }
 }
 
-/// The descent test (None when no molecule is left or the descent q was not run).
+/// The descent test and its placebo arm (None when no molecule is left).
 fn descent(
     oracle: &mut Oracle,
     mols: &[Molecule],
     o: &Options,
     (rows, kept): (&[SplitRow], Vec<(f64, Estimates)>),
     seed: u64,
-) -> Option<Descent> {
+) -> Option<(Descent, Descent)> {
     let est = *o.estimators.first()?;
     let radius = o.descent_radius.or_else(|| {
         rows.iter()
@@ -426,25 +427,31 @@ fn descent(
     let d = oracle.pipe.jtvae.latent() as usize;
     let t = o.step.unwrap_or(radius * rms);
     let mut pts = Points::new(d);
-    let plan: Vec<(Option<usize>, Vec<usize>)> = mols
+    let plan: Vec<(Option<usize>, usize, Vec<usize>)> = mols
         .iter()
         .zip(&estimates)
         .map(|(m, g)| {
             let along = g.as_ref().map(|g| pts.add(moved(&m.z, -t, g)));
+            let placebo = random_unit(seed, m.gid, (PLACEBO_SLOT, 0), d);
+            let placebo = pts.add(moved(&m.z, t, &placebo));
             let random = (0..o.random as u64)
-                .map(|k| pts.add(moved(&m.z, t, &random_unit(seed, m.gid, k, d))))
+                .map(|k| pts.add(moved(&m.z, t, &random_unit(seed, m.gid, (RANDOM_SLOT, k), d))))
                 .collect();
-            (along, random)
+            (along, placebo, random)
         })
         .collect();
     let preds = oracle.predict(&pts.flat);
-    let mut s = DescentAcc::default();
-    for (m, (along, random)) in mols.iter().zip(&plan) {
+    let (mut real, mut control) = (DescentAcc::default(), DescentAcc::default());
+    for (m, (along, placebo, random)) in mols.iter().zip(&plan) {
         let rand: Vec<f64> = random.iter().filter_map(|&j| m.delta(preds[j])).collect();
-        let along = along.map(|j| m.delta(preds[j]));
-        s.add(along, &rand);
+        real.add(along.map(|j| m.delta(preds[j])), &rand);
+        control.add(Some(m.delta(preds[*placebo])), &rand);
     }
-    Some(s.finish(est, (radius, o.descent_q, t, o.random), mols.len()))
+    let at = (radius, o.descent_q, t, o.random);
+    Some((
+        real.finish(est.name(), at, mols.len()),
+        control.finish(PLACEBO, at, mols.len()),
+    ))
 }
 
 /// Sums over molecules for the descent test.
@@ -459,33 +466,33 @@ struct DescentAcc {
 }
 
 impl DescentAcc {
-    /// One molecule: `along` is None when ĝ = 0, Some(None) when its step failed.
+    /// One molecule: `along` is None when ĝ = 0, Some(None) when its step
+    /// failed; a win when its Δ lies below the median Δ of the random directions.
     fn add(&mut self, along: Option<Option<f64>>, rand: &[f64]) {
         if rand.is_empty() || along == Some(None) {
             self.excluded += 1;
             return;
         }
-        let mean = rand.iter().sum::<f64>() / rand.len() as f64;
         let Some(Some(a)) = along else {
             self.ties += 1;
             return;
         };
         self.grad.push(a);
-        self.random.push(mean);
-        match a.total_cmp(&mean) {
+        self.random.push(rand.iter().sum::<f64>() / rand.len() as f64);
+        match a.total_cmp(&median(rand)) {
             std::cmp::Ordering::Less => self.wins += 1,
             std::cmp::Ordering::Greater => self.losses += 1,
             std::cmp::Ordering::Equal => self.ties += 1,
         }
     }
 
-    fn finish(self, est: Estimator, (radius, q, step, random): (f64, usize, f64, usize), n: usize) -> Descent {
+    fn finish(self, est: &str, (radius, q, step, random): (f64, usize, f64, usize), n: usize) -> Descent {
         let diff: Vec<f64> = self.grad.iter().zip(&self.random).map(|(a, b)| a - b).collect();
         let (grad_mean, grad_ci) = mean_interval(&self.grad);
         let (random_mean, random_ci) = mean_interval(&self.random);
         let (diff_mean, diff_ci) = mean_interval(&diff);
         Descent {
-            estimator: est.name().into(),
+            estimator: est.into(),
             radius,
             q: q as f64,
             step,
@@ -573,10 +580,12 @@ mod tests {
         s.add(None, &[0.5]); // ĝ = 0: tie
         s.add(Some(None), &[0.5]); // the step along −ĝ failed
         s.add(Some(Some(0.0)), &[]); // every random step failed
-        let d = s.finish(Estimator::Forward, (0.1, 16, 0.7, 2), 6);
-        assert_eq!((d.wins, d.losses, d.ties, d.excluded), (1.0, 1.0, 2.0, 2.0));
+        // Below the mean (1.0) but not below the median (0): a tie, not a win.
+        s.add(Some(Some(0.0)), &[0.0, 0.0, 3.0]);
+        let d = s.finish("forward", (0.1, 16, 0.7, 2), 7);
+        assert_eq!((d.wins, d.losses, d.ties, d.excluded), (1.0, 1.0, 3.0, 2.0));
         assert_eq!(d.p_value, 1.0);
-        assert_eq!(d.grad_mean, (-1.0 + 2.0 + 0.0) / 3.0);
-        assert_eq!(d.random_mean, 0.5 * 2.0 / 3.0);
+        assert_eq!(d.grad_mean, (-1.0 + 2.0 + 0.0 + 0.0) / 4.0);
+        assert_eq!(d.random_mean, (0.5 + 0.5 + 0.0 + 1.0) / 4.0);
     }
 }

@@ -11,7 +11,12 @@
 //!   (Spearman–Brown) its cosine with g is √(2ρ/(1+ρ)) ([`full_cosine`]); both
 //!   are 0 when the measured agreement is ≤ 0.
 //! - Descent test: along −ĝ and along random directions, which lowers the loss
-//!   more? A paired sign test ([`sign_test_p`], exact binomial, two-sided).
+//!   more? A paired sign test ([`sign_test_p`], exact binomial, two-sided) of
+//!   Δ along −ĝ against the [`median`] Δ of the random directions: under the null
+//!   (−ĝ no better than a random direction) the 1 + K values are exchangeable, so
+//!   a win and a loss are equally likely. (Against the *mean* of K they are not:
+//!   Δ is often exactly 0 and skewed, and one draw falls below a mean of K more
+//!   often than half the time.)
 //! - Means over molecules with a 95% Student-t interval ([`mean_interval`]).
 use super::rng::Stream;
 
@@ -28,11 +33,15 @@ pub fn half_direction(seed: u64, gid: u64, half: u64, k: u64, dim: usize) -> Vec
 
 /// Index of the random descent directions in the `half` slot of the key.
 pub const RANDOM_SLOT: u64 = 2;
+/// Index of the placebo direction (the descent test's control arm: a random
+/// direction in place of −ĝ) in the `half` slot of the key.
+pub const PLACEBO_SLOT: u64 = 3;
 
-/// The k-th random unit direction of molecule `gid` for the descent test:
-/// [`half_direction`] with half = [`RANDOM_SLOT`], normalized.
-pub fn random_unit(seed: u64, gid: u64, k: u64, dim: usize) -> Vec<f64> {
-    unit(&half_direction(seed, gid, RANDOM_SLOT, k, dim)
+/// The k-th random unit direction of molecule `gid` in key slot `slot`
+/// ([`RANDOM_SLOT`] or [`PLACEBO_SLOT`]): [`half_direction`] with half = slot,
+/// normalized.
+pub fn random_unit(seed: u64, gid: u64, (slot, k): (u64, u64), dim: usize) -> Vec<f64> {
+    unit(&half_direction(seed, gid, slot, k, dim)
         .iter()
         .map(|&x| f64::from(x))
         .collect::<Vec<f64>>())
@@ -112,6 +121,18 @@ pub fn mean_interval(v: &[f64]) -> (f64, f64) {
     }
     let var = v.iter().map(|x| (x - mean).powi(2)).sum::<f64>() / (n - 1) as f64;
     (mean, t975(n - 1) * (var / n as f64).sqrt())
+}
+
+/// The median (the mean of the two middle values for an even count); NaN for none.
+pub fn median(v: &[f64]) -> f64 {
+    let mut s = v.to_vec();
+    s.sort_by(f64::total_cmp);
+    let n = s.len();
+    match n {
+        0 => f64::NAN,
+        _ if n % 2 == 1 => s[n / 2],
+        _ => 0.5 * (s[n / 2 - 1] + s[n / 2]),
+    }
 }
 
 /// ln C(n, k), summed in f64 logs (exact enough for any n the test sees).
@@ -216,6 +237,9 @@ mod tests {
         assert!(mean_interval(&[]).0.is_nan());
         assert!(mean_interval(&[1.0]).1.is_nan());
         assert_eq!(cosine(&[0.0, 0.0], &[1.0, 0.0]), 0.0);
+        assert_eq!(median(&[3.0, 1.0, 2.0]), 2.0);
+        assert_eq!(median(&[4.0, 1.0, 2.0, 0.0]), 1.5);
+        assert!(median(&[]).is_nan());
     }
 
     #[test]
@@ -234,7 +258,8 @@ mod tests {
         assert!(cosine(&f(&a), &f(&r)).abs() < bound);
         // Prefixes: q does not enter the key.
         assert_eq!(half_direction(3, 7, 0, 1, 10), a[..10].to_vec());
-        let u = random_unit(3, 7, 1, d);
+        let u = random_unit(3, 7, (RANDOM_SLOT, 1), d);
+        assert_ne!(u, random_unit(3, 7, (PLACEBO_SLOT, 1), d));
         assert!((norm(&u) - 1.0).abs() < 1e-12);
     }
 }
