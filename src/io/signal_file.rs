@@ -406,7 +406,9 @@ mod tests {
 
     #[test]
     fn round_trip() {
-        let row = |e: &str, r: f64| SplitRow::from_values(e.into(), std::array::from_fn(|j| r + j as f64));
+        let row = |e: &str, r: f64| {
+            SplitRow::from_values(e.into(), std::array::from_fn(|j| r + j as f64))
+        };
         let s = Signal {
             dim: 8.0,
             molecules: 3.0,
@@ -414,8 +416,14 @@ mod tests {
             base_loss: 0.5,
             wall_s: 2.0,
             rows: vec![row("forward", 0.1), row("central", 0.3)],
-            descent: Some(Descent::from_values("forward".into(), std::array::from_fn(|j| j as f64))),
-            placebo: Some(Descent::from_values("placebo".into(), std::array::from_fn(|j| 2.0 * j as f64))),
+            descent: Some(Descent::from_values(
+                "forward".into(),
+                std::array::from_fn(|j| j as f64),
+            )),
+            placebo: Some(Descent::from_values(
+                "placebo".into(),
+                std::array::from_fn(|j| 2.0 * j as f64),
+            )),
         };
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("g.h5");
@@ -426,7 +434,12 @@ mod tests {
         assert!(md.contains("| forward | 0.1 | 1.1 |"), "{md}");
         assert!(md.contains("5 / 6 / 7"), "{md}");
         assert!(md.contains("| placebo (a random direction) |"), "{md}");
-        let none = Signal { descent: None, placebo: None, rows: Vec::new(), ..s };
+        let none = Signal {
+            descent: None,
+            placebo: None,
+            rows: Vec::new(),
+            ..s
+        };
         h5::write_atomically(&path, |f| write(f, &none)).unwrap();
         assert_eq!(read(&h5::open(&path).unwrap()).unwrap().unwrap(), none);
     }

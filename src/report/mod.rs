@@ -49,9 +49,10 @@ pub fn run(dirs: &[PathBuf], out: Option<&Path>) -> Result<Written, ReportError>
     let figs: Vec<figures::Figure> = runs
         .iter()
         .flat_map(figures::for_run)
-        .chain(runs.iter().filter_map(|r| {
-            signal::figure(r, r.gradcheck.as_ref()?.signal.as_ref()?)
-        }))
+        .chain(
+            runs.iter()
+                .filter_map(|r| signal::figure(r, r.gradcheck.as_ref()?.signal.as_ref()?)),
+        )
         .chain(figures::compare(&runs))
         .chain(
             scarcity::applies(&runs)

@@ -25,16 +25,26 @@ pub fn figure(run: &Run, s: &Signal) -> Option<Figure> {
         .map(|est| {
             let mut p = Panel::new(est, "q (directions)", "cos(ĝ_q, g), noise-corrected");
             p.log_x = true;
-            let mine = |radius: f64| s.rows.iter().filter(move |r| r.estimator == *est && r.radius == radius);
+            let mine = |radius: f64| {
+                s.rows
+                    .iter()
+                    .filter(move |r| r.estimator == *est && r.radius == radius)
+            };
             for (i, &radius) in radii.iter().enumerate() {
                 let points = mine(radius).map(|r| (r.q, r.full_cosine)).collect();
-                p.series.push(series(&format!("µσ = {radius}"), points, Look::Marked, i));
+                p.series
+                    .push(series(&format!("µσ = {radius}"), points, Look::Marked, i));
             }
             let theory = radii
                 .first()
                 .map(|&r0| mine(r0).map(|r| (r.q, r.theory)).collect())
                 .unwrap_or_default();
-            p.series.push(series("smooth f (theory)", theory, Look::Dashed, radii.len()));
+            p.series.push(series(
+                "smooth f (theory)",
+                theory,
+                Look::Dashed,
+                radii.len(),
+            ));
             p
         })
         .collect();

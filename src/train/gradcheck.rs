@@ -136,9 +136,16 @@ fn signal_part(
     o: &Options,
 ) -> anyhow::Result<Option<crate::io::signal_file::Signal>> {
     let Some(so) = &o.signal else { return Ok(None) };
-    let (jk, mk) = (cfg.stage_checkpoint(Stage::Jtvae), cfg.stage_checkpoint(Stage::Mpnn));
+    let (jk, mk) = (
+        cfg.stage_checkpoint(Stage::Jtvae),
+        cfg.stage_checkpoint(Stage::Mpnn),
+    );
     if !(jk.is_file() && mk.is_file()) {
-        log::warn!("no Stage-1 JT-VAE and MPNN at {} and {}: the signal test is skipped", jk.display(), mk.display());
+        log::warn!(
+            "no Stage-1 JT-VAE and MPNN at {} and {}: the signal test is skipped",
+            jk.display(),
+            mk.display()
+        );
         return Ok(None);
     }
     super::evaluate::load_stage1(vs, &jk, &mk, (&cfg.dataset_path(), pipe))?;

@@ -77,7 +77,9 @@ pub enum OptionsError {
     Radius(f64),
     #[error("signal estimator {0} draws no random directions: its halves would be equal (use forward, central or sphere)")]
     NotRandom(Estimator),
-    #[error("the signal test needs at least one estimator, q and radius, and one random direction")]
+    #[error(
+        "the signal test needs at least one estimator, q and radius, and one random direction"
+    )]
     Empty,
 }
 
@@ -90,7 +92,11 @@ impl Options {
         if let Some(&q) = self.qs.iter().find(|&&q| q < 2 || q % 2 == 1) {
             return Err(OptionsError::OddQ(q));
         }
-        let radii = self.radii.iter().chain(&self.descent_radius).chain(&self.step);
+        let radii = self
+            .radii
+            .iter()
+            .chain(&self.descent_radius)
+            .chain(&self.step);
         if let Some(&r) = radii.into_iter().find(|r| !(r.is_finite() && **r > 0.0)) {
             return Err(OptionsError::Radius(r));
         }
@@ -190,7 +196,10 @@ impl Oracle<'_> {
         }
         decoded
             .iter()
-            .map(|d| d.as_ref().and_then(|d| self.preds.get(&d.smiles).copied().flatten()))
+            .map(|d| {
+                d.as_ref()
+                    .and_then(|d| self.preds.get(&d.smiles).copied().flatten())
+            })
             .collect()
     }
 }
@@ -281,7 +290,12 @@ pub(crate) fn test_molecules(ds: &Dataset, vocab: &Vocab, m: usize) -> Vec<(u64,
 }
 
 /// The offsets of one half for molecule `gid`.
-fn half_offsets(est: Estimator, q: usize, d: usize, (seed, gid, half): (u64, u64, u64)) -> Vec<Vec<f32>> {
+fn half_offsets(
+    est: Estimator,
+    q: usize,
+    d: usize,
+    (seed, gid, half): (u64, u64, u64),
+) -> Vec<Vec<f32>> {
     est.offsets(q / 2, d, |k| half_direction(seed, gid, half, k as u64, d))
 }
 
@@ -312,7 +326,13 @@ fn split_half(
                         let offs = half_offsets(est, q, d, (seed, m.gid, h));
                         let idx = offs
                             .iter()
-                            .map(|u| pts.add(moved(&m.z, r, &u.iter().map(|&x| f64::from(x)).collect::<Vec<_>>())))
+                            .map(|u| {
+                                pts.add(moved(
+                                    &m.z,
+                                    r,
+                                    &u.iter().map(|&x| f64::from(x)).collect::<Vec<_>>(),
+                                ))
+                            })
                             .collect();
                         (offs, idx)
                     })
@@ -382,7 +402,13 @@ impl RowAcc {
     fn row(&self, est: Estimator, r: f64, q: usize, d: usize) -> SplitRow {
         let (c, ci) = mean_interval(&self.cos);
         let n = self.cos.len();
-        let share = |x: usize, of: usize| if of > 0 { x as f64 / of as f64 } else { f64::NAN };
+        let share = |x: usize, of: usize| {
+            if of > 0 {
+                x as f64 / of as f64
+            } else {
+                f64::NAN
+            }
+        };
         SplitRow {
             estimator: est.name().into(),
             radius: r,
@@ -435,7 +461,13 @@ fn descent(
             let placebo = random_unit(seed, m.gid, (PLACEBO_SLOT, 0), d);
             let placebo = pts.add(moved(&m.z, t, &placebo));
             let random = (0..o.random as u64)
-                .map(|k| pts.add(moved(&m.z, t, &random_unit(seed, m.gid, (RANDOM_SLOT, k), d))))
+                .map(|k| {
+                    pts.add(moved(
+                        &m.z,
+                        t,
+                        &random_unit(seed, m.gid, (RANDOM_SLOT, k), d),
+                    ))
+                })
                 .collect();
             (along, placebo, random)
         })
@@ -478,7 +510,8 @@ impl DescentAcc {
             return;
         };
         self.grad.push(a);
-        self.random.push(rand.iter().sum::<f64>() / rand.len() as f64);
+        self.random
+            .push(rand.iter().sum::<f64>() / rand.len() as f64);
         match a.total_cmp(&median(rand)) {
             std::cmp::Ordering::Less => self.wins += 1,
             std::cmp::Ordering::Greater => self.losses += 1,
@@ -486,8 +519,18 @@ impl DescentAcc {
         }
     }
 
-    fn finish(self, est: &str, (radius, q, step, random): (f64, usize, f64, usize), n: usize) -> Descent {
-        let diff: Vec<f64> = self.grad.iter().zip(&self.random).map(|(a, b)| a - b).collect();
+    fn finish(
+        self,
+        est: &str,
+        (radius, q, step, random): (f64, usize, f64, usize),
+        n: usize,
+    ) -> Descent {
+        let diff: Vec<f64> = self
+            .grad
+            .iter()
+            .zip(&self.random)
+            .map(|(a, b)| a - b)
+            .collect();
         let (grad_mean, grad_ci) = mean_interval(&self.grad);
         let (random_mean, random_ci) = mean_interval(&self.random);
         let (diff_mean, diff_ci) = mean_interval(&diff);
@@ -580,7 +623,7 @@ mod tests {
         s.add(None, &[0.5]); // ĝ = 0: tie
         s.add(Some(None), &[0.5]); // the step along −ĝ failed
         s.add(Some(Some(0.0)), &[]); // every random step failed
-        // Below the mean (1.0) but not below the median (0): a tie, not a win.
+                                     // Below the mean (1.0) but not below the median (0): a tie, not a win.
         s.add(Some(Some(0.0)), &[0.0, 0.0, 3.0]);
         let d = s.finish("forward", (0.1, 16, 0.7, 2), 7);
         assert_eq!((d.wins, d.losses, d.ties, d.excluded), (1.0, 1.0, 3.0, 2.0));

@@ -41,10 +41,12 @@ pub const PLACEBO_SLOT: u64 = 3;
 /// ([`RANDOM_SLOT`] or [`PLACEBO_SLOT`]): [`half_direction`] with half = slot,
 /// normalized.
 pub fn random_unit(seed: u64, gid: u64, (slot, k): (u64, u64), dim: usize) -> Vec<f64> {
-    unit(&half_direction(seed, gid, slot, k, dim)
-        .iter()
-        .map(|&x| f64::from(x))
-        .collect::<Vec<f64>>())
+    unit(
+        &half_direction(seed, gid, slot, k, dim)
+            .iter()
+            .map(|&x| f64::from(x))
+            .collect::<Vec<f64>>(),
+    )
     .unwrap_or_else(|| vec![0.0; dim])
 }
 
