@@ -57,11 +57,12 @@ fn the_signal_test_writes_its_rows_and_a_sign_test() {
     let s = read_signal(&out).expect("no /signal group");
     assert_eq!(s.dim, 8.0, "the tiny latent");
     assert_eq!(s.molecules, 6.0);
-    // Every (estimator, radius, q), the estimators in the default order.
-    assert_eq!(s.rows.len(), 3 * 2 * 2);
+    // Every (radius, estimator, q), the estimators in the default order.
+    assert_eq!(s.rows.len(), 2 * 3 * 2);
     let names: Vec<&str> = s.rows.iter().map(|r| r.estimator.as_str()).collect();
-    assert_eq!(&names[..4], ["forward"; 4]);
-    assert_eq!(&names[4..8], ["central"; 4]);
+    let once = ["forward", "forward", "central", "central", "sphere", "sphere"];
+    assert_eq!(names, [once, once].concat());
+    assert!(s.rows[..6].iter().all(|r| r.radius == 0.5));
     let ok = s.molecules - s.base_failed;
     assert!(ok > 0.0, "no molecule decoded at its base");
     for r in &s.rows {
