@@ -60,7 +60,9 @@ fn the_signal_test_writes_its_rows_and_a_sign_test() {
     // Every (radius, estimator, q), the estimators in the default order.
     assert_eq!(s.rows.len(), 2 * 3 * 2);
     let names: Vec<&str> = s.rows.iter().map(|r| r.estimator.as_str()).collect();
-    let once = ["forward", "forward", "central", "central", "sphere", "sphere"];
+    let once = [
+        "forward", "forward", "central", "central", "sphere", "sphere",
+    ];
     assert_eq!(names, [once, once].concat());
     assert!(s.rows[..6].iter().all(|r| r.radius == 0.5));
     let ok = s.molecules - s.base_failed;
