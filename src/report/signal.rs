@@ -51,7 +51,7 @@ pub fn figure(run: &Run, s: &Signal) -> Option<Figure> {
     Figure::new(
         format!("{}_gradcheck_signal.png", run.name),
         format!(
-            "{}: signal test on the real pipeline, √(2c̄/(1+c̄)) from the split-half cosine c̄ ({} molecules; dashed: √(q/(q+d+1)) on a smooth function)",
+            "{}: signal test, √(2c̄/(1+c̄)) vs q, {} molecules (dashed: smooth f)",
             run.name, s.molecules
         ),
         "gradcheck: the signal test, noise-corrected cosine of a q-direction estimate with the smoothed gradient vs q, per estimator and µσ",
