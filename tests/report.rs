@@ -48,6 +48,14 @@ fn runs() -> &'static Runs {
             "2",
             "--directions",
             "1",
+            "--signal-molecules",
+            "3",
+            "--signal-q",
+            "2",
+            "--signal-radii",
+            "1",
+            "--signal-descent-q",
+            "2",
         ]);
 
         let second = dir.path().join("zinc_seed43");
@@ -235,6 +243,7 @@ fn first_run_pngs() -> Vec<String> {
             "mpnn_rmse",
             "gradcheck_cosine",
             "gradcheck_flip",
+            "gradcheck_signal",
         ],
     );
     all.extend(names("zinc", &ZO));
@@ -262,6 +271,11 @@ fn one_run_gives_every_plot_and_table_1_from_eval_h5() {
     );
     assert!(!md.contains("mean ± sd"), "one run has no spread:\n{md}");
     let commit = format!("- commit: {}", zo_hpc::COMMIT);
+    assert!(
+        md.contains("## Signal test on the real pipeline")
+            && md.contains("| placebo (a random direction) |"),
+        "no signal test section:\n{md}"
+    );
     for line in [
         "`run.seed` = 5, `zo.mu` = 0.5, `zo.q` = 2, `zo.estimator` = forward, `zo.lambda` = 1.0",
         "- ranks: jtvae 1, mpnn 1, zo 1",

@@ -255,6 +255,7 @@ fn gradcheck_reports_estimators_and_flip_rates() {
         "8",
         "--directions",
         "2",
+        "--no-signal",
     ]);
     assert_ok(&o);
     let table = String::from_utf8_lossy(&o.stdout);

@@ -10,7 +10,8 @@
 //! owner), `figures` decides what to plot, `plots` draws it, `table` writes the
 //! Markdown, `scarcity` adds the data-scarcity view when the runs span label
 //! counts, `arms` labels runs by data set, arm and seed, `paired` writes the arm
-//! view with `stats`' intervals, `error` names what can fail.
+//! view with `stats`' intervals, `signal` the signal test of `gradcheck.h5`,
+//! `error` names what can fail.
 mod arms;
 mod error;
 mod figures;
@@ -18,6 +19,7 @@ mod load;
 mod paired;
 mod plots;
 mod scarcity;
+mod signal;
 pub mod stats;
 mod table;
 
@@ -57,6 +59,10 @@ pub fn run(dirs: &[PathBuf], out: Option<&Path>, control: &str) -> Result<Writte
     let figs: Vec<figures::Figure> = runs
         .iter()
         .flat_map(figures::for_run)
+        .chain(
+            runs.iter()
+                .filter_map(|r| signal::figure(r, r.gradcheck.as_ref()?.signal.as_ref()?)),
+        )
         .chain(figures::compare(&runs))
         .chain(paired::figures(&runs, control))
         .chain(
@@ -134,6 +140,9 @@ fn markdown(runs: &[load::Run], figs: &[figures::Figure], control: &str) -> Stri
     if scarcity::applies(runs) {
         s.push_str("\n## Data scarcity: Stage 1 vs Stage 2 per knowledge source\n");
         s.push_str(&scarcity::section(runs));
+    }
+    if let Some(sec) = signal::section(runs) {
+        s.push_str(&sec);
     }
     s.push_str("\n## Runs\n");
     s.push_str(&table::runs_section(runs));

@@ -2,7 +2,8 @@
 //! draw of the project comes from (`rng`), the keyed perturbation directions
 //! (`directions`), the gradient estimators built from function values only
 //! (`estimator`), and their checks against autograd on a smooth stand-in for the
-//! black box (`gradcheck`); the JT-VAE's keyed reparameterization noise (`noise`);
+//! black box (`gradcheck`) and the statistics of the signal test on the real
+//! pipeline (`signal`); the JT-VAE's keyed reparameterization noise (`noise`);
 //! perturbing named parameter tensors along directions (`tensors`); the learned
 //! control variate of estimator "cv" (`control`).
 pub mod control;
@@ -11,4 +12,5 @@ pub mod estimator;
 pub mod gradcheck;
 pub mod noise;
 pub mod rng;
+pub mod signal;
 pub mod tensors;
