@@ -67,8 +67,13 @@ enum Command {
     /// each estimator's cosine similarity and relative error against autograd over
     /// q and µ, next to the theory, and the chained encoder gradient against
     /// autograd; (2) on the real Stage-1 decoder, the flip rate and failed decodes
-    /// against µ·σ, with the smallest µ·σ the data support. Prints Markdown tables;
-    /// writes <out_dir>/gradcheck.h5.
+    /// against µ·σ, with the smallest µ·σ the data support; (3) the signal test on
+    /// the real pipeline (trained Stage-1 JT-VAE and MPNN, held-out molecules, loss
+    /// f_i(z) = (MPNN(blackbox(decode(z))) − y_i)²): the split-half agreement of
+    /// two estimates from disjoint halves of q directions, noise-corrected into the
+    /// cosine of an estimate with the smoothed gradient, per estimator, µσ and q;
+    /// and a descent test (z moved along −ĝ vs random directions, a paired sign
+    /// test). Prints Markdown tables; writes <out_dir>/gradcheck.h5.
     Gradcheck(GradcheckArgs),
     /// Plots and a summary of finished (or partly finished) runs, from their HDF5
     /// files alone: the training curves of every stage (`<run>/{jtvae,mpnn,zo}/metrics.h5`),
@@ -76,8 +81,10 @@ enum Command {
     /// seconds per phase, imbalance), the estimator check (`gradcheck.h5`), overlays
     /// across runs, and Table 1 (Stage 1 vs Stage 2 from `eval.h5`, one column per
     /// run and stage, with mean ± sd over runs) with each run's seed, µ, q,
-    /// estimator, λ, decoder mode, ranks and commit. Writes PNGs and report.md
-    /// (also printed); missing files are skipped. Needs a TrueType font: $ZO_HPC_FONT
+    /// estimator, λ, decoder mode, ranks and commit; with several runs, Stage 2 per
+    /// arm and data set (mean ± sd, 95% t-interval) and each arm's paired difference
+    /// to the control arm by seed (`--control`), with a forest plot per metric.
+    /// Writes PNGs and report.md (also printed); missing files are skipped. Needs a TrueType font: $ZO_HPC_FONT
     /// or DejaVu Sans (Debian package fonts-dejavu-core).
     Report(ReportArgs),
 }
@@ -171,6 +178,40 @@ struct GradcheckArgs {
     /// Random directions per molecule and radius.
     #[arg(long, value_name = "N", default_value_t = 4)]
     directions: usize,
+    /// Skip the signal test (split-half agreement and descent test).
+    #[arg(long)]
+    no_signal: bool,
+    /// Signal test: held-out molecules (the first of the test split).
+    #[arg(long, value_name = "M", default_value_t = 64)]
+    signal_molecules: usize,
+    /// Signal test: directions q of a full estimate, comma-separated; each even (q/2
+    /// per half; q up to 1024 is practical). Decoding is the cost: about
+    /// M × max q × (1 + 1 + 2) queries per radius for forward, sphere and central.
+    #[arg(long, value_name = "Q,…", value_delimiter = ',', default_values_t = [4, 16, 64])]
+    signal_q: Vec<usize>,
+    /// Signal test: radii µσ, comma-separated.
+    #[arg(long, value_name = "R,…", value_delimiter = ',', default_values_t = [0.03, 0.1, 0.3, 1.0])]
+    signal_radii: Vec<f64>,
+    /// Signal test: estimators that draw random directions (forward, central,
+    /// sphere, …), comma-separated; the first one also makes the descent test's estimate.
+    #[arg(long, value_name = "NAME,…", value_delimiter = ',', default_values_t = ["forward".to_string(), "central".into(), "sphere".into()])]
+    signal_estimators: Vec<String>,
+    /// Signal test: q of the descent test's estimate.
+    #[arg(long, value_name = "Q", default_value_t = 16)]
+    signal_descent_q: usize,
+    /// Signal test: µσ of the descent test [default: the radius with the best split-half agreement].
+    #[arg(long, value_name = "R")]
+    signal_descent_radius: Option<f64>,
+    /// Signal test: step length t of the descent test, along −ĝ/‖ĝ‖ and the random
+    /// unit directions [default: the estimator's probe distance µσ·√(mean ‖u‖²),
+    /// ≈ µσ·√d for Gaussian directions, µσ on the sphere].
+    #[arg(long, value_name = "T")]
+    signal_step: Option<f64>,
+    /// Signal test: random unit directions per molecule in the descent test (a win:
+    /// the loss change along −ĝ below their median; a placebo arm moves along one
+    /// more random direction instead).
+    #[arg(long, value_name = "N", default_value_t = 16)]
+    signal_random: usize,
     /// Read and write in this folder instead of the config's `run.out_dir`.
     #[arg(long, value_name = "DIR")]
     out_dir: Option<PathBuf>,
@@ -184,6 +225,11 @@ struct ReportArgs {
     /// Write the PNGs and report.md here (default `<first RUN_DIR>/report`).
     #[arg(long, value_name = "DIR")]
     out: Option<PathBuf>,
+    /// The arm every other arm is paired with by seed (arms: `run.arm`, else the
+    /// run folder's name without its trailing `_s<seed>`); an arm `A_X` is paired
+    /// with `NAME_X` when that arm exists.
+    #[arg(long, value_name = "NAME", default_value = zo_hpc::report::CONTROL)]
+    control: String,
 }
 
 fn init_logging(rank: usize, size: usize) {
@@ -379,6 +425,7 @@ fn export(a: ExportArgs, dist: &Dist) -> anyhow::Result<i32> {
 /// `zo-hpc gradcheck`: the estimator check, printed and written to
 /// `<out_dir>/gradcheck.h5` (rank 0 only, after a collective prepare).
 fn gradcheck(a: GradcheckArgs, dist: &Dist) -> anyhow::Result<i32> {
+    let signal = signal_options(&a)?;
     let cfg = load(&a.config, a.out_dir)?;
     if cfg.jtvae.is_none() {
         anyhow::bail!("{}: gradcheck needs a [jtvae] section", a.config.display());
@@ -393,6 +440,7 @@ fn gradcheck(a: GradcheckArgs, dist: &Dist) -> anyhow::Result<i32> {
         trials: a.trials.max(1),
         molecules: a.molecules,
         directions: a.directions.max(1),
+        signal,
     };
     let r = gradcheck::run(&cfg, dist, &opts)?;
     print!("{}", gradcheck::markdown(&r, &cfg));
@@ -402,13 +450,41 @@ fn gradcheck(a: GradcheckArgs, dist: &Dist) -> anyhow::Result<i32> {
     Ok(0)
 }
 
+/// The signal test's options (None with --no-signal), checked.
+fn signal_options(a: &GradcheckArgs) -> anyhow::Result<Option<zo_hpc::train::signal::Options>> {
+    if a.no_signal {
+        return Ok(None);
+    }
+    let estimators = a
+        .signal_estimators
+        .iter()
+        .map(|name| {
+            zo_hpc::zo::estimator::Estimator::ALL
+                .into_iter()
+                .find(|e| e.name() == name.trim())
+                .with_context(|| format!("--signal-estimators: no estimator named {name:?}"))
+        })
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    let o = zo_hpc::train::signal::Options {
+        molecules: a.signal_molecules,
+        qs: a.signal_q.clone(),
+        radii: a.signal_radii.clone(),
+        estimators,
+        descent_q: a.signal_descent_q,
+        descent_radius: a.signal_descent_radius,
+        step: a.signal_step,
+        random: a.signal_random,
+    };
+    Ok(Some(o.checked()?))
+}
+
 /// `zo-hpc report`: plots and report.md from the runs' files.
 fn report(a: ReportArgs, dist: &Dist) -> anyhow::Result<i32> {
     // Reading files needs no ranks: under MPI the others just finish.
     if !dist.is_root() {
         return Ok(0);
     }
-    let w = zo_hpc::report::run(&a.runs, a.out.as_deref()).context("zo-hpc report")?;
+    let w = zo_hpc::report::run(&a.runs, a.out.as_deref(), &a.control).context("zo-hpc report")?;
     print!("{}", w.markdown);
     log::info!("{} plots and {}", w.pngs.len(), w.report.display());
     Ok(0)

@@ -3,6 +3,9 @@
 //! written and decodes at the expected size, Table 1's cells are eval.h5's values,
 //! two runs are overlaid and summarized as mean ± sd, the `commit` attribute is
 //! shown when a file has one, and a folder without HDF5 files is an error naming it.
+//! Fake run folders (only `eval.h5`) of two arms × 3 seeds give the arm view:
+//! per-arm summaries, paired differences by seed with their t-intervals, the run
+//! without a partner listed, the forest plots, and `--control`.
 mod common;
 use common::*;
 use std::collections::BTreeMap;
@@ -45,6 +48,14 @@ fn runs() -> &'static Runs {
             "2",
             "--directions",
             "1",
+            "--signal-molecules",
+            "3",
+            "--signal-q",
+            "2",
+            "--signal-radii",
+            "1",
+            "--signal-descent-q",
+            "2",
         ]);
 
         let second = dir.path().join("zinc_seed43");
@@ -232,6 +243,7 @@ fn first_run_pngs() -> Vec<String> {
             "mpnn_rmse",
             "gradcheck_cosine",
             "gradcheck_flip",
+            "gradcheck_signal",
         ],
     );
     all.extend(names("zinc", &ZO));
@@ -259,6 +271,11 @@ fn one_run_gives_every_plot_and_table_1_from_eval_h5() {
     );
     assert!(!md.contains("mean ± sd"), "one run has no spread:\n{md}");
     let commit = format!("- commit: {}", zo_hpc::COMMIT);
+    assert!(
+        md.contains("## Signal test on the real pipeline")
+            && md.contains("| placebo (a random direction) |"),
+        "no signal test section:\n{md}"
+    );
     for line in [
         "`run.seed` = 5, `zo.mu` = 0.5, `zo.q` = 2, `zo.estimator` = forward, `zo.lambda` = 1.0",
         "- ranks: jtvae 1, mpnn 1, zo 1",
@@ -325,6 +342,13 @@ fn two_runs_are_overlaid_and_summarized_as_mean_and_sd() {
         assert_cell(s, sd, &format!("sd {row}"));
     }
     assert!(md.contains("`run.seed` = 43"), "{md}");
+    // One arm, named by the folders (`zinc`, `zinc_seed43`), seeds from the configs
+    // Stage 2 recorded; no `off` run to pair with, said so.
+    assert!(md.contains("| zinc | 2 | 5 43 |"), "{md}");
+    assert!(
+        md.contains("No paired differences: no run of the control arm `off`"),
+        "{md}"
+    );
     // The files of one run made by different commits are each named.
     assert!(md.contains("; 0123abcd (eval)"), "{md}");
 }
@@ -351,4 +375,152 @@ fn a_folder_without_hdf5_files_is_an_error_naming_it() {
         "{}",
         text(&o)
     );
+}
+
+/// A fake run folder with only an `eval.h5`: Stage 1 shared, Stage 2's
+/// `pipeline_rmse` = `rmse` (`true_rmse` half of it) and `recon_acc` = `recon`.
+fn fake_run(dir: &Path, config: &str, rmse: f64, recon: f64) {
+    use zo_hpc::io::h5::{write_attr, write_str_attr};
+    std::fs::create_dir_all(dir).unwrap();
+    let f = hdf5::File::create(dir.join("eval.h5")).unwrap();
+    write_str_attr(&f, "config", config).unwrap();
+    write_str_attr(&f, "target_column", "hof298_kcal_mol").unwrap();
+    for (label, rmse, recon) in [("stage1", 44.71, 0.255), ("stage2", rmse, recon)] {
+        let g = f.create_group(label).unwrap();
+        for row in ROWS {
+            let v = match row {
+                "recon_acc" => recon,
+                "pipeline_rmse" | "pipeline_rmse_mean_fill" => rmse,
+                "true_rmse" => rmse / 2.0,
+                "baseline_rmse" => 58.87,
+                "evaluated" => 8.0,
+                _ => 0.0,
+            };
+            write_attr(&g, row, &v).unwrap();
+        }
+    }
+}
+
+/// The rows (first cell → the others) of the Markdown table after `from` whose
+/// header starts with `head`.
+fn rows_after(md: &str, from: usize, head: &str) -> BTreeMap<String, Vec<String>> {
+    md[from..]
+        .lines()
+        .skip_while(|l| !l.starts_with(head))
+        .skip(2)
+        .take_while(|l| l.starts_with('|'))
+        .map(|l| {
+            let mut c: Vec<String> = l
+                .trim()
+                .trim_matches('|')
+                .split('|')
+                .map(|c| c.trim().to_string())
+                .collect();
+            (c.remove(0), c)
+        })
+        .collect()
+}
+
+/// "m [lo, hi] (k/n)" or "m ± sd [lo, hi]": the numbers and the favouring pairs.
+fn interval_cell(c: &str) -> (String, String, String, String) {
+    let (m, rest) = c.split_once(" [").unwrap_or_else(|| panic!("{c:?}"));
+    let (lo, rest) = rest.split_once(", ").unwrap();
+    let (hi, rest) = rest.split_once(']').unwrap();
+    let m = m.split(" ± ").next().unwrap();
+    (m.into(), lo.into(), hi.into(), rest.trim().into())
+}
+
+#[test]
+fn arms_are_summarized_and_paired_by_seed() {
+    let dir = tempfile::tempdir().unwrap();
+    // `off` named by its folders; `es` by `run.arm` (folders named otherwise);
+    // es seed 45 has no `off` partner.
+    let off = [(42, 40.0, 0.25), (43, 50.0, 0.26), (44, 45.0, 0.27)];
+    let es = [
+        (42, 38.0, 0.28),
+        (43, 47.0, 0.27),
+        (44, 46.0, 0.29),
+        (45, 30.0, 0.2),
+    ];
+    let mut folders = Vec::new();
+    for (seed, rmse, recon) in off {
+        let d = dir.path().join(format!("off_s{seed}"));
+        fake_run(&d, &format!("[run]\nseed = {seed}\n"), rmse, recon);
+        folders.push(d);
+    }
+    for (seed, rmse, recon) in es {
+        let d = dir.path().join(format!("estimator-run-{}", seed - 40));
+        let cfg = format!("[run]\nseed = {seed}\narm = \"es\"\n");
+        fake_run(&d, &cfg, rmse, recon);
+        folders.push(d);
+    }
+    let args: Vec<&str> = folders.iter().map(|d| d.to_str().unwrap()).collect();
+    let out = dir.path().join("report");
+    let mut with_out = args.clone();
+    with_out.extend(["--out", out.to_str().unwrap()]);
+    let (md, _) = report(&with_out);
+    let at = md.find("### hof298_kcal_mol").expect(&md);
+    // Per arm: n, seeds, mean ± sd [95% t-interval]; t(0.975, 2) = 4.302653.
+    let arms = rows_after(&md, at, "| arm | runs |");
+    assert_eq!(arms["off"][..2], ["3".to_string(), "42 43 44".to_string()]);
+    assert_eq!(
+        arms["es"][..2],
+        ["4".to_string(), "42 43 44 45".to_string()]
+    );
+    assert_eq!(arms["Stage 1"][2], "44.7100", "Stage 1 shared: one value");
+    let half = 4.302653 * 5.0 / 3f64.sqrt();
+    let (m, lo, hi, _) = interval_cell(&arms["off"][2]);
+    assert!(arms["off"][2].starts_with("45 ± 5 ["), "{}", arms["off"][2]);
+    assert_cell(&m, 45.0, "off mean");
+    assert_cell(&lo, 45.0 - half, "off lo");
+    assert_cell(&hi, 45.0 + half, "off hi");
+    // Paired: es − off over seeds 42–44: −2, −3, +1 (2 of 3 favour es), and
+    // recon +3, +1, +2 points (all favour es: higher is better).
+    let paired = rows_after(&md, at, "| arm | control | pairs |");
+    let row = &paired["es"];
+    assert_eq!(row[..2], ["off".to_string(), "3".to_string()]);
+    let d = [-2.0, -3.0, 1.0];
+    let mean = d.iter().sum::<f64>() / 3.0;
+    let sd = (d.iter().map(|x| (x - mean).powi(2)).sum::<f64>() / 2.0).sqrt();
+    let half = 4.302653 * sd / 3f64.sqrt();
+    let (m, lo, hi, favour) = interval_cell(&row[2]);
+    assert_cell(&m, mean, "paired mean");
+    assert_cell(&lo, mean - half, "paired lo");
+    assert_cell(&hi, mean + half, "paired hi");
+    assert_eq!(favour, "(2/3)");
+    let (m, _, _, favour) = interval_cell(&row[4]);
+    assert_cell(&m, 0.02, "paired recon");
+    assert_eq!(favour, "(3/3)");
+    assert!(
+        !paired.contains_key("off"),
+        "the control is not paired with itself"
+    );
+    assert!(
+        md.contains("Not paired: `es` seed 45 (no `off` run with that seed)."),
+        "{md}"
+    );
+    let pngs: Vec<String> = ["pipeline_rmse", "true_rmse", "recon_acc"]
+        .iter()
+        .map(|m| format!("paired_hof298_kcal_mol_{m}.png"))
+        .collect();
+    assert_pngs(&out, &pngs, &md);
+    // Another control: off is then paired with es (the signs turn).
+    let (r2, r3) = (dir.path().join("r2"), dir.path().join("r3"));
+    let mut other = args.clone();
+    other.extend(["--out", r2.to_str().unwrap()]);
+    other.extend(["--control", "es"]);
+    let (md, _) = report(&other);
+    let paired = rows_after(&md, 0, "| arm | control | pairs |");
+    assert_cell(&interval_cell(&paired["off"][2]).0, -mean, "reversed mean");
+    assert_eq!(interval_cell(&paired["off"][2]).3, "(1/3)");
+    // No run of the control: said so, no paired plot.
+    let mut none = args;
+    none.extend(["--out", r3.to_str().unwrap()]);
+    none.extend(["--control", "nothing"]);
+    let (md, _) = report(&none);
+    assert!(
+        md.contains("No paired differences: no run of the control arm `nothing`"),
+        "{md}"
+    );
+    assert!(!md.contains("paired_hof298"), "{md}");
 }

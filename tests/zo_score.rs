@@ -114,10 +114,20 @@ fn score_trains_the_decoder_without_projections() {
     let out = with_tiny_stage1(dir.path(), "dec");
     assert_ok(&zo_on(1, &cfg, &out));
     let f = hdf5::File::open(out.join("zo/metrics.h5")).unwrap();
-    let q: f64 = zo_hpc::io::h5::read_attr(&f, "projection_scalars_per_step").unwrap();
-    assert_eq!(q, 0.0);
-    let s1 = read_params(&tiny_stage1().join("jtvae/checkpoint.h5"));
+    // No decoder directions: the projections are the encoder's zeroth-order part only.
+    let proj: f64 = zo_hpc::io::h5::read_attr(&f, "projection_scalars_per_step").unwrap();
     let s2 = read_params(&out.join("zo/checkpoint.h5"));
+    let encoder: usize = s2
+        .iter()
+        .filter(|(k, _)| {
+            k.starts_with("/jtvae/")
+                && !k.starts_with("/jtvae/decoder/")
+                && !k.starts_with("/jtvae/assembly/")
+        })
+        .map(|(_, v)| v.len())
+        .sum();
+    assert_eq!(proj, encoder as f64);
+    let s1 = read_params(&tiny_stage1().join("jtvae/checkpoint.h5"));
     let dec: Vec<&String> = s2
         .keys()
         .filter(|k| k.starts_with("/jtvae/decoder/"))

@@ -18,10 +18,11 @@
 //! with the share of decode time in the tree decoder, candidate enumeration (RDKit)
 //! and assembly scoring, through `zo-hpc eval`.
 //!
-//! `zo-bench --zo CONFIG --run DIR [--steps N] [--qs 1,4,16]` measures Stage-2
-//! throughput: for every ranks × q × `zo.skip_unchanged` (true, false) it copies the
-//! Stage 1 of DIR (a run of CONFIG: `jtvae/` and `mpnn/` checkpoints, `dataset.h5`)
-//! into a fresh temporary folder, runs `zo-hpc train VARIANT --stage zo --max-steps N`
+//! `zo-bench --zo CONFIG --run DIR [--steps N] [--qs 1,4,16] [--estimators a,b]`
+//! measures Stage-2 throughput: for every estimator (default: the config's) × ranks ×
+//! q × `zo.skip_unchanged` (true, false) it copies the Stage 1 of DIR (a run of
+//! CONFIG: `jtvae/` and `mpnn/` checkpoints — or none, then the config's
+//! `zo.pretrained` — and `dataset.h5`) into a fresh temporary folder, runs `zo-hpc train VARIANT --stage zo --max-steps N`
 //! (default 10) and, from the per-step metrics without the first (warm-up) step,
 //! prints samples/s, queries/s, the flip rate, the share of the step time in each
 //! phase, the rank imbalance and the ratio of the step time to the (1 + q)-query
@@ -30,7 +31,7 @@
 //!
 //! Usage: `zo-bench [--repeat N] [--ranks 1,2] [--micro-batch M[,M…]] [--jtvae [--gold N]]
 //! [--jtvae-speed CONFIG --run DIR [--limit N]] [--zo CONFIG --run DIR [--steps N]
-//! [--qs 1,4,16]]` from the repository root (or `make bench`).
+//! [--qs 1,4,16] [--estimators forward,es,cv]]` from the repository root (or `make bench`).
 use anyhow::{bail, Context};
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -239,7 +240,11 @@ fn main() -> anyhow::Result<()> {
         if steps < 2 {
             bail!("--steps {steps}: need 2 or more (the first, warm-up step is dropped)");
         }
+        let estimators = flag("--estimators")
+            .map(|s| s.split(',').map(|e| e.trim().to_string()).collect())
+            .unwrap_or_default();
         let grid = ZoGrid {
+            estimators,
             ranks,
             qs: parse_list("--qs", flag("--qs"), "1,4,16")?,
             steps,
@@ -536,16 +541,19 @@ fn jtvae_speed(
     Ok(())
 }
 
-/// The cases of `zo-bench --zo`: every ranks × q × skip_unchanged.
+/// The cases of `zo-bench --zo`: every estimator × ranks × q × skip_unchanged.
 struct ZoGrid {
+    /// `zo.estimator` values (empty: the config's).
+    estimators: Vec<String>,
     ranks: Vec<usize>,
     qs: Vec<usize>,
     steps: usize,
 }
 
 /// One Stage-2 run of the grid.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 struct ZoCase {
+    estimator: Option<String>,
     ranks: usize,
     q: usize,
     skip: bool,
@@ -554,12 +562,13 @@ struct ZoCase {
 /// Phases whose share of the step time is shown, with the series read for each:
 /// per-rank phases as the mean over ranks (so the rest of the step is waiting for
 /// the slowest rank or untimed work), allreduce and optimizer as timed on rank 0.
-const SHARE_PHASES: [(&str, &str); 7] = [
+const SHARE_PHASES: [(&str, &str); 8] = [
     ("encode", "time_encode_mean"),
     ("decode", "time_decode_mean"),
     ("featurize", "time_featurize_mean"),
     ("embed", "time_embed_mean"),
     ("backward", "time_backward_mean"),
+    ("control", "time_control_mean"),
     ("allreduce", "time_allreduce"),
     ("optimizer", "time_optimizer"),
 ];
@@ -624,7 +633,7 @@ impl ZoSums {
 
     /// Measured step time over the (1 + q)-query bound: `c` seconds per query times
     /// 1 + q queries for each sample of one rank.
-    fn bound_ratio(&self, case: ZoCase, c: f64) -> f64 {
+    fn bound_ratio(&self, case: &ZoCase, c: f64) -> f64 {
         let per_rank_samples = self.samples / case.ranks as f64;
         self.step_s / (c * (1 + case.q) as f64 * per_rank_samples)
     }
@@ -646,7 +655,7 @@ impl Drop for Cleanup {
 
 /// The config text with `zo.q` and `zo.skip_unchanged` set (a `[zo]` section is
 /// added where there is none).
-fn zo_variant(text: &str, case: ZoCase) -> anyhow::Result<String> {
+fn zo_variant(text: &str, case: &ZoCase) -> anyhow::Result<String> {
     let mut doc: toml::Table = text.parse().context("parsing the config")?;
     let zo = doc
         .entry("zo")
@@ -655,16 +664,20 @@ fn zo_variant(text: &str, case: ZoCase) -> anyhow::Result<String> {
         .context("config: `zo` is not a section")?;
     zo.insert("q".into(), toml::Value::Integer(case.q as i64));
     zo.insert("skip_unchanged".into(), toml::Value::Boolean(case.skip));
+    if let Some(e) = &case.estimator {
+        zo.insert("estimator".into(), toml::Value::String(e.clone()));
+    }
     toml::to_string(&doc).context("writing the config variant")
 }
 
 /// Writes the variant of `config` for `case` next to it (relative paths in the
 /// config stay valid) under a name of this process; removed when dropped.
-fn write_variant(config: &Path, text: &str, case: ZoCase) -> anyhow::Result<Cleanup> {
+fn write_variant(config: &Path, text: &str, case: &ZoCase) -> anyhow::Result<Cleanup> {
     let dir = config.parent().unwrap_or(Path::new("."));
     let name = format!(
-        ".zo-bench-{}-r{}-q{}-{}.toml",
+        ".zo-bench-{}-{}-r{}-q{}-{}.toml",
         std::process::id(),
+        case.estimator.as_deref().unwrap_or("cfg"),
         case.ranks,
         case.q,
         if case.skip { "skip" } else { "noskip" }
@@ -675,10 +688,14 @@ fn write_variant(config: &Path, text: &str, case: ZoCase) -> anyhow::Result<Clea
     Ok(Cleanup(path))
 }
 
-/// Copies Stage 1 of `run` (JT-VAE and MPNN checkpoints, dataset file) into `out`.
+/// Copies Stage 1 of `run` (JT-VAE and MPNN checkpoints, dataset file) into `out`;
+/// without the checkpoints Stage 2 starts from the config's `zo.pretrained`.
 fn copy_stage1(run: &Path, out: &Path) -> anyhow::Result<()> {
     for file in ["jtvae/checkpoint.h5", "mpnn/checkpoint.h5", "dataset.h5"] {
         let (from, to) = (run.join(file), out.join(file));
+        if file != "dataset.h5" && !from.is_file() {
+            continue;
+        }
         if let Some(dir) = to.parent() {
             std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
         }
@@ -705,7 +722,7 @@ fn run_zo_case(
     let _ = std::fs::remove_dir_all(out);
     let _out = Cleanup(out.to_path_buf());
     copy_stage1(run, out)?;
-    let variant = write_variant(config, text, case)?;
+    let variant = write_variant(config, text, &case)?;
     let mut cmd = launcher(zo, case.ranks);
     cmd.arg("train")
         .arg(&variant.0)
@@ -760,6 +777,9 @@ fn print_zo_setup(cfg: &zo_hpc::config::Config, grid: &ZoGrid) {
         "{} Stage-2 steps per case, the first (warm-up) dropped; estimator {:?}, mu {}",
         grid.steps, cfg.zo.estimator, cfg.zo.mu
     );
+    if !grid.estimators.is_empty() {
+        println!("estimators: {}", grid.estimators.join(", "));
+    }
 }
 
 /// The case whose query cost is the reference c: skip_unchanged off (every query
@@ -768,7 +788,7 @@ fn reference(results: &[(ZoCase, ZoSums)]) -> Option<&(ZoCase, ZoSums)> {
     results
         .iter()
         .filter(|(c, _)| !c.skip)
-        .min_by_key(|(c, _)| (c.ranks, c.q))
+        .min_by_key(|(c, _)| (c.ranks, c.q, c.estimator.is_some()))
 }
 
 fn print_zo_table(results: &[(ZoCase, ZoSums)]) -> anyhow::Result<()> {
@@ -783,10 +803,10 @@ fn print_zo_table(results: &[(ZoCase, ZoSums)]) -> anyhow::Result<()> {
     );
     let shares: Vec<&str> = SHARE_PHASES.iter().map(|(n, _)| *n).collect();
     println!(
-        "\n| ranks | q | skip | samples/s | queries/s | flip rate | step s | share of step time: {} | imbalance | ratio to (1+q)-query bound |",
+        "\n| estimator | ranks | q | skip | samples/s | queries/s | flip rate | step s | share of step time: {} | imbalance | ratio to (1+q)-query bound |",
         shares.join(" / ")
     );
-    println!("|---|---|---|---|---|---|---|---|---|---|");
+    println!("|---|---|---|---|---|---|---|---|---|---|---|");
     for (case, s) in results {
         let share: Vec<String> = s
             .phase_s
@@ -794,7 +814,8 @@ fn print_zo_table(results: &[(ZoCase, ZoSums)]) -> anyhow::Result<()> {
             .map(|p| format!("{:.0}%", 100.0 * p / s.step_s))
             .collect();
         println!(
-            "| {} | {} | {} | {:.2} | {:.1} | {:.3} | {:.3} | {} | {:.2} | {:.2} |",
+            "| {} | {} | {} | {} | {:.2} | {:.1} | {:.3} | {:.3} | {} | {:.2} | {:.2} |",
+            case.estimator.as_deref().unwrap_or("(config)"),
             case.ranks,
             case.q,
             case.skip,
@@ -804,7 +825,7 @@ fn print_zo_table(results: &[(ZoCase, ZoSums)]) -> anyhow::Result<()> {
             s.step_s / s.steps as f64,
             share.join(" / "),
             s.imbalance,
-            s.bound_ratio(*case, c)
+            s.bound_ratio(case, c)
         );
     }
     println!(
@@ -826,14 +847,27 @@ fn zo_bench(zo: &Path, config: &Path, run: &Path, grid: &ZoGrid) -> anyhow::Resu
     let tmp = std::env::temp_dir().join(format!("zo-bench-zo-{}", std::process::id()));
     let _tmp = Cleanup(tmp.clone());
     let mut results = Vec::new();
-    for &ranks in &grid.ranks {
-        for &q in &grid.qs {
-            for skip in [true, false] {
-                let case = ZoCase { ranks, q, skip };
-                eprintln!("zo-bench: ranks {ranks} q {q} skip {skip} ...");
-                let out = tmp.join(format!("r{ranks}-q{q}-{skip}"));
-                let sums = run_zo_case(zo, config, &text, run, case, grid.steps, &out)?;
-                results.push((case, sums));
+    let estimators: Vec<Option<String>> = if grid.estimators.is_empty() {
+        vec![None]
+    } else {
+        grid.estimators.iter().cloned().map(Some).collect()
+    };
+    for estimator in &estimators {
+        for &ranks in &grid.ranks {
+            for &q in &grid.qs {
+                for skip in [true, false] {
+                    let case = ZoCase {
+                        estimator: estimator.clone(),
+                        ranks,
+                        q,
+                        skip,
+                    };
+                    eprintln!("zo-bench: {case:?} ...");
+                    let e = estimator.as_deref().unwrap_or("cfg");
+                    let out = tmp.join(format!("{e}-r{ranks}-q{q}-{skip}"));
+                    let sums = run_zo_case(zo, config, &text, run, case.clone(), grid.steps, &out)?;
+                    results.push((case, sums));
+                }
             }
         }
     }

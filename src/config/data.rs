@@ -1,4 +1,4 @@
-//! `[run]` (output folder, seed) and `[data]` (the CSV, its columns, the split,
+//! `[run]` (output folder, seed, arm label) and `[data]` (the CSV, its columns, the split,
 //! the bounds on one molecule), each with its own checks.
 use crate::config::error::{at_least_1, ConfigError};
 use serde::Deserialize;
@@ -12,6 +12,33 @@ pub struct RunConfig {
     /// Master seed: splits, shuffles, initialization.
     #[serde(default = "default_seed")]
     pub seed: u64,
+    /// The arm (variant) this run belongs to, for `zo-hpc report`'s grouping by
+    /// arm and pairing by seed (default: the run folder's name without a trailing
+    /// seed). Letters, digits, `_`, `-`, `.`; it changes no result.
+    #[serde(default)]
+    pub arm: Option<String>,
+}
+
+impl RunConfig {
+    /// `arm`, when given, is a non-empty label of letters, digits, `_`, `-`, `.`
+    /// (it names files and table rows). `path` is the config file (named in errors).
+    pub fn check(&self, path: &Path) -> Result<(), ConfigError> {
+        match &self.arm {
+            Some(a)
+                if a.is_empty()
+                    || !a
+                        .chars()
+                        .all(|c| c.is_ascii_alphanumeric() || "_-.".contains(c)) =>
+            {
+                Err(ConfigError::value(
+                    path,
+                    "run.arm",
+                    format!("{a:?}: use letters, digits, '_', '-' or '.' (at least one)"),
+                ))
+            }
+            _ => Ok(()),
+        }
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -97,4 +124,29 @@ fn default_max_smiles_length() -> usize {
 }
 fn default_smiles_column() -> String {
     "smiles".into()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn run(text: &str) -> RunConfig {
+        toml::from_str(text).unwrap()
+    }
+
+    #[test]
+    fn arm_is_optional_and_checked() {
+        let p = Path::new("c.toml");
+        let none = run("out_dir = \"o\"\n");
+        assert_eq!(none.arm, None);
+        assert!(none.check(p).is_ok());
+        let es = run("out_dir = \"o\"\narm = \"es_frz-2.b\"\n");
+        assert_eq!(es.arm.as_deref(), Some("es_frz-2.b"));
+        assert!(es.check(p).is_ok());
+        for bad in ["", "a b", "a/b"] {
+            let r = run(&format!("out_dir = \"o\"\narm = \"{bad}\"\n"));
+            let err = r.check(p).unwrap_err().to_string();
+            assert!(err.contains("run.arm") && err.contains("c.toml"), "{err}");
+        }
+    }
 }

@@ -19,7 +19,7 @@ pub use jtvae::JtvaeConfig;
 pub use mpnn::MpnnConfig;
 pub use source::{ExternalConfig, PhysicsConfig, PhysicsProgram, SourceConfig, SourceKind};
 pub use train::{DevicePref, Stage, StageTrain, TrainConfig};
-pub use zo::{DecoderMode, ZoConfig};
+pub use zo::{DecoderMode, DeltaMode, Group, LatentMode, ZoConfig};
 
 use serde::Deserialize;
 use std::path::{Path, PathBuf};
@@ -101,6 +101,7 @@ impl Config {
     /// needs `[jtvae]`.
     fn check(&self) -> Result<(), ConfigError> {
         let path = self.path.as_path();
+        self.run.check(path)?;
         self.data.check(path)?;
         if let Some(j) = &self.jtvae {
             j.check(path)?;

@@ -15,6 +15,45 @@ pub enum DecoderMode {
     Zo,
 }
 
+/// What Stage 2 does with the latent estimate ĝ (`zo.latent`): the controls of
+/// issue 19 that isolate the zeroth-order term.
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum LatentMode {
+    /// The estimator's ĝ drives the encoder (the paper).
+    Estimate,
+    /// No latent queries at all: Stage 2 is the re-fit alone (the control arm).
+    Off,
+    /// ĝ computed as usual, then replaced by a random direction of the same norm
+    /// (keyed (seed, "placebo", step, gid)): the same step sizes without the signal.
+    Placebo,
+    /// −ĝ: the sign flipped.
+    Flipped,
+}
+
+/// How a query's change of the loss δ is measured (`zo.delta`).
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum DeltaMode {
+    /// a·(h_k − h), a = ∂L/∂h (first-order in h; the paper's chain rule).
+    Linear,
+    /// ℓ(head(h_k), y) − ℓ(head(h), y): the exact change of the sample's loss
+    /// (one more head pass per changed query).
+    Exact,
+}
+
+/// A group of Stage-2 parameters that `zo.freeze` can hold fixed.
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq, PartialOrd, Ord)]
+#[serde(rename_all = "snake_case")]
+pub enum Group {
+    /// The JT-VAE encoder (everything of the JT-VAE but the decoder).
+    Encoder,
+    /// The MPNN's message passing and readout (w1).
+    MpnnEmbed,
+    /// The MPNN's prediction head (w2).
+    MpnnHead,
+}
+
 #[derive(Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ZoConfig {
@@ -48,6 +87,28 @@ pub struct ZoConfig {
     /// Temperature τ of the stochastic decoder of estimator "score" (> 0).
     #[serde(default = "d1f64")]
     pub temperature: f64,
+    /// "estimate" (default), "off" (no latent queries), "placebo" (a random
+    /// direction of ĝ's norm) or "flipped" (−ĝ).
+    #[serde(default = "default_latent")]
+    pub latent: LatentMode,
+    /// "linear" (default: a·(h_k − h)) or "exact" (the change of the sample's loss).
+    #[serde(default = "default_delta")]
+    pub delta: DeltaMode,
+    /// Global-norm clip of the zeroth-order part of the gradient on its own, before
+    /// it joins the rest (0: off, the default; `train.clip_norm` still clips all).
+    #[serde(default)]
+    pub clip_zo: f64,
+    /// Parameter groups held fixed in Stage 2: any of "encoder", "mpnn_embed",
+    /// "mpnn_head" (the decoder is governed by `decoder`).
+    #[serde(default)]
+    pub freeze: Vec<Group>,
+    /// Adaptive radius: when set, µ is the first step's smoothing and each later
+    /// step's µ is adjusted to hold this share of latent queries that flip.
+    #[serde(default)]
+    pub target_flip: Option<f64>,
+    /// Hidden width of the control variate s: z → h (estimator = "cv").
+    #[serde(default = "default_cv_hidden")]
+    pub cv_hidden: usize,
     /// Skip featurizing and embedding a perturbed query whose molecule equals the
     /// base molecule (its difference is exactly zero). Off only for benchmarks.
     #[serde(default = "default_true")]
@@ -76,8 +137,8 @@ pub struct ZoConfig {
 /// where Stage 2 actually starts is in it already (`init_*`, see `for_stage`).
 impl std::fmt::Debug for ZoConfig {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let mut d = f.debug_struct("ZoConfig");
-        d.field("estimator", &self.estimator)
+        f.debug_struct("ZoConfig")
+            .field("estimator", &self.estimator)
             .field("q", &self.q)
             .field("mu", &self.mu)
             .field("sigma", &self.sigma)
@@ -89,12 +150,34 @@ impl std::fmt::Debug for ZoConfig {
             .field("cache_size", &self.cache_size)
             .field("eval_limit", &self.eval_limit)
             .field("init_jtvae", &self.init_jtvae)
-            .field("init_mpnn", &self.init_mpnn);
-        // Only where it acts, so that other configs keep their stage keys.
-        if self.estimator == crate::zo::estimator::Estimator::Score {
-            d.field("temperature", &self.temperature);
+            .field("init_mpnn", &self.init_mpnn)
+            .finish()?;
+        // Issue 19's settings only when set, so that the stage keys of runs made
+        // before them stay the same.
+        let d = ZoConfig::default();
+        if self.latent != d.latent {
+            write!(f, " latent {:?}", self.latent)?;
         }
-        d.finish()
+        if self.delta != d.delta {
+            write!(f, " delta {:?}", self.delta)?;
+        }
+        if self.clip_zo != d.clip_zo {
+            write!(f, " clip_zo {}", self.clip_zo)?;
+        }
+        if !self.freeze.is_empty() {
+            write!(f, " freeze {:?}", self.freeze)?;
+        }
+        if let Some(t) = self.target_flip {
+            write!(f, " target_flip {t}")?;
+        }
+        if self.cv_hidden != d.cv_hidden {
+            write!(f, " cv_hidden {}", self.cv_hidden)?;
+        }
+        // The stochastic decoder's temperature only where it acts.
+        if self.estimator == crate::zo::estimator::Estimator::Score {
+            write!(f, " temperature {}", self.temperature)?;
+        }
+        Ok(())
     }
 }
 
@@ -110,6 +193,12 @@ impl Default for ZoConfig {
             q_decoder: 1,
             mu_decoder: default_mu(),
             temperature: 1.0,
+            latent: default_latent(),
+            delta: default_delta(),
+            clip_zo: 0.0,
+            freeze: Vec::new(),
+            target_flip: None,
+            cv_hidden: default_cv_hidden(),
             skip_unchanged: true,
             cache_size: default_cache(),
             eval_limit: default_eval_limit(),
@@ -145,6 +234,36 @@ impl ZoConfig {
                 "must be a number >= 0",
             ));
         }
+        if !(self.clip_zo >= 0.0 && self.clip_zo.is_finite()) {
+            return Err(ConfigError::value(path, "zo.clip_zo", "must be >= 0"));
+        }
+        if let Some(t) = self.target_flip {
+            if !(t > 0.0 && t < 1.0) {
+                return Err(ConfigError::value(
+                    path,
+                    "zo.target_flip",
+                    "must lie strictly between 0 and 1 (a share of queries)",
+                ));
+            }
+        }
+        if self.cv_hidden == 0 {
+            return Err(ConfigError::value(
+                path,
+                "zo.cv_hidden",
+                "must be at least 1",
+            ));
+        }
+        let score = self.estimator == crate::zo::estimator::Estimator::Score;
+        if score && matches!(self.latent, LatentMode::Placebo | LatentMode::Flipped) {
+            return Err(ConfigError::value(
+                path,
+                "zo.latent",
+                "\"placebo\" and \"flipped\" act on a finite-difference estimate; estimator \"score\" takes \"estimate\" or \"off\"",
+            ));
+        }
+        self.estimator
+            .check_q(self.q)
+            .map_err(|m| ConfigError::value(path, "zo.q", m))?;
         existing(path, "zo.init_jtvae", self.init_jtvae.as_ref())?;
         existing(path, "zo.init_mpnn", self.init_mpnn.as_ref())
     }
@@ -152,6 +271,15 @@ impl ZoConfig {
 
 fn default_estimator() -> crate::zo::estimator::Estimator {
     crate::zo::estimator::Estimator::Forward
+}
+fn default_latent() -> LatentMode {
+    LatentMode::Estimate
+}
+fn default_delta() -> DeltaMode {
+    DeltaMode::Linear
+}
+fn default_cv_hidden() -> usize {
+    64
 }
 fn d1usize() -> usize {
     1
@@ -204,5 +332,11 @@ mod tests {
         assert_ne!(format!("{score:?}"), format!("{warm:?}"));
         let forward = ZoConfig::default();
         assert!(!format!("{forward:?}").contains("temperature"));
+        let placebo = ZoConfig {
+            latent: LatentMode::Placebo,
+            ..score.clone()
+        };
+        let e = placebo.check(path).unwrap_err().to_string();
+        assert!(e.contains("zo.latent"), "{e}");
     }
 }

@@ -4,12 +4,13 @@
 //! plots them, both from this list.
 
 /// The phases each rank times per step (`time_<phase>` in metrics.h5).
-pub const PHASES: [&str; 7] = [
+pub const PHASES: [&str; 8] = [
     "encode",
     "decode",
     "featurize",
     "embed",
     "backward",
     "decoder_zo",
+    "control",
     "score",
 ];

@@ -75,7 +75,7 @@ fn numbered(v: &[f64]) -> Vec<(f64, f64)> {
         .collect()
 }
 
-fn series(label: &str, points: Vec<(f64, f64)>, look: Look, color: usize) -> Series {
+pub(super) fn series(label: &str, points: Vec<(f64, f64)>, look: Look, color: usize) -> Series {
     Series {
         label: label.into(),
         points,

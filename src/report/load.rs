@@ -1,5 +1,6 @@
 //! Reading one run folder for `zo-hpc report`: the metrics of each stage, `eval.h5`
-//! (read by its owner, `io::eval_file`) and `gradcheck.h5`, each optional. A file
+//! (read by its owner, `io::eval_file`) and `gradcheck.h5` (its signal test read
+//! by `io::signal_file`), each optional. A file
 //! that is missing or cannot be read is logged and skipped, so a run that is still
 //! going (or crashed) is reported as far as it got.
 use super::error::ReportError;
@@ -38,6 +39,8 @@ pub struct Gradcheck {
     /// (µσ, flip rate, failed share)
     pub flips: Vec<(f64, f64, f64)>,
     pub tie_floor: Option<f64>,
+    /// The signal test (`/signal`), when the file has one.
+    pub signal: Option<crate::io::signal_file::Signal>,
 }
 
 /// Everything readable in one run folder.
@@ -162,5 +165,6 @@ fn read_gradcheck(f: &File) -> hdf5::Result<Gradcheck> {
         standin,
         flips,
         tie_floor,
+        signal: crate::io::signal_file::read(f)?,
     })
 }

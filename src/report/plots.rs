@@ -45,6 +45,8 @@ pub enum Look {
     Dashed,
     /// A line with a marker at every point (few points: epochs, radii).
     Marked,
+    /// Filled dots, no line (one value per seed).
+    Dots,
 }
 
 pub struct Series {
@@ -61,6 +63,8 @@ pub struct Panel {
     pub x_label: String,
     pub y_label: String,
     pub log_x: bool,
+    /// Names of the whole y values 1, 2, …: a categorical y axis (empty: numeric).
+    pub y_names: Vec<String>,
     pub series: Vec<Series>,
 }
 
@@ -71,6 +75,7 @@ impl Panel {
             x_label: x_label.into(),
             y_label: y_label.into(),
             log_x: false,
+            y_names: Vec::new(),
             series: Vec::new(),
         }
     }
@@ -156,7 +161,11 @@ fn draw_panel(area: &Area, p: &Panel) -> Result<(), String> {
     // Steps, epochs, q: no tick between two whole numbers gets a label.
     let whole = xs.iter().all(|x| x.fract() == 0.0);
     let x = padded(&xs, p.log_x);
-    let y = padded(&ys, false);
+    let y = if p.y_names.is_empty() {
+        padded(&ys, false)
+    } else {
+        0.5..p.y_names.len() as f64 + 0.5
+    };
     if p.log_x {
         chart(area, p, x.log_scale(), y, whole)
     } else {
@@ -192,18 +201,23 @@ where
             String::new()
         }
     };
+    let named = |v: &f64| y_name(&p.y_names, *v);
     let mut c = ChartBuilder::on(area)
         .caption(&p.title, (FONT, 20))
         .margin(10)
         .x_label_area_size(40)
-        .y_label_area_size(70)
+        .y_label_area_size(label_room(&p.y_names))
         .build_cartesian_2d(x, y)
         .map_err(e)?;
     c.configure_mesh()
         .x_labels(6)
-        .y_labels(8)
+        .y_labels(if p.y_names.is_empty() {
+            8
+        } else {
+            2 * p.y_names.len() + 1
+        })
         .x_label_formatter(if whole_x { &whole } else { &tick })
-        .y_label_formatter(&tick)
+        .y_label_formatter(if p.y_names.is_empty() { &tick } else { &named })
         .x_desc(p.x_label.as_str())
         .y_desc(p.y_label.as_str())
         .label_style((FONT, 14))
@@ -227,6 +241,9 @@ where
                 .draw_series(LineSeries::new(pts, style).point_size(3))
                 .map_err(e)?,
             Look::Line | Look::Faint => c.draw_series(LineSeries::new(pts, style)).map_err(e)?,
+            Look::Dots => c
+                .draw_series(pts.into_iter().map(|p| Circle::new(p, 4, color.filled())))
+                .map_err(e)?,
         };
         if !s.label.is_empty() {
             legend = true;
@@ -244,6 +261,20 @@ where
             .map_err(e)?;
     }
     Ok(())
+}
+
+/// Pixels left of the plot for the y tick labels: room for the longest name.
+fn label_room(names: &[String]) -> u32 {
+    let longest = names.iter().map(|n| n.chars().count()).max().unwrap_or(0);
+    (8 * longest as u32 + 16).clamp(70, 400)
+}
+
+/// The name of a categorical axis' whole value `v` (1-based); empty elsewhere.
+fn y_name(names: &[String], v: f64) -> String {
+    if v.fract() != 0.0 || v < 1.0 {
+        return String::new();
+    }
+    names.get(v as usize - 1).cloned().unwrap_or_default()
 }
 
 /// A tick label: short, without trailing zeros; tiny or huge values in e-notation.
@@ -274,6 +305,16 @@ mod tests {
         assert_eq!(
             [t(200.0), t(0.25), t(1e-4), t(-0.0), t(2.5e6)],
             ["200", "0.25", "1e-4", "0", "2.5e6"]
+        );
+    }
+
+    #[test]
+    fn a_categorical_axis_names_whole_values_only() {
+        let names = vec!["off".to_string(), "es".to_string()];
+        let n = |v: f64| y_name(&names, v);
+        assert_eq!(
+            [n(1.0), n(2.0), n(1.5), n(0.0), n(3.0)],
+            ["off", "es", "", "", ""]
         );
     }
 

@@ -12,6 +12,9 @@
 //!    against the radius µ·σ, so a user can choose µ. The decoder is piecewise
 //!    constant: below some radius every difference is exactly zero.
 //!
+//! 3. The signal test on the real pipeline (`super::signal`, with the Stage-1
+//!    MPNN): split-half agreement of the estimates and a descent test.
+//!
 //! Results are printed as tables and written to `<out_dir>/gradcheck.h5`.
 use super::device;
 use super::params::Params;
@@ -37,6 +40,8 @@ pub struct Options {
     /// Molecules and directions per radius on the real pipeline.
     pub molecules: usize,
     pub directions: usize,
+    /// The signal test on the real pipeline (None: skipped).
+    pub signal: Option<super::signal::Options>,
 }
 
 /// Flip rate and failures at one radius.
@@ -54,6 +59,8 @@ pub struct Report {
     pub flips: Vec<FlipRow>,
     /// Radii tried on the real pipeline.
     pub latent: usize,
+    /// The signal test (None: skipped, or no trained Stage 1).
+    pub signal: Option<crate::io::signal_file::Signal>,
 }
 
 const QS: [usize; 4] = [1, 4, 16, 64];
@@ -110,12 +117,40 @@ pub fn run(cfg: &Config, dist: &Dist, o: &Options) -> anyhow::Result<Report> {
     } else {
         Vec::new()
     };
+    let signal = signal_part(cfg, (&pipe, &vs), (&ds, &vocab), o)?;
     Ok(Report {
         standin,
         chained,
         flips,
         latent: d,
+        signal,
     })
+}
+
+/// The signal test (`train::signal`) when asked for and Stage 1 (JT-VAE and
+/// MPNN) is trained.
+fn signal_part(
+    cfg: &Config,
+    (pipe, vs): (&Pipeline, &VarStore),
+    (ds, vocab): (&Dataset, &Vocab),
+    o: &Options,
+) -> anyhow::Result<Option<crate::io::signal_file::Signal>> {
+    let Some(so) = &o.signal else { return Ok(None) };
+    let (jk, mk) = (
+        cfg.stage_checkpoint(Stage::Jtvae),
+        cfg.stage_checkpoint(Stage::Mpnn),
+    );
+    if !(jk.is_file() && mk.is_file()) {
+        log::warn!(
+            "no Stage-1 JT-VAE and MPNN at {} and {}: the signal test is skipped",
+            jk.display(),
+            mk.display()
+        );
+        return Ok(None);
+    }
+    super::evaluate::load_stage1(vs, &jk, &mk, (&cfg.dataset_path(), pipe))?;
+    let mols = super::signal::test_molecules(ds, vocab, so.molecules);
+    Ok(Some(super::signal::run(pipe, &mols, so, cfg.run.seed)))
 }
 
 /// Estimators on the smooth stand-in: every estimator, q and radius, `trials` each.
@@ -125,12 +160,17 @@ fn standin_table(g: &SmoothStandIn, sigma: f64, trials: usize, seed: u64) -> Vec
     let threads = tch::get_num_threads();
     tch::set_num_threads(1);
     for est in Estimator::ALL {
+        // "cv" is forward's combine plus a control variate learned in Stage 2:
+        // on the stand-in (no s) it is forward's row again.
+        if est == Estimator::Cv {
+            continue;
+        }
         let qs: &[usize] = if est == Estimator::Coordinate {
             &[1]
         } else {
             &QS
         };
-        for &q in qs {
+        for &q in qs.iter().filter(|&&q| est.check_q(q).is_ok()) {
             for &mu in &MUS {
                 standin.push(estimator_stats(g, est, q, mu / sigma, sigma, trials, seed));
             }
@@ -289,6 +329,9 @@ pub fn markdown(r: &Report, cfg: &Config) -> String {
             " No radius raised the flip rate 10 points above that floor with ≤ 10% failed decodes.\n",
         ),
     }
+    if let Some(sig) = &r.signal {
+        s.push_str(&crate::io::signal_file::markdown(sig));
+    }
     s
 }
 
@@ -327,6 +370,9 @@ pub fn write(path: &std::path::Path, r: &Report, cfg: &Config) -> anyhow::Result
         h5::write_attr(&g, "tie_floor", &tie_floor(&r.flips))?;
         if let Some(x) = suggested_radius(&r.flips) {
             h5::write_attr(&g, "suggested_min_radius", &x)?;
+        }
+        if let Some(sig) = &r.signal {
+            crate::io::signal_file::write(f, sig)?;
         }
         Ok(())
     })?)

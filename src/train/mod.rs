@@ -2,7 +2,7 @@
 //! choice, the parameter list with its flat gradient buffer, the Adam optimizer
 //! whose state can be checkpointed, the stages (objectives) themselves and
 //! `stages`, which runs them in order; the evaluation (`zo-hpc eval`) and the
-//! zeroth-order diagnostics (`zo-hpc gradcheck`) of the model chain.
+//! zeroth-order diagnostics (`zo-hpc gradcheck`, with its signal test `signal`) of the model chain.
 pub mod adam;
 pub mod device;
 pub mod evaluate;
@@ -14,6 +14,7 @@ pub mod objective;
 pub mod params;
 pub mod progress;
 pub mod reduce;
+pub mod signal;
 pub mod stages;
 pub mod stop;
 pub mod trainer;

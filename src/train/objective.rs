@@ -61,8 +61,23 @@ pub trait Objective {
     }
     /// Called on every rank after the allreduce with the projections summed over
     /// ranks: adds what they imply to the flat gradient sum `grad` (same layout as
-    /// `Params::flat_grad`, not yet divided by the global batch size).
-    fn apply_reduced(&self, _step: usize, _projections: &[f64], _grad: &mut [f32]) {}
+    /// `Params::flat_grad`, not yet divided by the global batch size `1/scale`).
+    /// Returns per-step values to store (e.g. the norms of the gradient's parts).
+    fn apply_reduced(
+        &self,
+        _step: usize,
+        _projections: &[f64],
+        _grad: &mut [f32],
+        _scale: f64,
+    ) -> Vec<(&'static str, f64)> {
+        Vec::new()
+    }
+    /// Called on every rank after each step with the counters summed over ranks
+    /// (the same on every rank), e.g. to adapt a setting for the next step.
+    fn observe(&mut self, _counts: &[f64]) {}
+    /// Called on resume with the metrics restored from the checkpoint, so that
+    /// state derived from past steps (see `observe`) is restored as well.
+    fn restore(&mut self, _metrics: &crate::io::metrics::Metrics) {}
     /// Names of the per-step counters (summed over ranks; stored per step).
     fn counters(&self) -> Vec<&'static str> {
         Vec::new()

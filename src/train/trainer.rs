@@ -184,6 +184,7 @@ impl<'a, O: Objective> Trainer<'a, O> {
         self.params.load_arrays(&ck.adam_v, &self.adam.v)?;
         self.adam.t = ck.adam_t;
         self.metrics = ck.metrics;
+        self.obj.restore(&self.metrics);
         self.step = ck.step as usize;
         if self.dist.is_root() {
             log::info!(
@@ -447,6 +448,7 @@ impl<'a, O: Objective> Trainer<'a, O> {
         let reduced = layout.unpack(&tail);
         let batch_loss = f64::from(reduced.loss) * scale;
         self.record_step(layout, &reduced, scale, ar_s);
+        self.obj.observe(&reduced.counts);
         let (mut grad, projections) = exact.unwrap_or((flat, reduced.projections));
         self.optimize(&projections, &mut grad, scale, layout, timer);
         if !batch_loss.is_finite() {
@@ -563,10 +565,16 @@ impl<'a, O: Objective> Trainer<'a, O> {
         timer: &mut Timer,
     ) {
         let t_opt = Instant::now();
-        self.obj.apply_reduced(self.step, projections, grad);
+        let parts = self.obj.apply_reduced(self.step, projections, grad, scale);
         let inv = scale as f32;
         grad.iter_mut().for_each(|g| *g *= inv);
-        clip_global_norm(grad, self.cfg.train.clip_norm);
+        let norm = clip_global_norm(grad, self.cfg.train.clip_norm);
+        if !layout.phases.is_empty() {
+            self.metrics.push_step("grad_norm", norm);
+            for (name, v) in parts {
+                self.metrics.push_step(name, v);
+            }
+        }
         let grads = self.params.unflatten(grad);
         self.adam.step(&self.params, &grads);
         let opt_s = t_opt.elapsed().as_secs_f64();

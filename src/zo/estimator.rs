@@ -15,7 +15,21 @@
 //! | `central`    | 2q      | (1/q') Σ_k (δ_k⁺ − δ_k⁻) / (2r) · u_k  (antithetic)     |
 //! | `sphere`     | q       | (d/q') Σ_k δ_k / r · u_k,  u_k uniform on the sphere    |
 //! | `coordinate` | d       | ĝ_j = δ_j / r  (Liu et al. 2020; q is ignored)          |
+//! | `es`         | q       | √π·S/(r q') Σ_k (s_k⁺ − s_k⁻) · u_k  (see below)         |
+//! | `cv`         | q       | ∇s̄ + (1/q') Σ_k (δ_k − c_k) / r · u_k  (control variate) |
 //! | `score`      | q       | not from differences: q sampled decodes (`zo::score`)   |
+//!
+//! `es` (as evolution strategies do): q/2 antithetic pairs ±u_k whose directions
+//! are orthogonalised in blocks of d (each keeps its Gaussian length, so every u_k
+//! is still N(0, I)), the 2q' values replaced by their centred ranks s ∈ [−½, ½]
+//! (ties share their mean rank) and rescaled by S, the standard deviation of the
+//! values. Ranks make one O(1) jump of a discrete decoder count no more than any
+//! other change; √π makes the estimate unbiased on a linear f in the limit of many
+//! pairs (E[(Φ(x) − ½)·x] = 1/(2√π) for x ~ N(0, 1)).
+//!
+//! `cv` uses forward's directions; the caller passes δ_k − c_k, c_k = a·(s(z + r·u_k)
+//! − s(z)) from a learned s: z → h, and adds ∇s̄(z) itself (see `train::zo_stage`),
+//! so `combine` is forward's.
 //!
 //! q' is the number of directions whose queries all succeeded; failed ones are
 //! dropped rather than counted as zero, so a failure shrinks the sample instead
@@ -34,17 +48,23 @@ pub enum Estimator {
     Sphere,
     /// One-sided differences along each coordinate axis.
     Coordinate,
+    /// Antithetic orthogonal pairs with centred-rank shaping.
+    Es,
+    /// Forward differences around a learned control variate.
+    Cv,
     /// The score function through a stochastic decoder (`zo::score`, Stage 2's
     /// `score` phase): q sampled molecules, no offsets; `combine` gives None.
     Score,
 }
 
 impl Estimator {
-    pub const ALL: [Estimator; 4] = [
+    pub const ALL: [Estimator; 6] = [
         Estimator::Forward,
         Estimator::Central,
         Estimator::Sphere,
         Estimator::Coordinate,
+        Estimator::Es,
+        Estimator::Cv,
     ];
 
     /// The lowercase name used in configs and reports.
@@ -54,15 +74,28 @@ impl Estimator {
             Estimator::Central => "central",
             Estimator::Sphere => "sphere",
             Estimator::Coordinate => "coordinate",
+            Estimator::Es => "es",
+            Estimator::Cv => "cv",
             Estimator::Score => "score",
         }
+    }
+
+    /// Whether `q` directions suit the estimator (`es` needs pairs).
+    pub fn check_q(self, q: usize) -> Result<(), String> {
+        if self == Estimator::Es && (q < 2 || !q.is_multiple_of(2)) {
+            return Err(format!(
+                "estimator \"es\" makes q/2 antithetic pairs: q must be even and >= 2, got {q}"
+            ));
+        }
+        Ok(())
     }
 
     /// Number of perturbed queries (besides f(z) itself, which central does not
     /// need but the caller may have anyway) for q directions in `dim` dimensions.
     pub fn n_queries(self, q: usize, dim: usize) -> usize {
         match self {
-            Estimator::Forward | Estimator::Sphere | Estimator::Score => q,
+            Estimator::Forward | Estimator::Sphere | Estimator::Cv | Estimator::Score => q,
+            Estimator::Es => 2 * (q / 2),
             Estimator::Central => 2 * q,
             Estimator::Coordinate => dim,
         }
@@ -86,7 +119,14 @@ impl Estimator {
             u
         };
         match self {
-            Estimator::Forward => (0..q).map(draw).collect(),
+            Estimator::Forward | Estimator::Cv => (0..q).map(draw).collect(),
+            Estimator::Es => orthogonal_blocks((0..q / 2).map(draw).collect(), dim)
+                .into_iter()
+                .flat_map(|u| {
+                    let minus = u.iter().map(|x| -x).collect();
+                    [u, minus]
+                })
+                .collect(),
             Estimator::Central => (0..q)
                 .flat_map(|k| {
                     let u = draw(k);
@@ -140,6 +180,7 @@ impl Estimator {
             }
         }
         match self {
+            Estimator::Es => return combine_ranked(offsets, deltas, r),
             Estimator::Central => {
                 assert!(
                     offsets.len().is_multiple_of(2),
@@ -152,7 +193,11 @@ impl Estimator {
                     }
                 }
             }
-            Estimator::Forward | Estimator::Sphere | Estimator::Coordinate | Estimator::Score => {
+            Estimator::Forward
+            | Estimator::Sphere
+            | Estimator::Coordinate
+            | Estimator::Cv
+            | Estimator::Score => {
                 for (u, d) in offsets.iter().zip(deltas) {
                     if let Some(delta) = d {
                         add(&mut g, delta / r, u);
@@ -165,7 +210,10 @@ impl Estimator {
             return None;
         }
         let scale = match self {
-            Estimator::Forward | Estimator::Central | Estimator::Score => 1.0 / used as f64,
+            Estimator::Forward | Estimator::Central | Estimator::Cv | Estimator::Score => {
+                1.0 / used as f64
+            }
+            Estimator::Es => unreachable!("es combines by rank"),
             // E[u uᵀ] = I/d on the unit sphere.
             Estimator::Sphere => dim as f64 / used as f64,
             // Each axis is its own component: nothing to average.
@@ -180,13 +228,97 @@ impl Estimator {
     /// with q directions there, and `Coordinate` is exact.
     pub fn theory_cosine(self, q: usize, dim: usize) -> f64 {
         match self {
-            Estimator::Forward | Estimator::Central => theory_cosine_forward(q, dim),
+            Estimator::Forward | Estimator::Central | Estimator::Cv | Estimator::Es => {
+                theory_cosine_forward(q, dim)
+            }
             Estimator::Sphere => theory_cosine_sphere(q, dim),
             Estimator::Coordinate => 1.0,
             // Not a finite-difference estimator; no small-µ theory.
             Estimator::Score => f64::NAN,
         }
     }
+}
+
+/// Gram–Schmidt within consecutive blocks of `dim` directions, each direction
+/// rescaled to its own original length (so each stays marginally N(0, I)).
+fn orthogonal_blocks(dirs: Vec<Vec<f32>>, dim: usize) -> Vec<Vec<f32>> {
+    let mut out: Vec<Vec<f32>> = Vec::with_capacity(dirs.len());
+    for (i, u) in dirs.into_iter().enumerate() {
+        let len = norm(&u);
+        let mut v: Vec<f64> = u.iter().map(|&x| f64::from(x)).collect();
+        let block = i - i % dim.max(1);
+        for w in &out[block..] {
+            let wn2: f64 = w.iter().map(|&x| f64::from(x).powi(2)).sum();
+            let dot: f64 = v.iter().zip(w).map(|(a, &b)| a * f64::from(b)).sum();
+            for (a, &b) in v.iter_mut().zip(w) {
+                *a -= dot / wn2 * f64::from(b);
+            }
+        }
+        let vn = v.iter().map(|x| x * x).sum::<f64>().sqrt();
+        let s = if vn > 0.0 { len / vn } else { 0.0 };
+        out.push(v.iter().map(|&x| (x * s) as f32).collect());
+    }
+    out
+}
+
+fn norm(u: &[f32]) -> f64 {
+    u.iter().map(|&x| f64::from(x).powi(2)).sum::<f64>().sqrt()
+}
+
+/// Centred ranks in [−½, ½] of `v` (ties share their mean rank; one value: 0).
+pub fn centred_ranks(v: &[f64]) -> Vec<f64> {
+    let n = v.len();
+    if n < 2 {
+        return vec![0.0; n];
+    }
+    let mut order: Vec<usize> = (0..n).collect();
+    order.sort_by(|&a, &b| v[a].total_cmp(&v[b]));
+    let mut rank = vec![0.0; n];
+    let mut i = 0;
+    while i < n {
+        let mut j = i;
+        while j + 1 < n && v[order[j + 1]] == v[order[i]] {
+            j += 1;
+        }
+        let mean = (i + j) as f64 / 2.0;
+        for &k in &order[i..=j] {
+            rank[k] = mean / (n - 1) as f64 - 0.5;
+        }
+        i = j + 1;
+    }
+    rank
+}
+
+/// `es`: the pairs with both sides answered, their values ranked together.
+fn combine_ranked(
+    offsets: &[Vec<f32>],
+    deltas: &[Option<f64>],
+    r: f64,
+) -> Option<(Vec<f64>, usize)> {
+    assert!(offsets.len().is_multiple_of(2), "es needs (+, −) pairs");
+    let pairs: Vec<(&[f32], f64, f64)> = offsets
+        .chunks(2)
+        .zip(deltas.chunks(2))
+        .filter_map(|(o, d)| Some((o[0].as_slice(), d[0]?, d[1]?)))
+        .collect();
+    if pairs.is_empty() {
+        return None;
+    }
+    let values: Vec<f64> = pairs.iter().flat_map(|p| [p.1, p.2]).collect();
+    let n = values.len() as f64;
+    let mean = values.iter().sum::<f64>() / n;
+    let spread = (values.iter().map(|v| (v - mean).powi(2)).sum::<f64>() / n).sqrt();
+    let s = centred_ranks(&values);
+    let dim = offsets[0].len();
+    let mut g = vec![0.0f64; dim];
+    let scale = std::f64::consts::PI.sqrt() * spread / (r * pairs.len() as f64);
+    for (k, (u, _, _)) in pairs.iter().enumerate() {
+        let w = (s[2 * k] - s[2 * k + 1]) * scale;
+        for (gi, &ui) in g.iter_mut().zip(*u) {
+            *gi += w * f64::from(ui);
+        }
+    }
+    Some((g, pairs.len()))
 }
 
 impl std::fmt::Display for Estimator {
@@ -274,7 +406,14 @@ mod tests {
             .collect();
         assert_eq!(
             ser,
-            ["\"forward\"", "\"central\"", "\"sphere\"", "\"coordinate\""]
+            [
+                "\"forward\"",
+                "\"central\"",
+                "\"sphere\"",
+                "\"coordinate\"",
+                "\"es\"",
+                "\"cv\""
+            ]
         );
     }
 
@@ -412,6 +551,8 @@ mod tests {
             // Central: fail one side of pair 1 (drops the pair); others: query 1 and 3.
             let (fail, keep_groups): (Vec<usize>, Vec<usize>) = match est {
                 Estimator::Central => (vec![3], vec![0, 2, 3, 4]),
+                // q/2 = 2 pairs; pair 1 loses a side.
+                Estimator::Es => (vec![3], vec![0]),
                 _ => (
                     vec![1, 3],
                     (0..offs.len()).filter(|j| *j != 1 && *j != 3).collect(),
@@ -420,7 +561,11 @@ mod tests {
             for j in fail {
                 del[j] = None;
             }
-            let width = if est == Estimator::Central { 2 } else { 1 };
+            let width = if matches!(est, Estimator::Central | Estimator::Es) {
+                2
+            } else {
+                1
+            };
             let sub_offs: Vec<Vec<f32>> = keep_groups
                 .iter()
                 .flat_map(|&k| offs[k * width..(k + 1) * width].to_vec())
@@ -463,6 +608,91 @@ mod tests {
         let offs = Estimator::Central.offsets(2, 4, dirs(4, 0, 4));
         let del = [Some(1.0), None, None, Some(2.0)];
         assert!(Estimator::Central.combine(&offs, &del, 0.1).is_none());
+    }
+
+    #[test]
+    fn es_pairs_are_antithetic_and_orthogonal_in_blocks() {
+        let d = 5;
+        let offs = Estimator::Es.offsets(14, d, dirs(9, 2, d));
+        assert_eq!(offs.len(), 14);
+        let plus: Vec<&Vec<f32>> = offs.iter().step_by(2).collect();
+        for (p, m) in offs.chunks(2).map(|c| (&c[0], &c[1])) {
+            assert!(p.iter().zip(m).all(|(a, b)| *a == -b));
+        }
+        let dot = |a: &[f32], b: &[f32]| -> f64 {
+            a.iter()
+                .zip(b)
+                .map(|(&x, &y)| f64::from(x) * f64::from(y))
+                .sum()
+        };
+        // Pairs 0..5 form one block (orthogonal), 5..7 the next.
+        for i in 0..5 {
+            for j in 0..i {
+                let c = dot(plus[i], plus[j]) / (norm(plus[i]) * norm(plus[j]));
+                assert!(c.abs() < 1e-5, "block 0: {i}·{j} = {c}");
+            }
+        }
+        assert!(dot(plus[5], plus[6]).abs() < 1e-4);
+        // Each keeps its Gaussian length.
+        let raw = latent_direction(9, 2, 0, 3, d);
+        assert!((norm(plus[3]) - norm(&raw)).abs() < 1e-5);
+        assert!(Estimator::Es.check_q(3).is_err() && Estimator::Es.check_q(4).is_ok());
+    }
+
+    #[test]
+    fn es_ranks_ignore_a_monotone_transform() {
+        // exp(f) has other values but the same order: the estimate's direction
+        // is the same, only the spread S differs.
+        let d = 6;
+        let f = linear(vec![1.0, -2.0, 0.5, 0.0, 3.0, -1.0]);
+        let g = |x: &[f64]| f(x).exp();
+        let z = vec![0.1; d];
+        let offs = Estimator::Es.offsets(8, d, dirs(5, 0, d));
+        let (a, _) = Estimator::Es
+            .combine(&offs, &deltas(&f, &z, &offs, 0.1), 0.1)
+            .unwrap();
+        let (b, _) = Estimator::Es
+            .combine(&offs, &deltas(&g, &z, &offs, 0.1), 0.1)
+            .unwrap();
+        let cos = a.iter().zip(&b).map(|(x, y)| x * y).sum::<f64>()
+            / (a.iter().map(|x| x * x).sum::<f64>().sqrt()
+                * b.iter().map(|x| x * x).sum::<f64>().sqrt());
+        assert!((cos - 1.0).abs() < 1e-12, "{cos}");
+        // All values tied (nothing flipped): the estimate is 0.
+        let zero = vec![Some(0.0); offs.len()];
+        let (e, n) = Estimator::Es.combine(&offs, &zero, 0.1).unwrap();
+        assert_eq!(n, 4);
+        assert!(e.iter().all(|&x| x == 0.0));
+        let want = [1.0 / 3.0, -0.5, 1.0 / 3.0, -1.0 / 6.0];
+        let got = centred_ranks(&[3.0, 1.0, 3.0, 2.0]);
+        assert!(max_abs_diff(&got, &want) < 1e-12, "{got:?}");
+    }
+
+    #[test]
+    fn es_is_unbiased_on_linear_with_many_pairs() {
+        let d = 8;
+        let g: Vec<f64> = (0..d).map(|i| (i as f64 - 3.5) * 0.4).collect();
+        let f = linear(g.clone());
+        let z = vec![0.2; d];
+        let n = 1500;
+        let mut mean = vec![0.0; d];
+        for step in 0..n {
+            let offs = Estimator::Es.offsets(64, d, dirs(11, step, d));
+            let (gh, used) = Estimator::Es
+                .combine(&offs, &deltas(&f, &z, &offs, 0.01), 0.01)
+                .unwrap();
+            assert_eq!(used, 32);
+            for (m, x) in mean.iter_mut().zip(gh) {
+                *m += x / n as f64;
+            }
+        }
+        let dotp: f64 = mean.iter().zip(&g).map(|(a, b)| a * b).sum();
+        let (nm, ng) = (
+            mean.iter().map(|x| x * x).sum::<f64>().sqrt(),
+            g.iter().map(|x| x * x).sum::<f64>().sqrt(),
+        );
+        assert!(dotp / (nm * ng) > 0.995, "direction: {mean:?} vs {g:?}");
+        assert!((nm / ng - 1.0).abs() < 0.08, "length ratio {}", nm / ng);
     }
 
     #[test]

@@ -70,3 +70,80 @@ impl NamedTensors {
         }
     }
 }
+
+impl NamedTensors {
+    /// Number of tensors.
+    pub fn len(&self) -> usize {
+        self.items.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.items.is_empty()
+    }
+
+    /// Total number of values over the tensors (the length of `gradient_of`).
+    pub fn numel(&self) -> usize {
+        self.items.iter().map(|(_, _, s)| s.len()).sum()
+    }
+
+    /// ∂y/∂(each tensor), concatenated in buffer order (0 for a tensor `y` does
+    /// not reach), without touching the tensors' `.grad` and keeping y's graph
+    /// for a later backward.
+    pub fn gradient_of(&self, y: &Tensor) -> Vec<f32> {
+        let mut out = Vec::with_capacity(self.numel());
+        let inputs: Vec<&Tensor> = self.items.iter().map(|(_, t, _)| t).collect();
+        let grads = if y.requires_grad() && !inputs.is_empty() {
+            Tensor::run_backward(&[y], &inputs, true, false)
+        } else {
+            Vec::new()
+        };
+        for (i, (_, _, slot)) in self.items.iter().enumerate() {
+            match grads.get(i).filter(|g| g.defined()) {
+                Some(g) => {
+                    let g = g.to_device(tch::Device::Cpu).to_kind(tch::Kind::Float);
+                    let flat = g.flatten(0, -1).contiguous();
+                    out.extend(
+                        Vec::<f32>::try_from(&flat).expect("a contiguous CPU f32 tensor converts"),
+                    );
+                }
+                None => out.extend(std::iter::repeat_n(0f32, slot.len())),
+            }
+        }
+        out
+    }
+
+    /// Σ_i (tensor_i · part_i).sum() with `part` (buffer order, as `gradient_of`
+    /// gives it) a constant: a term whose backward adds `part` to the tensors'
+    /// gradients. None when there are no tensors.
+    pub fn linear_term(&self, part: &[f32]) -> Option<Tensor> {
+        let mut at = 0;
+        let mut out: Option<Tensor> = None;
+        for (_, t, slot) in &self.items {
+            let n = slot.len();
+            let g = Tensor::from_slice(&part[at..at + n])
+                .to_device(t.device())
+                .to_kind(t.kind())
+                .view_as(t);
+            let term = (t * g).sum(tch::Kind::Float);
+            out = Some(match out {
+                Some(o) => o + term,
+                None => term,
+            });
+            at += n;
+        }
+        out
+    }
+
+    /// Adds `part` (concatenated in buffer order, as `gradient_of` gives it) into
+    /// the tensors' slots of the flat buffer `grad`.
+    pub fn add_flat(&self, part: &[f32], grad: &mut [f32]) {
+        let mut at = 0;
+        for (_, _, slot) in &self.items {
+            let n = slot.len();
+            for (g, v) in grad[slot.clone()].iter_mut().zip(&part[at..at + n]) {
+                *g += v;
+            }
+            at += n;
+        }
+    }
+}

@@ -189,3 +189,26 @@ pub fn with_tiny_stage1(dir: &Path, name: &str) -> PathBuf {
     copy_stage1(tiny_stage1(), &out);
     out
 }
+
+/// `zo-hpc train CONFIG --stage zo` into `out` on `ranks` ranks.
+pub fn zo_on(ranks: usize, config: &str, out: &Path, extra: &[&str]) -> std::process::Output {
+    let out = out.display().to_string();
+    let mut args = vec!["train", config, "--out-dir", &out, "--stage", "zo"];
+    args.extend_from_slice(extra);
+    if ranks == 1 {
+        zo(&args)
+    } else {
+        mpirun(ranks, &args)
+    }
+}
+
+/// The tiny config with `edit` applied, written into `dir` (data paths made absolute).
+pub fn variant(dir: &Path, name: &str, edit: impl Fn(String) -> String) -> String {
+    let text = std::fs::read_to_string(pipeline_tiny()).unwrap().replace(
+        "../../inputs/data/",
+        &format!("{}/", repo().join("inputs/data").display()),
+    );
+    let p = dir.join(name);
+    std::fs::write(&p, edit(text)).unwrap();
+    p.display().to_string()
+}

@@ -4,7 +4,7 @@
 use crate::blackbox::SourceStats;
 use std::time::Instant;
 
-pub(super) const COUNTERS: [&str; 18] = [
+pub(super) const COUNTERS: [&str; 20] = [
     "samples",
     "base_failed",
     "queries",
@@ -16,6 +16,9 @@ pub(super) const COUNTERS: [&str; 18] = [
     "embedded",
     "decoder_queries",
     "decoder_changed",
+    // the decoder-ZO queries' own failures, apart from the latent ones above
+    "decoder_failed_decode",
+    "decoder_failed_featurize",
     "source_failed",
     "source_timeouts",
     "source_restarts",
@@ -95,11 +98,23 @@ pub(super) fn derived(c: &[f64], step_s: f64) -> Vec<(&'static str, f64)> {
     let answered = at("queries") - at("failed_decode");
     let ratio = |a: f64, b: f64| if b > 0.0 { a / b } else { 0.0 };
     let all = at("samples") + at("queries") + at("decoder_queries");
+    let dec_answered = at("decoder_queries") - at("decoder_failed_decode");
     vec![
         ("flip_rate", ratio(at("changed"), answered)),
         (
             "failure_rate",
             ratio(at("failed_decode") + at("failed_featurize"), at("queries")),
+        ),
+        (
+            "decoder_flip_rate",
+            ratio(at("decoder_changed"), dec_answered),
+        ),
+        (
+            "decoder_failure_rate",
+            ratio(
+                at("decoder_failed_decode") + at("decoder_failed_featurize"),
+                at("decoder_queries"),
+            ),
         ),
         ("queries_per_s", ratio(all, step_s)),
         ("samples_per_s", ratio(at("samples"), step_s)),

@@ -22,6 +22,7 @@
 //! score function through the decoder sampled at a temperature, in place of
 //! both), `state` (what the phases read and hand on), `counters` (what a step
 //! counts and times).
+mod control;
 mod counters;
 mod objective;
 mod queries;

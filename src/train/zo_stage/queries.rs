@@ -7,19 +7,22 @@
 use super::counters::{Counts, Phases};
 use super::state::{Base, Heads, Queries, ZoStep};
 use crate::blackbox::cache::Answer;
-use crate::config::DecoderMode;
+use crate::config::{DecoderMode, LatentMode};
 use crate::jtvae::decode::Decoded;
 use crate::pipeline::Pipeline;
+use crate::zo::rng::Stream;
 use std::time::Instant;
+use tch::Tensor;
 
 /// Featurizes a molecule a query decoded to (through the cache), counting the
-/// cache hits and a failure; `None` when the black box failed on it.
-fn featurize_query(p: &Pipeline, q: &Decoded, c: &mut Counts) -> Option<Answer> {
+/// cache hits and a failure (in counter `failed`); `None` when the black box
+/// failed on it.
+fn featurize_query(p: &Pipeline, q: &Decoded, c: &mut Counts, failed: &str) -> Option<Answer> {
     let (mut ans, hits) = p.featurize_decoded(&[q]);
     c.add("cache_hits", hits as f64);
     let a = ans.remove(0);
     if a.is_err() {
-        c.add("failed_featurize", 1.0);
+        c.add(failed, 1.0);
         return None;
     }
     Some(a)
@@ -30,40 +33,97 @@ fn featurize_query(p: &Pipeline, q: &Decoded, c: &mut Counts) -> Option<Answer> 
 /// embed as (row in base, query index, answer).
 type Pending = (Vec<Vec<Option<f64>>>, Vec<(usize, usize, Answer)>);
 
+/// What the latent phase hands on: ĝ (`base.len()` rows of the latent width) and,
+/// with estimator "cv", the control variate's fit loss (with gradient).
+pub(super) struct Latent {
+    pub(super) ghat: Vec<f32>,
+    pub(super) cv_loss: Option<Tensor>,
+}
+
 impl ZoStep {
     /// Latent ZO: the estimator's queries of every sample with a base graph,
-    /// combined into ĝ (`base.len()` rows of the latent width).
+    /// combined into ĝ, then what `zo.latent` makes of it.
+    #[allow(clippy::too_many_arguments)]
     pub(super) fn latent_zo(
         &self,
+        step: usize,
+        samples: &[usize],
+        z: &[f32],
         q: &Queries,
         base: &[Base],
         heads: &Heads,
         c: &mut Counts,
         ph: &mut Phases,
-    ) -> Vec<f32> {
+    ) -> Latent {
         let l = self.pipe.jtvae.latent() as usize;
-        let r = self.zc.mu * self.zc.sigma;
+        let r = self.radius;
         let tf = Instant::now();
         let (mut deltas, pending) = self.latent_queries(q, base, c);
         ph.add("featurize", tf);
         let te = Instant::now();
+        let mut h_changed = Vec::new();
         if !pending.is_empty() {
             c.add("embedded", pending.len() as f64);
-            let h = self.embed(pending.iter().map(|(_, _, a)| a));
-            for (n, (row, j, _)) in pending.iter().enumerate() {
-                deltas[*row][*j] = Some(heads.dot(*row, heads.row(&h, n)));
+            h_changed = self.embed(pending.iter().map(|(_, _, a)| a));
+            let rows: Vec<usize> = pending.iter().map(|(row, _, _)| *row).collect();
+            for ((row, j, _), d) in pending.iter().zip(self.deltas(heads, &rows, &h_changed)) {
+                deltas[*row][*j] = Some(d);
             }
         }
         ph.add("embed", te);
         let mut ghat = vec![0f32; base.len() * l];
+        let mut cv_loss = None;
+        if let Some(cv) = &self.cv {
+            let tc = Instant::now();
+            let fit = self.cv_correct(
+                cv,
+                step,
+                samples,
+                z,
+                q,
+                base,
+                heads,
+                &pending,
+                &h_changed,
+                &mut deltas,
+                &mut ghat,
+            );
+            cv_loss = Some(fit);
+            ph.add("control", tc);
+        }
         for (row, (b, d)) in base.iter().zip(&deltas).enumerate() {
             if let Some((g, _)) = self.zc.estimator.combine(&q.offsets[b.k], d, r) {
                 for (dst, v) in ghat[row * l..(row + 1) * l].iter_mut().zip(g) {
-                    *dst = v as f32;
+                    *dst += v as f32;
+                }
+            }
+            let gid = samples[b.k] as u64;
+            self.control_arm(step as u64, gid, &mut ghat[row * l..(row + 1) * l]);
+        }
+        Latent { ghat, cv_loss }
+    }
+
+    /// `zo.latent`: keeps ĝ, flips it, or replaces it by a random direction of the
+    /// same norm keyed (seed, "placebo", step, gid).
+    fn control_arm(&self, step: u64, gid: u64, g: &mut [f32]) {
+        match self.zc.latent {
+            LatentMode::Estimate | LatentMode::Off => {}
+            LatentMode::Flipped => g.iter_mut().for_each(|x| *x = -*x),
+            LatentMode::Placebo => {
+                let norm = g.iter().map(|&x| f64::from(x).powi(2)).sum::<f64>().sqrt();
+                let mut s = Stream::new(self.seed, "placebo", &[step, gid]);
+                let u: Vec<f64> = (0..g.len()).map(|_| s.normal()).collect();
+                let un = u
+                    .iter()
+                    .map(|x| x * x)
+                    .sum::<f64>()
+                    .sqrt()
+                    .max(f64::MIN_POSITIVE);
+                for (x, v) in g.iter_mut().zip(u) {
+                    *x = (v * norm / un) as f32;
                 }
             }
         }
-        ghat
     }
 
     /// Sorts every query of the base samples: failed (its direction dropped),
@@ -91,7 +151,7 @@ impl ZoStep {
                     continue;
                 }
                 c.add("changed", 1.0);
-                if let Some(a) = featurize_query(&self.pipe, qd, c) {
+                if let Some(a) = featurize_query(&self.pipe, qd, c, "failed_featurize") {
                     pending.push((row, j, a));
                 }
             }
@@ -124,9 +184,7 @@ impl ZoStep {
             let mut ck = 0.0;
             if !answers.is_empty() {
                 let h = self.embed(answers.iter());
-                for (n, &row) in rows.iter().enumerate() {
-                    ck += heads.dot(row, heads.row(&h, n));
-                }
+                ck = self.deltas(heads, &rows, &h).iter().sum();
             }
             projections.push(ck / r2);
         }
@@ -154,14 +212,14 @@ impl ZoStep {
         for (row, (b, d)) in base.iter().zip(&dec).enumerate() {
             c.add("decoder_queries", 1.0);
             let Some(d) = d else {
-                c.add("failed_decode", 1.0);
+                c.add("decoder_failed_decode", 1.0);
                 continue;
             };
             if d.smiles == b.smiles {
                 continue;
             }
             c.add("decoder_changed", 1.0);
-            if let Some(a) = featurize_query(&self.pipe, d, c) {
+            if let Some(a) = featurize_query(&self.pipe, d, c, "decoder_failed_featurize") {
                 graphs.push(a);
                 rows.push(row);
             }

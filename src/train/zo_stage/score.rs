@@ -101,6 +101,19 @@ impl ZoStep {
         s
     }
 
+    /// With decoder = "zo": adds Σ v·∂S/∂v (∂S/∂v a constant) to `surrogate`, so
+    /// that the step's one backward gives the decoder's parameters the score
+    /// estimate (S's graph is kept for the zeroth-order part's own gradient).
+    pub(super) fn score_decoder_term(&self, s: &Tensor, surrogate: &mut Tensor) {
+        if self.decoder.is_empty() {
+            return;
+        }
+        let g = self.decoder.gradient_of(s);
+        if let Some(t) = self.decoder.linear_term(&g) {
+            *surrogate += t;
+        }
+    }
+
     /// The answered samples' losses (see `Scored`); counts the failed and the
     /// distinct ones.
     fn score_losses<'a>(

@@ -1,14 +1,16 @@
 //! What the phases of a Stage-2 step read (`ZoStep`: the pipeline, the labeled
-//! training molecules, the settings, the decoder's tensors) and what they hand
+//! training molecules, the settings, the decoder's tensors, the latent radius, the
+//! tensors the zeroth-order part reaches, the control variate) and what they hand
 //! on to each other (`Queries`, `Base`, `Heads`).
 use crate::blackbox::cache::Answer;
 use crate::chem::MolGraph;
-use crate::config::ZoConfig;
+use crate::config::{DeltaMode, ZoConfig};
 use crate::jtvae::decode::Decoded;
 use crate::pipeline::{to_vec_f32, Labeled, Pipeline};
+use crate::zo::control::ControlVariate;
 use crate::zo::directions::decoder_direction;
 use crate::zo::tensors::NamedTensors;
-use tch::Tensor;
+use tch::{Kind, Tensor};
 
 /// The models, data and settings of a Stage-2 step.
 pub(super) struct ZoStep {
@@ -21,12 +23,52 @@ pub(super) struct ZoStep {
     pub(super) eval_batch: usize,
     /// Decoder parameters (name, tensor, slot in the flat gradient) when decoder = "zo".
     pub(super) decoder: NamedTensors,
+    /// The latent queries' radius µσ of this step (fixed, or adapted to
+    /// `zo.target_flip` between steps).
+    pub(super) radius: f64,
+    /// The trained JT-VAE tensors the latent estimate reaches (through z·ĝ): their
+    /// gradient is the zeroth-order part, reduced and clipped on its own. Empty
+    /// when nothing of it is trained (`zo.latent = "off"`, a frozen encoder).
+    pub(super) zo_part: NamedTensors,
+    /// s: z → h of estimator "cv".
+    pub(super) cv: Option<ControlVariate>,
 }
 
 impl ZoStep {
     /// Decoder direction k of `step` for one named tensor.
     pub(super) fn decoder_dir(&self, step: usize, k: usize, name: &str, numel: usize) -> Vec<f32> {
         decoder_direction(self.seed, step as u64, k as u64, name, numel)
+    }
+
+    /// The change of each base row's loss for embeddings `h` (row `n` of `h`
+    /// belongs to base row `rows[n]`): a·(h − h_base), or with `zo.delta = "exact"`
+    /// ℓ(head(h), y) − ℓ(head(h_base), y) by one head pass over `h`.
+    pub(super) fn deltas(&self, heads: &Heads, rows: &[usize], h: &[f32]) -> Vec<f64> {
+        match self.zc.delta {
+            DeltaMode::Linear => rows
+                .iter()
+                .enumerate()
+                .map(|(n, &row)| heads.dot(row, heads.row(h, n)))
+                .collect(),
+            DeltaMode::Exact => {
+                if rows.is_empty() {
+                    return Vec::new();
+                }
+                let t = Tensor::from_slice(h)
+                    .view([rows.len() as i64, heads.dim as i64])
+                    .to_device(self.pipe.device);
+                let pred = tch::no_grad(|| self.pipe.mpnn.head.forward(&t));
+                let pred = to_vec_f32(&pred.to_kind(Kind::Float));
+                rows.iter()
+                    .zip(pred)
+                    .map(|(&row, p)| {
+                        let y = f64::from(heads.y[row]);
+                        let base = f64::from(heads.pred[row]);
+                        (f64::from(p) - y).powi(2) - (base - y).powi(2)
+                    })
+                    .collect()
+            }
+        }
     }
 
     /// MPNN embeddings (no gradient) of answered molecules, one row each.
@@ -62,6 +104,9 @@ pub(super) struct Heads {
     pub(super) a: Vec<f32>,
     pub(super) h_base: Vec<f32>,
     pub(super) dim: usize,
+    /// Each base row's prediction and target (for `zo.delta = "exact"`).
+    pub(super) pred: Vec<f32>,
+    pub(super) y: Vec<f32>,
     /// Σ h·a, with gradient (w1's part of the one backward).
     pub(super) surrogate: Tensor,
 }

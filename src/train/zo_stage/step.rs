@@ -6,6 +6,7 @@
 use super::counters::{Counts, Phases};
 use super::state::{Base, Heads, Queries, ZoStep};
 use crate::chem::MolGraph;
+use crate::config::LatentMode;
 use crate::jtvae::batch::TreeBatch;
 use crate::jtvae::decode::Decoded;
 use crate::jtvae::model::Sample;
@@ -37,21 +38,26 @@ impl ZoStep {
         let queries = self.decode_queries(samples, step, &enc.z, &mut ph);
         let base = self.base_graphs(&queries, &mut c, &mut ph);
         let mut heads = self.predict(samples, &base, &mut ph);
-        let ghat = self.latent_zo(&queries, &base, &heads, &mut c, &mut ph);
+        let lat = self.latent_zo(
+            step, samples, &enc.z, &queries, &base, &heads, &mut c, &mut ph,
+        );
         let score = self.zc.estimator == crate::zo::estimator::Estimator::Score;
-        let projections = if score {
-            Vec::new() // the score phase estimates the decoder's gradient itself
+        let mut projections = if score {
+            Vec::new() // the score phase gives the decoder its gradient itself
         } else {
             self.decoder_zo(step, &enc.z, &base, &heads, &mut c, &mut ph)
         };
-        let s =
-            score.then(|| self.score_zo(step, samples, &enc.mean, &base, &heads, &mut c, &mut ph));
+        let s = (score && self.zc.latent != LatentMode::Off)
+            .then(|| self.score_zo(step, samples, &enc.mean, &base, &heads, &mut c, &mut ph));
         let tb = Instant::now();
-        self.encoder_surrogate(&enc.mean, &base, &ghat, &mut heads.surrogate);
+        let mut zo = self.encoder_surrogate(&enc.mean, &base, &lat.ghat);
         if let Some(s) = s {
-            heads.surrogate += s;
+            self.score_decoder_term(&s, &mut heads.surrogate);
+            zo = Some(zo.map_or_else(|| s.shallow_clone(), |z| z + &s));
         }
-        let terms = self.backward(samples, step, &enc, heads, &mut ph, tb);
+        let (terms, zo_grad) =
+            self.backward(samples, step, &enc, heads, zo, lat.cv_loss, &mut ph, tb);
+        projections.extend(zo_grad.into_iter().map(f64::from));
         c.set_source(&source_before, &self.pipe.source_stats());
         StepOut {
             loss: terms[0] + terms[1],
@@ -90,12 +96,16 @@ impl ZoStep {
         ph: &mut Phases,
     ) -> Queries {
         let l = self.pipe.jtvae.latent() as usize;
-        let r = self.zc.mu * self.zc.sigma;
+        let r = self.radius;
         let est = self.zc.estimator;
         let t1 = Instant::now();
+        let off = self.zc.latent == LatentMode::Off;
         let offsets: Vec<Vec<Vec<f32>>> = samples
             .iter()
             .map(|&gid| {
+                if off {
+                    return Vec::new();
+                }
                 est.offsets(self.zc.q, l, |kk| {
                     latent_direction(self.seed, step as u64, gid as u64, kk as u64, l)
                 })
@@ -159,6 +169,8 @@ impl ZoStep {
         let mut pred_sum = 0.0;
         let mut h_base = Tensor::zeros([0], (Kind::Float, dev));
         let mut a_vec: Vec<f32> = Vec::new();
+        let mut pred_rows: Vec<f32> = Vec::new();
+        let y: Vec<f32> = base.iter().map(|b| self.train[samples[b.k]].y).collect();
         let mut surrogate = Tensor::zeros([], (Kind::Float, dev));
         let hd_dim = p.mpnn.embed.out_dim() as usize;
         if !base.is_empty() {
@@ -168,8 +180,8 @@ impl ZoStep {
                 .collect();
             let h = p.mpnn.embed.forward(&p.batch(&graphs));
             let hd = h.detach().set_requires_grad(true);
-            let y: Vec<f32> = base.iter().map(|b| self.train[samples[b.k]].y).collect();
             let pred = p.mpnn.head.forward(&hd);
+            pred_rows = to_vec_f32(&pred.detach().to_kind(Kind::Float));
             let loss = (pred - Tensor::from_slice(&y).to_device(dev))
                 .square()
                 .sum(Kind::Float);
@@ -177,7 +189,9 @@ impl ZoStep {
             pred_sum = loss.double_value(&[]);
             let a = hd.grad().detach();
             a_vec = to_vec_f32(&a);
-            surrogate = (&h * &a).sum(Kind::Float);
+            if h.requires_grad() {
+                surrogate = (&h * &a).sum(Kind::Float);
+            }
             h_base = h.detach();
         }
         ph.add("embed", t3);
@@ -186,20 +200,16 @@ impl ZoStep {
             a: a_vec,
             h_base: to_vec_f32(&h_base),
             dim: hd_dim,
+            pred: pred_rows,
+            y,
             surrogate,
         }
     }
 
-    /// Adds the encoder's zeroth-order part z·ĝ to the surrogate.
-    fn encoder_surrogate(
-        &self,
-        mean: &Tensor,
-        base: &[Base],
-        ghat: &[f32],
-        surrogate: &mut Tensor,
-    ) {
-        if base.is_empty() {
-            return;
+    /// The encoder's zeroth-order part z·ĝ (None when nothing of it is trained).
+    fn encoder_surrogate(&self, mean: &Tensor, base: &[Base], ghat: &[f32]) -> Option<Tensor> {
+        if base.is_empty() || self.zo_part.is_empty() {
+            return None;
         }
         let dev = self.pipe.device;
         let l = self.pipe.jtvae.latent() as usize;
@@ -208,37 +218,58 @@ impl ZoStep {
         let g = Tensor::from_slice(ghat)
             .view([base.len() as i64, l as i64])
             .to_device(dev);
-        *surrogate += (zsel * g).sum(Kind::Float);
+        Some((zsel * g).sum(Kind::Float))
     }
 
-    /// One backward (timed from `tb`): w1 (h·a), the encoder's ZO part (z·ĝ),
-    /// λ·JT-VAE loss. Returns the terms (pred, jtvae, word, topo, assm, kl).
+    /// The backward (timed from `tb`): the zeroth-order part z·ĝ first, into its
+    /// own buffer (returned, `zo_part` order), then in one pass w1 (h·a), λ·JT-VAE
+    /// and the control variate's fit into `.grad`. Returns the terms (pred, jtvae,
+    /// word, topo, assm, kl) and the zeroth-order part.
+    #[allow(clippy::too_many_arguments)]
     fn backward(
         &self,
         samples: &[usize],
         step: usize,
         enc: &Encoded,
         heads: Heads,
+        zo: Option<Tensor>,
+        cv_loss: Option<Tensor>,
         ph: &mut Phases,
         tb: Instant,
-    ) -> Vec<f64> {
+    ) -> (Vec<f64>, Vec<f32>) {
         let p = &self.pipe;
         let dev = p.device;
+        let zo_grad = match &zo {
+            Some(t) => self.zo_part.gradient_of(t),
+            None => vec![0f32; self.zo_part.numel()],
+        };
         let eps = vae_noise(self.seed, samples, step, p.jtvae.latent(), dev);
         let jl = p
             .jtvae
             .losses_encoded(&enc.batch, &enc.t, &enc.mean, &enc.logvar, &eps, dev);
         let jt = &jl.word + &jl.topo + &jl.assm + &jl.kl * self.beta;
-        (heads.surrogate + &jt * self.lambda).backward();
+        let mut total = heads.surrogate + &jt * self.lambda;
+        let mut cv_sum = 0.0;
+        if let Some(cv) = cv_loss {
+            cv_sum = cv.double_value(&[]);
+            total += cv;
+        }
+        if total.requires_grad() {
+            total.backward();
+        }
         let jt_sum = jt.double_value(&[]) * self.lambda;
         ph.add("backward", tb);
-        vec![
+        let mut terms = vec![
             heads.pred_sum,
             jt_sum,
             jl.word.double_value(&[]),
             jl.topo.double_value(&[]),
             jl.assm.double_value(&[]),
             jl.kl.double_value(&[]),
-        ]
+        ];
+        if self.cv.is_some() {
+            terms.push(cv_sum);
+        }
+        (terms, zo_grad)
     }
 }
