@@ -586,15 +586,6 @@ mod tests {
     }
 
     #[test]
-    fn score_has_no_offsets_and_no_combine() {
-        let e = Estimator::Score;
-        assert_eq!(e.n_queries(16, 56), 16);
-        assert!(e.offsets(16, 56, |_| vec![0.0; 56]).is_empty());
-        assert!(e.combine(&[], &[], 0.1).is_none());
-        assert!(e.combine(&[vec![1.0; 3]], &[Some(1.0)], 0.1).is_none());
-    }
-
-    #[test]
     fn all_failed_is_none() {
         for est in Estimator::ALL {
             let offs = est.offsets(3, 4, dirs(4, 0, 4));

@@ -112,4 +112,13 @@ mod tests {
             .iter()
             .all(Option::is_none));
     }
+
+    #[test]
+    fn score_has_no_offsets_and_no_combine() {
+        let e = crate::zo::estimator::Estimator::Score;
+        assert_eq!(e.n_queries(16, 56), 16);
+        assert!(e.offsets(16, 56, |_| vec![0.0; 56]).is_empty());
+        assert!(e.combine(&[], &[], 0.1).is_none());
+        assert!(e.combine(&[vec![1.0; 3]], &[Some(1.0)], 0.1).is_none());
+    }
 }
