@@ -193,18 +193,24 @@ struct GradcheckArgs {
     #[arg(long, value_name = "R,…", value_delimiter = ',', default_values_t = [0.03, 0.1, 0.3, 1.0])]
     signal_radii: Vec<f64>,
     /// Signal test: estimators that draw random directions (forward, central,
-    /// sphere, …), comma-separated; the first one also makes the descent test's estimate.
+    /// sphere, es) or samples (score), comma-separated; the first one also makes
+    /// the descent test's estimate.
     #[arg(long, value_name = "NAME,…", value_delimiter = ',', default_values_t = ["forward".to_string(), "central".into(), "sphere".into()])]
     signal_estimators: Vec<String>,
+    /// Signal test: decoder temperatures τ of the score estimator, comma-separated
+    /// (its rows show τ in the µσ column).
+    #[arg(long, value_name = "TAU,…", value_delimiter = ',', default_values_t = [1.0])]
+    signal_temperatures: Vec<f64>,
     /// Signal test: q of the descent test's estimate.
     #[arg(long, value_name = "Q", default_value_t = 16)]
     signal_descent_q: usize,
-    /// Signal test: µσ of the descent test [default: the radius with the best split-half agreement].
+    /// Signal test: µσ (τ for score) of the descent test [default: the one with the
+    /// best split-half agreement].
     #[arg(long, value_name = "R")]
     signal_descent_radius: Option<f64>,
     /// Signal test: step length t of the descent test, along −ĝ/‖ĝ‖ and the random
     /// unit directions [default: the estimator's probe distance µσ·√(mean ‖u‖²),
-    /// ≈ µσ·√d for Gaussian directions, µσ on the sphere].
+    /// ≈ µσ·√d for Gaussian directions, µσ on the sphere; 1 for score].
     #[arg(long, value_name = "T")]
     signal_step: Option<f64>,
     /// Signal test: random unit directions per molecule in the descent test (a win:
@@ -459,8 +465,10 @@ fn signal_options(a: &GradcheckArgs) -> anyhow::Result<Option<zo_hpc::train::sig
         .signal_estimators
         .iter()
         .map(|name| {
-            zo_hpc::zo::estimator::Estimator::ALL
+            use zo_hpc::zo::estimator::Estimator;
+            Estimator::ALL
                 .into_iter()
+                .chain([Estimator::Score])
                 .find(|e| e.name() == name.trim())
                 .with_context(|| format!("--signal-estimators: no estimator named {name:?}"))
         })
@@ -469,6 +477,7 @@ fn signal_options(a: &GradcheckArgs) -> anyhow::Result<Option<zo_hpc::train::sig
         molecules: a.signal_molecules,
         qs: a.signal_q.clone(),
         radii: a.signal_radii.clone(),
+        temperatures: a.signal_temperatures.clone(),
         estimators,
         descent_q: a.signal_descent_q,
         descent_radius: a.signal_descent_radius,

@@ -3,7 +3,7 @@
 //! it runs, prints its tables, writes `/signal` of `gradcheck.h5` with one row per
 //! (estimator, µσ, q) and a descent test and placebo with a p-value in [0, 1], gives
 //! the same numbers twice, is skipped with `--no-signal`, and refuses options it
-//! cannot run with.
+//! cannot run with; the score estimator runs in it at its temperatures.
 mod common;
 use common::*;
 use std::path::Path;
@@ -92,6 +92,57 @@ fn the_signal_test_writes_its_rows_and_a_sign_test() {
     assert_eq!(Signal { wall_s: 0.0, ..b }, Signal { wall_s: 0.0, ..s });
 }
 
+/// The score estimator: samples of the stochastic decoder at each τ instead of
+/// directions at a radius; its rows carry τ, q samples each, and as the first
+/// estimator it makes the descent test's ĝ (default step 1, the τ with the best c̄).
+#[test]
+fn score_runs_in_the_signal_test() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = with_tiny_stage1(dir.path(), "score");
+    let mut args = SMALL.to_vec();
+    args.extend_from_slice(&[
+        "--signal-estimators",
+        "score,forward",
+        "--signal-temperatures",
+        "0.5,1",
+    ]);
+    let o = gradcheck(&out, &args);
+    assert_ok(&o);
+    let s = read_signal(&out).expect("no /signal group");
+    let ok = s.molecules - s.base_failed;
+    assert!(ok > 0.0, "no molecule decoded at its base");
+    let score: Vec<_> = s.rows.iter().filter(|r| r.estimator == "score").collect();
+    let at: Vec<(f64, f64)> = score.iter().map(|r| (r.radius, r.q)).collect();
+    assert_eq!(at, [(0.5, 2.0), (0.5, 4.0), (1.0, 2.0), (1.0, 4.0)]);
+    for r in &score {
+        assert_eq!((r.molecules, r.queries), (ok, r.q), "{r:?}");
+        assert!((-1.0..=1.0).contains(&r.cos_mean), "{r:?}");
+        assert!((0.0..=1.0).contains(&r.failed_share), "{r:?}");
+    }
+    // A sample at τ = 1 of this barely trained decoder is often another molecule,
+    // and then the halves' estimates are not all zero.
+    assert!(score
+        .iter()
+        .any(|r| r.radius == 1.0 && r.changed_share > 0.0));
+    assert!(score.iter().any(|r| r.zero_share < 1.0), "{score:?}");
+    // The forward rows are still there, per radius.
+    assert_eq!(
+        s.rows.iter().filter(|r| r.estimator == "forward").count(),
+        4
+    );
+    let d = s.descent.as_ref().unwrap();
+    assert_eq!(d.estimator, "score");
+    assert_eq!((d.q, d.step), (4.0, 1.0));
+    assert!([0.5, 1.0].contains(&d.radius), "{d:?}");
+    assert_eq!(d.wins + d.losses + d.ties + d.excluded, ok, "{d:?}");
+    assert!(d.ties < ok, "ĝ = 0 for every molecule: {d:?}");
+    // Keyed samples: the same numbers again.
+    let again = with_tiny_stage1(dir.path(), "score-again");
+    assert_ok(&gradcheck(&again, &args));
+    let b = read_signal(&again).unwrap();
+    assert_eq!(Signal { wall_s: 0.0, ..b }, Signal { wall_s: 0.0, ..s });
+}
+
 #[test]
 fn no_signal_skips_it_and_bad_options_are_refused() {
     let dir = tempfile::tempdir().unwrap();
@@ -108,6 +159,7 @@ fn no_signal_skips_it_and_bad_options_are_refused() {
         ),
         (["--signal-estimators", "nope"], "no estimator named"),
         (["--signal-radii", "0"], "positive"),
+        (["--signal-temperatures", "0"], "positive"),
     ] {
         let o = gradcheck(&out, &bad);
         assert!(!o.status.success(), "{bad:?} accepted");
@@ -125,6 +177,7 @@ fn no_signal_skips_it_and_bad_options_are_refused() {
         "--signal-q",
         "--signal-radii",
         "--signal-step",
+        "--signal-temperatures",
     ] {
         assert!(help.contains(opt), "{opt} not in --help:\n{help}");
     }

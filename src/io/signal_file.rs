@@ -21,7 +21,7 @@ use hdf5::{File, Group};
 #[derive(Debug, Clone, PartialEq)]
 pub struct SplitRow {
     pub estimator: String,
-    /// µσ.
+    /// µσ (the temperature τ for score).
     pub radius: f64,
     /// Directions of the full estimate (q/2 per half).
     pub q: f64,
@@ -324,7 +324,7 @@ fn pm(m: f64, h: f64, digits: usize) -> String {
 /// The split-half table as Markdown.
 pub fn split_half_markdown(s: &Signal) -> String {
     let mut out = format!(
-        "| estimator | µσ | q | queries | molecules | split-half cos c̄ (95% CI) | all-zero | changed | failed | cos(half, g) = √c̄ | cos(full q, g) = √(2c̄/(1+c̄)) | smooth theory (d = {}) |\n|---|---|---|---|---|---|---|---|---|---|---|---|\n",
+        "| estimator | µσ (score: τ) | q | queries | molecules | split-half cos c̄ (95% CI) | all-zero | changed | failed | cos(half, g) = √c̄ | cos(full q, g) = √(2c̄/(1+c̄)) | smooth theory (d = {}) |\n|---|---|---|---|---|---|---|---|---|---|---|---|\n",
         s.dim
     );
     for r in &s.rows {
@@ -350,7 +350,7 @@ pub fn split_half_markdown(s: &Signal) -> String {
 /// The descent test and its placebo arm as a Markdown table.
 pub fn descent_markdown(arms: &[&Descent]) -> String {
     let mut out = format!(
-        "| direction | µσ | q | step t | molecules | wins / losses / ties vs the median of {} random | excluded | sign test p | mean Δ along it | mean Δ random | mean paired difference |\n|---|---|---|---|---|---|---|---|---|---|---|\n",
+        "| direction | µσ (score: τ) | q | step t | molecules | wins / losses / ties vs the median of {} random | excluded | sign test p | mean Δ along it | mean Δ random | mean paired difference |\n|---|---|---|---|---|---|---|---|---|---|---|\n",
         arms.first().map_or(0.0, |d| d.random)
     );
     for d in arms {

@@ -31,9 +31,17 @@ pub fn figure(run: &Run, s: &Signal) -> Option<Figure> {
                     .filter(move |r| r.estimator == *est && r.radius == radius)
             };
             for (i, &radius) in radii.iter().enumerate() {
-                let points = mine(radius).map(|r| (r.q, r.full_cosine)).collect();
-                p.series
-                    .push(series(&format!("µσ = {radius}"), points, Look::Marked, i));
+                let points: Vec<_> = mine(radius).map(|r| (r.q, r.full_cosine)).collect();
+                if points.is_empty() {
+                    continue; // score's τ are not the others' µσ
+                }
+                let name = if *est == "score" { "τ" } else { "µσ" };
+                p.series.push(series(
+                    &format!("{name} = {radius}"),
+                    points,
+                    Look::Marked,
+                    i,
+                ));
             }
             let theory = radii
                 .first()

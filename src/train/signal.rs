@@ -16,12 +16,18 @@
 //!    split-half agreement; Δ = f_i(z − t·ĝ/‖ĝ‖) − f_i(z) against the mean Δ of
 //!    random unit directions of the same length t; a paired sign test.
 //!
+//! 3. The score-function estimator (`Estimator::Score`, `super::signal_score`):
+//!    samples of the stochastic decoder at temperature τ instead of directions
+//!    at a radius (its rows carry τ in the radius column); the same statistics.
+//!
 //! A failed decode or featurization is a failed query: dropped by the estimator,
 //! counted. All queries of one radius (or of the descent test) go through the
 //! decoder as one batch. Rank 0 runs it alone: the result depends on the seed only.
+use super::signal_score;
 use crate::data::samples::Prepared;
 use crate::io::dataset::Dataset;
 use crate::io::signal_file::{Descent, Signal, SplitRow, PLACEBO};
+use crate::jtvae::decode::Decoded;
 use crate::jtvae::vocab::Vocab;
 use crate::pipeline::{labeled, to_vec_f32, Labeled, Pipeline};
 use crate::zo::estimator::Estimator;
@@ -41,13 +47,18 @@ pub struct Options {
     pub qs: Vec<usize>,
     /// Radii µσ.
     pub radii: Vec<f64>,
+    /// Decoder temperatures τ of the score estimator (used when `estimators`
+    /// holds `Score`).
+    pub temperatures: Vec<f64>,
     pub estimators: Vec<Estimator>,
     /// q of the descent test (added to `qs`); its estimator is the first of `estimators`.
     pub descent_q: usize,
-    /// Radius of the descent test; None: the one with the best split-half c̄.
+    /// Radius of the descent test (τ when its estimator is score); None: the one
+    /// with the best split-half c̄.
     pub descent_radius: Option<f64>,
     /// Step length t; None: the estimator's probe distance, r·√(mean ‖u_k‖²)
-    /// (≈ r√d for Gaussian directions, r on the sphere).
+    /// (≈ r√d for Gaussian directions, r on the sphere), and
+    /// `signal_score::SCORE_STEP` for score.
     pub step: Option<f64>,
     /// Random unit directions per molecule in the descent test.
     pub random: usize,
@@ -59,6 +70,7 @@ impl Default for Options {
             molecules: 64,
             qs: vec![4, 16, 64],
             radii: vec![0.03, 0.1, 0.3, 1.0],
+            temperatures: vec![1.0],
             estimators: vec![Estimator::Forward, Estimator::Central, Estimator::Sphere],
             descent_q: 16,
             descent_radius: None,
@@ -75,7 +87,7 @@ pub enum OptionsError {
     OddQ(usize),
     #[error("signal radius {0}: radii must be positive and finite")]
     Radius(f64),
-    #[error("signal estimator {0} draws no random directions: its halves would be equal (use forward, central or sphere)")]
+    #[error("signal estimator {0} draws no random directions: its halves would be equal (use forward, central, sphere, es or score)")]
     NotRandom(Estimator),
     #[error(
         "the signal test needs at least one estimator, q and radius, and one random direction"
@@ -89,21 +101,29 @@ impl Options {
         self.qs.push(self.descent_q);
         self.qs.sort_unstable();
         self.qs.dedup();
+        if self.estimators.first() == Some(&Estimator::Score) {
+            self.temperatures.extend(self.descent_radius);
+        }
+        self.temperatures.sort_unstable_by(f64::total_cmp);
+        self.temperatures.dedup();
         if let Some(&q) = self.qs.iter().find(|&&q| q < 2 || q % 2 == 1) {
             return Err(OptionsError::OddQ(q));
         }
         let radii = self
             .radii
             .iter()
+            .chain(&self.temperatures)
             .chain(&self.descent_radius)
             .chain(&self.step);
         if let Some(&r) = radii.into_iter().find(|r| !(r.is_finite() && **r > 0.0)) {
             return Err(OptionsError::Radius(r));
         }
-        if let Some(&e) = self.estimators.iter().find(|e| !is_random(**e)) {
+        let sampled = |e: &Estimator| is_random(*e) || *e == Estimator::Score;
+        if let Some(&e) = self.estimators.iter().find(|e| !sampled(e)) {
             return Err(OptionsError::NotRandom(e));
         }
-        if self.estimators.is_empty() || self.radii.is_empty() || self.random == 0 {
+        let no_tau = self.temperatures.is_empty() && self.estimators.contains(&Estimator::Score);
+        if self.estimators.is_empty() || self.radii.is_empty() || self.random == 0 || no_tau {
             return Err(OptionsError::Empty);
         }
         Ok(self)
@@ -159,8 +179,8 @@ fn moved(z: &[f32], s: f64, u: &[f64]) -> Vec<f32> {
 /// The pipeline's prediction at latent points: decode, black box, MPNN, with
 /// one prediction per distinct molecule (so a query that decodes to the base's
 /// molecule has exactly the base's loss).
-struct Oracle<'p> {
-    pipe: &'p Pipeline,
+pub(super) struct Oracle<'p> {
+    pub(super) pipe: &'p Pipeline,
     preds: HashMap<String, Option<f64>>,
     queries: usize,
 }
@@ -170,9 +190,15 @@ impl Oracle<'_> {
     /// black box failed.
     fn predict(&mut self, points: &[f32]) -> Vec<Option<f64>> {
         let decoded = self.pipe.decode_many(points);
+        let refs: Vec<Option<&Decoded>> = decoded.iter().map(Option::as_ref).collect();
+        self.answer(&refs)
+    }
+
+    /// ŷ of decoded molecules (None: the decode or the black box failed).
+    pub(super) fn answer(&mut self, decoded: &[Option<&Decoded>]) -> Vec<Option<f64>> {
         self.queries += decoded.len();
-        let mut new: Vec<&crate::jtvae::decode::Decoded> = Vec::new();
-        for d in decoded.iter().flatten() {
+        let mut new: Vec<&Decoded> = Vec::new();
+        for &d in decoded.iter().flatten() {
             if !self.preds.contains_key(&d.smiles) && !new.iter().any(|x| x.smiles == d.smiles) {
                 new.push(d);
             }
@@ -196,25 +222,22 @@ impl Oracle<'_> {
         }
         decoded
             .iter()
-            .map(|d| {
-                d.as_ref()
-                    .and_then(|d| self.preds.get(&d.smiles).copied().flatten())
-            })
+            .map(|d| d.and_then(|d| self.preds.get(&d.smiles).copied().flatten()))
             .collect()
     }
 }
 
 /// A held-out molecule whose base decoded and featurized.
-struct Molecule {
-    gid: u64,
-    z: Vec<f32>,
+pub(super) struct Molecule {
+    pub(super) gid: u64,
+    pub(super) z: Vec<f32>,
     y: f64,
     /// f_i(z_i).
     base: f64,
 }
 
 impl Molecule {
-    fn delta(&self, pred: Option<f64>) -> Option<f64> {
+    pub(super) fn delta(&self, pred: Option<f64>) -> Option<f64> {
         pred.map(|p| (p - self.y).powi(2) - self.base)
     }
 }
@@ -262,6 +285,23 @@ pub(crate) fn run(pipe: &Pipeline, mols: &[(u64, Labeled)], o: &Options, seed: u
         rows.append(&mut rs);
         kept.push((r, estimates));
     }
+    if o.estimators.contains(&Estimator::Score) {
+        let mut score_kept = Vec::new();
+        for &tau in &o.temperatures {
+            let (mut rs, estimates) = signal_score::split_half(&mut oracle, &ok, o, (tau, seed));
+            log::info!(
+                "signal: score, τ = {tau}: {} rows, {} queries so far, {:.0} s",
+                rs.len(),
+                oracle.queries,
+                t0.elapsed().as_secs_f64()
+            );
+            rows.append(&mut rs);
+            score_kept.push((tau, estimates));
+        }
+        if o.estimators[0] == Estimator::Score {
+            kept = score_kept;
+        }
+    }
     let (descent, placebo) = descent(&mut oracle, &ok, o, (&rows, kept), seed).unzip();
     let n = ok.len().max(1) as f64;
     Signal {
@@ -301,7 +341,7 @@ fn half_offsets(
 
 /// The full descent estimates at one radius: per molecule ĝ (None: all-zero or
 /// every query failed), and the root-mean-square offset length.
-type Estimates = (Vec<Option<Vec<f64>>>, f64);
+pub(super) type Estimates = (Vec<Option<Vec<f64>>>, f64);
 
 /// Split-half rows at radius r (every estimator and q), and the full estimates
 /// of the descent's estimator and q.
@@ -346,6 +386,9 @@ fn split_half(
     let mut rows = Vec::new();
     let mut estimates = (Vec::new(), 0.0);
     for (e, &est) in o.estimators.iter().enumerate() {
+        if est == Estimator::Score {
+            continue; // no directions: `signal_score`
+        }
         for (qi, &q) in o.qs.iter().enumerate() {
             let mut acc = RowAcc::default();
             let descent = e == 0 && q == o.descent_q;
@@ -375,7 +418,7 @@ fn split_half(
 
 /// Sums over molecules for one split-half row.
 #[derive(Default)]
-struct RowAcc {
+pub(super) struct RowAcc {
     cos: Vec<f64>,
     zero: usize,
     queries: usize,
@@ -384,7 +427,7 @@ struct RowAcc {
 }
 
 impl RowAcc {
-    fn add(&mut self, g: &[Vec<f64>; 2], deltas: &[Vec<Option<f64>>; 2]) {
+    pub(super) fn add(&mut self, g: &[Vec<f64>; 2], deltas: &[Vec<Option<f64>>; 2]) {
         self.cos.push(cosine(&g[0], &g[1]));
         if norm(&g[0]) == 0.0 && norm(&g[1]) == 0.0 {
             self.zero += 1;
@@ -399,7 +442,7 @@ impl RowAcc {
         }
     }
 
-    fn row(&self, est: Estimator, r: f64, q: usize, d: usize) -> SplitRow {
+    pub(super) fn row(&self, est: Estimator, r: f64, q: usize, d: usize) -> SplitRow {
         let (c, ci) = mean_interval(&self.cos);
         let n = self.cos.len();
         let share = |x: usize, of: usize| {
@@ -445,13 +488,20 @@ fn descent(
     let (estimates, rms) = match kept.into_iter().find(|(r, _)| *r == radius) {
         Some((_, e)) => e,
         // A radius of its own: estimate there first.
+        None if est == Estimator::Score => {
+            signal_score::split_half(oracle, mols, o, (radius, seed)).1
+        }
         None => split_half(oracle, mols, o, (radius, seed)).1,
     };
     if mols.is_empty() {
         return None;
     }
     let d = oracle.pipe.jtvae.latent() as usize;
-    let t = o.step.unwrap_or(radius * rms);
+    let t = o.step.unwrap_or(if est == Estimator::Score {
+        signal_score::SCORE_STEP
+    } else {
+        radius * rms
+    });
     let mut pts = Points::new(d);
     let plan: Vec<(Option<usize>, usize, Vec<usize>)> = mols
         .iter()
