@@ -140,7 +140,9 @@ fn score_runs_in_the_signal_test() {
     let again = with_tiny_stage1(dir.path(), "score-again");
     assert_ok(&gradcheck(&again, &args));
     let b = read_signal(&again).unwrap();
-    assert_eq!(Signal { wall_s: 0.0, ..b }, Signal { wall_s: 0.0, ..s });
+    // Compared as text: score's smooth-theory column is NaN.
+    let text = |s: Signal| format!("{:?}", Signal { wall_s: 0.0, ..s });
+    assert_eq!(text(b), text(s));
 }
 
 #[test]
