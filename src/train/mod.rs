@@ -15,6 +15,7 @@ pub mod params;
 pub mod progress;
 pub mod reduce;
 pub mod signal;
+mod signal_rows;
 mod signal_score;
 pub mod stages;
 pub mod stop;

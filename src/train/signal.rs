@@ -23,6 +23,7 @@
 //! A failed decode or featurization is a failed query: dropped by the estimator,
 //! counted. All queries of one radius (or of the descent test) go through the
 //! decoder as one batch. Rank 0 runs it alone: the result depends on the seed only.
+use super::signal_rows::{Estimates, Molecule, RowAcc};
 use super::signal_score;
 use crate::data::samples::Prepared;
 use crate::io::dataset::Dataset;
@@ -32,8 +33,8 @@ use crate::jtvae::vocab::Vocab;
 use crate::pipeline::{labeled, to_vec_f32, Labeled, Pipeline};
 use crate::zo::estimator::Estimator;
 use crate::zo::signal::{
-    cosine, full_cosine, half_cosine, half_direction, mean_interval, median, norm, random_unit,
-    sign_test_p, unit, PLACEBO_SLOT, RANDOM_SLOT,
+    half_direction, mean_interval, median, random_unit, sign_test_p, unit, PLACEBO_SLOT,
+    RANDOM_SLOT,
 };
 use std::collections::HashMap;
 use std::time::Instant;
@@ -179,8 +180,8 @@ fn moved(z: &[f32], s: f64, u: &[f64]) -> Vec<f32> {
 /// The pipeline's prediction at latent points: decode, black box, MPNN, with
 /// one prediction per distinct molecule (so a query that decodes to the base's
 /// molecule has exactly the base's loss).
-pub(super) struct Oracle<'p> {
-    pub(super) pipe: &'p Pipeline,
+struct Oracle<'p> {
+    pipe: &'p Pipeline,
     preds: HashMap<String, Option<f64>>,
     queries: usize,
 }
@@ -195,7 +196,7 @@ impl Oracle<'_> {
     }
 
     /// ŷ of decoded molecules (None: the decode or the black box failed).
-    pub(super) fn answer(&mut self, decoded: &[Option<&Decoded>]) -> Vec<Option<f64>> {
+    fn answer(&mut self, decoded: &[Option<&Decoded>]) -> Vec<Option<f64>> {
         self.queries += decoded.len();
         let mut new: Vec<&Decoded> = Vec::new();
         for &d in decoded.iter().flatten() {
@@ -224,21 +225,6 @@ impl Oracle<'_> {
             .iter()
             .map(|d| d.and_then(|d| self.preds.get(&d.smiles).copied().flatten()))
             .collect()
-    }
-}
-
-/// A held-out molecule whose base decoded and featurized.
-pub(super) struct Molecule {
-    pub(super) gid: u64,
-    pub(super) z: Vec<f32>,
-    y: f64,
-    /// f_i(z_i).
-    base: f64,
-}
-
-impl Molecule {
-    pub(super) fn delta(&self, pred: Option<f64>) -> Option<f64> {
-        pred.map(|p| (p - self.y).powi(2) - self.base)
     }
 }
 
@@ -288,7 +274,7 @@ pub(crate) fn run(pipe: &Pipeline, mols: &[(u64, Labeled)], o: &Options, seed: u
     if o.estimators.contains(&Estimator::Score) {
         let mut score_kept = Vec::new();
         for &tau in &o.temperatures {
-            let (mut rs, estimates) = signal_score::split_half(&mut oracle, &ok, o, (tau, seed));
+            let (mut rs, estimates) = score_split(&mut oracle, &ok, o, (tau, seed));
             log::info!(
                 "signal: score, τ = {tau}: {} rows, {} queries so far, {:.0} s",
                 rs.len(),
@@ -338,10 +324,6 @@ fn half_offsets(
 ) -> Vec<Vec<f32>> {
     est.offsets(q / 2, d, |k| half_direction(seed, gid, half, k as u64, d))
 }
-
-/// The full descent estimates at one radius: per molecule ĝ (None: all-zero or
-/// every query failed), and the root-mean-square offset length.
-pub(super) type Estimates = (Vec<Option<Vec<f64>>>, f64);
 
 /// Split-half rows at radius r (every estimator and q), and the full estimates
 /// of the descent's estimator and q.
@@ -416,60 +398,6 @@ fn split_half(
     (rows, estimates)
 }
 
-/// Sums over molecules for one split-half row.
-#[derive(Default)]
-pub(super) struct RowAcc {
-    cos: Vec<f64>,
-    zero: usize,
-    queries: usize,
-    changed: usize,
-    failed: usize,
-}
-
-impl RowAcc {
-    pub(super) fn add(&mut self, g: &[Vec<f64>; 2], deltas: &[Vec<Option<f64>>; 2]) {
-        self.cos.push(cosine(&g[0], &g[1]));
-        if norm(&g[0]) == 0.0 && norm(&g[1]) == 0.0 {
-            self.zero += 1;
-        }
-        for x in deltas.iter().flatten() {
-            self.queries += 1;
-            match x {
-                None => self.failed += 1,
-                Some(v) if *v != 0.0 => self.changed += 1,
-                Some(_) => {}
-            }
-        }
-    }
-
-    pub(super) fn row(&self, est: Estimator, r: f64, q: usize, d: usize) -> SplitRow {
-        let (c, ci) = mean_interval(&self.cos);
-        let n = self.cos.len();
-        let share = |x: usize, of: usize| {
-            if of > 0 {
-                x as f64 / of as f64
-            } else {
-                f64::NAN
-            }
-        };
-        SplitRow {
-            estimator: est.name().into(),
-            radius: r,
-            q: q as f64,
-            queries: est.n_queries(q / 2, d) as f64 * 2.0,
-            molecules: n as f64,
-            cos_mean: c,
-            cos_ci: ci,
-            zero_share: share(self.zero, n),
-            changed_share: share(self.changed, self.queries),
-            failed_share: share(self.failed, self.queries),
-            half_cosine: half_cosine(c),
-            full_cosine: full_cosine(c),
-            theory: est.theory_cosine(q, d),
-        }
-    }
-}
-
 /// The descent test and its placebo arm (None when no molecule is left).
 fn descent(
     oracle: &mut Oracle,
@@ -488,9 +416,7 @@ fn descent(
     let (estimates, rms) = match kept.into_iter().find(|(r, _)| *r == radius) {
         Some((_, e)) => e,
         // A radius of its own: estimate there first.
-        None if est == Estimator::Score => {
-            signal_score::split_half(oracle, mols, o, (radius, seed)).1
-        }
+        None if est == Estimator::Score => score_split(oracle, mols, o, (radius, seed)).1,
         None => split_half(oracle, mols, o, (radius, seed)).1,
     };
     if mols.is_empty() {
@@ -534,6 +460,19 @@ fn descent(
         real.finish(est.name(), at, mols.len()),
         control.finish(PLACEBO, at, mols.len()),
     ))
+}
+
+/// `signal_score::split_half` with the oracle and the options.
+fn score_split(
+    oracle: &mut Oracle,
+    mols: &[Molecule],
+    o: &Options,
+    at: (f64, u64),
+) -> (Vec<SplitRow>, Estimates) {
+    let pipe = oracle.pipe;
+    let descent_q = (o.estimators.first() == Some(&Estimator::Score)).then_some(o.descent_q);
+    let mut answer = |d: &[Option<&Decoded>]| oracle.answer(d);
+    signal_score::split_half(pipe, &mut answer, mols, (&o.qs, descent_q), at)
 }
 
 /// Sums over molecules for the descent test.
@@ -639,6 +578,25 @@ mod tests {
         assert_eq!(bad.checked(), Err(OptionsError::Radius(0.0)));
         assert!(is_random(Estimator::Forward) && is_random(Estimator::Central));
         assert!(is_random(Estimator::Sphere) && !is_random(Estimator::Coordinate));
+    }
+
+    #[test]
+    fn options_accept_score() {
+        // Score draws samples, not directions; its descent τ joins the temperatures.
+        let score = Options {
+            estimators: vec![Estimator::Score, Estimator::Forward],
+            temperatures: vec![1.0, 0.5],
+            descent_radius: Some(0.25),
+            ..Options::default()
+        };
+        assert_eq!(score.checked().unwrap().temperatures, vec![0.25, 0.5, 1.0]);
+        let cold = Options {
+            estimators: vec![Estimator::Score],
+            temperatures: vec![0.0],
+            ..Options::default()
+        };
+        assert_eq!(cold.checked(), Err(OptionsError::Radius(0.0)));
+        assert!(!is_random(Estimator::Score));
     }
 
     #[test]

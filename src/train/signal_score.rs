@@ -15,7 +15,8 @@
 //! autograd on z as a leaf (`JtVae::trace_log_probs` replays the decisions).
 //! The descent test's ĝ uses all q samples of both halves with one baseline.
 //! Split-half statistics and the descent machinery are the other estimators'.
-use super::signal::{Estimates, Molecule, Options, Oracle, RowAcc};
+use super::signal_rows::{Estimates, Molecule, RowAcc};
+use crate::io::signal_file::SplitRow;
 use crate::jtvae::decode::Decoded;
 use crate::jtvae::sample::{SampleKeys, Trace};
 use crate::pipeline::{to_vec_f32, Pipeline};
@@ -35,20 +36,24 @@ const CHUNK_TRACES: usize = 2048;
 /// The keys' purpose: disjoint from Stage 2's "score" samples.
 const PURPOSE: &str = "signal-score";
 
+/// ŷ of decoded molecules (None: the decode or the black box failed).
+type Answer<'a> = &'a mut dyn FnMut(&[Option<&Decoded>]) -> Vec<Option<f64>>;
+
 /// One estimate to form: the latent and its (trace, weight) pairs.
 type Group<'a> = (&'a [f32], Vec<(&'a Trace, f64)>);
 
 /// Split-half rows of score at temperature τ (every q), and the full estimates
-/// of the descent q (unit ĝ per molecule; the offset length is unused: 0).
+/// of `descent_q` when given (unit ĝ per molecule; the offset length is unused:
+/// 0); `answer` gives ŷ of decoded molecules (None: failed).
 pub(super) fn split_half(
-    oracle: &mut Oracle,
+    pipe: &Pipeline,
+    answer: Answer,
     mols: &[Molecule],
-    o: &Options,
+    (qs, descent_q): (&[usize], Option<usize>),
     (tau, seed): (f64, u64),
-) -> (Vec<crate::io::signal_file::SplitRow>, Estimates) {
-    let pipe = oracle.pipe;
+) -> (Vec<SplitRow>, Estimates) {
     let d = pipe.jtvae.latent() as usize;
-    let half_max = o.qs.iter().max().copied().unwrap_or(0) / 2;
+    let half_max = qs.iter().max().copied().unwrap_or(0) / 2;
     let per_mol = 2 * half_max;
     let mut ids = Vec::with_capacity(mols.len() * per_mol);
     let mut zs = Vec::with_capacity(mols.len() * per_mol * d);
@@ -67,14 +72,14 @@ pub(super) fn split_half(
     };
     let decoded = pipe.decode_many_sampled(&zs, keys, tau);
     let refs: Vec<Option<&Decoded>> = decoded.iter().map(|(d, _)| d.as_ref()).collect();
-    let preds = oracle.answer(&refs);
+    let preds = answer(&refs);
     // deltas[m][h][k], traces likewise.
     let at = |m: usize, h: usize, k: usize| m * per_mol + h * half_max + k;
     let mut rows = Vec::new();
     let mut estimates = (Vec::new(), 0.0);
-    for &q in &o.qs {
+    for &q in qs {
         let n = q / 2;
-        let descent = o.estimators.first() == Some(&Estimator::Score) && q == o.descent_q;
+        let descent = descent_q == Some(q);
         let mut groups: Vec<Group> = Vec::new();
         let mut all_deltas = Vec::new();
         for (i, m) in mols.iter().enumerate() {
@@ -170,27 +175,7 @@ fn chunk_gradients(pipe: &Pipeline, tau: f64, groups: &[Group]) -> Vec<Vec<f64>>
 
 #[cfg(test)]
 mod tests {
-    use super::super::signal::{is_random, OptionsError};
     use super::*;
-
-    #[test]
-    fn options_accept_score() {
-        // Score draws samples, not directions; its descent τ joins the temperatures.
-        let score = Options {
-            estimators: vec![Estimator::Score, Estimator::Forward],
-            temperatures: vec![1.0, 0.5],
-            descent_radius: Some(0.25),
-            ..Options::default()
-        };
-        assert_eq!(score.checked().unwrap().temperatures, vec![0.25, 0.5, 1.0]);
-        let cold = Options {
-            estimators: vec![Estimator::Score],
-            temperatures: vec![0.0],
-            ..Options::default()
-        };
-        assert_eq!(cold.checked(), Err(OptionsError::Radius(0.0)));
-        assert!(!is_random(Estimator::Score));
-    }
 
     #[test]
     fn weights_drop_failed_and_zero_samples() {
