@@ -101,6 +101,18 @@ fn frozen_groups_stay_put_and_parts_are_logged() {
         "freeze = [\"mpnn_embed\", \"mpnn_head\"]",
         &two,
     );
+    // eval takes the frozen groups from Stage 1 (the Stage-2 checkpoint has none)
+    let frz_cfg = dir.path().join("frz.toml").display().to_string();
+    let frz_out = frz.display().to_string();
+    assert_ok(&zo(&[
+        "eval",
+        &frz_cfg,
+        "--out-dir",
+        &frz_out,
+        "--limit",
+        "8",
+    ]));
+    assert!(frz.join("eval.h5").is_file());
     let enc = run_with(dir.path(), "enc", "freeze = [\"encoder\"]", &two);
     for name in ["grad_norm", "gnorm_jtvae", "gnorm_mpnn", "gnorm_zo_latent"] {
         let v = steps(&base, name);

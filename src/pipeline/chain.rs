@@ -7,7 +7,7 @@
 use crate::blackbox::cache::Answer;
 use crate::blackbox::{FeatureCache, KnowledgeSource, SourceContext, SourceStats};
 use crate::chem::{Featurizer, MolGraph};
-use crate::config::{Config, JtvaeConfig};
+use crate::config::{Config, DecoderMode, Group, JtvaeConfig, ZoConfig};
 use crate::data::samples::Example;
 use crate::io::dataset::Dataset;
 use crate::jtvae::candidates::LabelGraphs;
@@ -152,6 +152,27 @@ impl Pipeline {
     /// decoder + assembly scorer), as the JT-VAE places it.
     pub fn is_decoder_param(&self, name: &str) -> bool {
         self.jtvae.is_decoder_var(name)
+    }
+
+    /// The `zo.freeze` group of VarStore variable `name`, if it has one.
+    pub fn group_of(&self, name: &str) -> Option<Group> {
+        if self.is_jtvae_param(name) && !self.is_decoder_param(name) {
+            Some(Group::Encoder)
+        } else if name.starts_with("mpnn.embed.") {
+            Some(Group::MpnnEmbed)
+        } else if name.starts_with("mpnn.head.") {
+            Some(Group::MpnnHead)
+        } else {
+            None
+        }
+    }
+
+    /// Whether Stage 2 with settings `zc` trains variable `name` (and so whether the
+    /// Stage-2 checkpoint holds it): not a frozen decoder's, not a `zo.freeze` group's.
+    pub fn trained_in_stage2(&self, name: &str, zc: &ZoConfig) -> bool {
+        let frozen_decoder = zc.decoder == DecoderMode::Frozen && self.is_decoder_param(name);
+        let frozen_group = self.group_of(name).is_some_and(|g| zc.freeze.contains(&g));
+        !(frozen_decoder || frozen_group)
     }
 
     /// Decodes latents (`n × latent`, row-major) as one batch (no gradient).

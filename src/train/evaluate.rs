@@ -10,7 +10,7 @@
 //! summing its evaluation over ranks (`reduce`), which Stage 2 shares.
 use super::device;
 use super::params::Params;
-use crate::config::{Config, DecoderMode, Stage};
+use crate::config::{Config, Stage};
 use crate::data::samples::Prepared;
 use crate::dist::Dist;
 use crate::io::dataset::Dataset;
@@ -53,8 +53,8 @@ pub fn table1(cfg: &Config, dist: &Dist, limit: usize) -> anyhow::Result<Vec<Col
         load_stage1(&vs, &jk, &mk, (&cfg.dataset_path(), &pipe))?;
         let mut cks = vec![jk.clone(), mk.clone()];
         if stage2 {
-            let frozen = cfg.zo.decoder == DecoderMode::Frozen;
-            Params::of_filtered(&vs, |n| !(frozen && pipe.is_decoder_param(n)))
+            // What Stage 2 froze (decoder, `zo.freeze` groups) stays as Stage 1 left it.
+            Params::of_filtered(&vs, |n| pipe.trained_in_stage2(n, &cfg.zo))
                 .load_from(&zk)
                 .with_context(|| format!("reading the Stage-2 model {}", zk.display()))?;
             cks = vec![zk.clone()];

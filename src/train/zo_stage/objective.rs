@@ -112,21 +112,7 @@ impl ZoObjective {
         let dec_frozen = self.s.zc.decoder == DecoderMode::Frozen;
         let pipe = &self.s.pipe;
         let freeze = &self.s.zc.freeze;
-        let group = |n: &str| -> Option<Group> {
-            if pipe.is_jtvae_param(n) && !pipe.is_decoder_param(n) {
-                Some(Group::Encoder)
-            } else if n.starts_with("mpnn.embed.") {
-                Some(Group::MpnnEmbed)
-            } else if n.starts_with("mpnn.head.") {
-                Some(Group::MpnnHead)
-            } else {
-                None
-            }
-        };
-        let frozen = |n: &str| {
-            (dec_frozen && pipe.is_decoder_param(n))
-                || group(n).is_some_and(|g| freeze.contains(&g))
-        };
+        let frozen = |n: &str| !pipe.trained_in_stage2(n, &self.s.zc);
         for (name, t) in vs.variables() {
             if frozen(&name) {
                 let _ = t.set_requires_grad(false);
