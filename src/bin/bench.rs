@@ -562,13 +562,14 @@ struct ZoCase {
 /// Phases whose share of the step time is shown, with the series read for each:
 /// per-rank phases as the mean over ranks (so the rest of the step is waiting for
 /// the slowest rank or untimed work), allreduce and optimizer as timed on rank 0.
-const SHARE_PHASES: [(&str, &str); 8] = [
+const SHARE_PHASES: [(&str, &str); 9] = [
     ("encode", "time_encode_mean"),
     ("decode", "time_decode_mean"),
     ("featurize", "time_featurize_mean"),
     ("embed", "time_embed_mean"),
     ("backward", "time_backward_mean"),
     ("control", "time_control_mean"),
+    ("score", "time_score_mean"),
     ("allreduce", "time_allreduce"),
     ("optimizer", "time_optimizer"),
 ];
@@ -615,8 +616,12 @@ impl ZoSums {
         Ok(ZoSums {
             steps: imbalance.len(),
             samples: sum("samples")?,
-            queries: sum("queries")?,
-            all_queries: sum("samples")? + sum("queries")? + sum("decoder_queries")?,
+            // the score estimator's sampled decodes are its queries
+            queries: sum("queries")? + sum("score_samples")?,
+            all_queries: sum("samples")?
+                + sum("queries")?
+                + sum("score_samples")?
+                + sum("decoder_queries")?,
             changed: sum("changed")?,
             answered: sum("queries")? - sum("failed_decode")?,
             step_s: sum("time_step")? + sum("time_allreduce")? + sum("time_optimizer")?,
