@@ -185,15 +185,7 @@ fn a_zo_trained_decoder_costs_only_q_scalars_of_communication() {
     // q = 3 scalars for the decoder, then the latent estimate's own part (the
     // gradient it gives the encoder, clipped apart: issue 19).
     let s2 = read_params(&out.join("zo/checkpoint.h5"));
-    let jtvae: usize = s2
-        .iter()
-        .filter(|(k, _)| {
-            k.starts_with("/jtvae/")
-                && !k.starts_with("/jtvae/decoder/")
-                && !k.starts_with("/jtvae/assembly/")
-        })
-        .map(|(_, v)| v.len())
-        .sum();
+    let jtvae = encoder_numel(&s2);
     assert_eq!(proj, 3.0 + jtvae as f64);
     // loss + 6 terms + projections + 20 counters + per-rank seconds of 8 phases
     // and the step (2 ranks); the gradients and projections go through the exact

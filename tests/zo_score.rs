@@ -7,26 +7,9 @@
 //! decoder's parameters itself (no decoder projections are communicated).
 mod common;
 use common::*;
-use std::path::Path;
 
-fn zo_on(ranks: usize, config: &str, out: &Path) -> std::process::Output {
-    let out = out.display().to_string();
-    let args = [
-        "train",
-        config,
-        "--out-dir",
-        &out,
-        "--stage",
-        "zo",
-        "--max-steps",
-        "2",
-    ];
-    if ranks == 1 {
-        zo(&args)
-    } else {
-        mpirun(ranks, &args)
-    }
-}
+const TWO_STEPS: &[&str] = &["--max-steps", "2"];
+use std::path::Path;
 
 /// The tiny config with λ = 0 and `zo` lines replacing the estimator's.
 fn variant(dir: &Path, name: &str, zo_lines: &str) -> String {
@@ -60,7 +43,7 @@ fn score_moves_the_encoder_where_forward_at_the_papers_mu_does_not() {
         "estimator = \"score\"\nq = 3\ntemperature = 1.0\n",
     );
     let one = with_tiny_stage1(dir.path(), "one");
-    assert_ok(&zo_on(1, &score, &one));
+    assert_ok(&zo_on(1, &score, &one, TWO_STEPS));
     let m = read_metrics(&one.join("zo/metrics.h5"));
     assert!(m.step_loss.iter().all(|l| l.is_finite()));
     let samples: f64 = m.step_terms["score_samples"].iter().sum();
@@ -84,7 +67,7 @@ fn score_moves_the_encoder_where_forward_at_the_papers_mu_does_not() {
         "estimator = \"forward\"\nq = 3\nmu = 0.001\n",
     );
     let f = with_tiny_stage1(dir.path(), "fwd");
-    assert_ok(&zo_on(1, &fwd, &f));
+    assert_ok(&zo_on(1, &fwd, &f, TWO_STEPS));
     let mf = read_metrics(&f.join("zo/metrics.h5"));
     assert_eq!(mf.step_terms["changed"].iter().sum::<f64>(), 0.0);
     let b = read_params(&f.join("zo/checkpoint.h5"));
@@ -92,7 +75,7 @@ fn score_moves_the_encoder_where_forward_at_the_papers_mu_does_not() {
 
     // Keyed by (seed, "score", step, gid, k): the same on 2 ranks.
     let two = with_tiny_stage1(dir.path(), "two");
-    assert_ok(&zo_on(2, &score, &two));
+    assert_ok(&zo_on(2, &score, &two, TWO_STEPS));
     let c = read_params(&two.join("zo/checkpoint.h5"));
     let d = max_rel_diff(&a, &c);
     assert_eq!(d, 0.0, "1 vs 2 ranks: max relative difference {d:e}");
@@ -112,21 +95,12 @@ fn score_trains_the_decoder_without_projections() {
         "estimator = \"score\"\nq = 2\ntemperature = 0.5\ndecoder = \"zo\"\nq_decoder = 3\n",
     );
     let out = with_tiny_stage1(dir.path(), "dec");
-    assert_ok(&zo_on(1, &cfg, &out));
+    assert_ok(&zo_on(1, &cfg, &out, TWO_STEPS));
     let f = hdf5::File::open(out.join("zo/metrics.h5")).unwrap();
     // No decoder directions: the projections are the encoder's zeroth-order part only.
     let proj: f64 = zo_hpc::io::h5::read_attr(&f, "projection_scalars_per_step").unwrap();
     let s2 = read_params(&out.join("zo/checkpoint.h5"));
-    let encoder: usize = s2
-        .iter()
-        .filter(|(k, _)| {
-            k.starts_with("/jtvae/")
-                && !k.starts_with("/jtvae/decoder/")
-                && !k.starts_with("/jtvae/assembly/")
-        })
-        .map(|(_, v)| v.len())
-        .sum();
-    assert_eq!(proj, encoder as f64);
+    assert_eq!(proj, encoder_numel(&s2) as f64);
     let s1 = read_params(&tiny_stage1().join("jtvae/checkpoint.h5"));
     let dec: Vec<&String> = s2
         .keys()

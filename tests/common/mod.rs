@@ -212,3 +212,17 @@ pub fn variant(dir: &Path, name: &str, edit: impl Fn(String) -> String) -> Strin
     std::fs::write(&p, edit(text)).unwrap();
     p.display().to_string()
 }
+
+/// Values of the JT-VAE encoder's tensors among checkpoint parameters `params`
+/// (what the latent estimate's own gradient part covers).
+pub fn encoder_numel(params: &BTreeMap<String, Vec<f32>>) -> usize {
+    params
+        .iter()
+        .filter(|(k, _)| {
+            k.starts_with("/jtvae/")
+                && !k.starts_with("/jtvae/decoder/")
+                && !k.starts_with("/jtvae/assembly/")
+        })
+        .map(|(_, v)| v.len())
+        .sum()
+}
