@@ -81,6 +81,11 @@ impl NamedTensors {
         self.items.is_empty()
     }
 
+    /// The tensors' slots in the flat buffer, in buffer order.
+    pub fn slots(&self) -> impl Iterator<Item = Range<usize>> + '_ {
+        self.items.iter().map(|(_, _, s)| s.clone())
+    }
+
     /// Total number of values over the tensors (the length of `gradient_of`).
     pub fn numel(&self) -> usize {
         self.items.iter().map(|(_, _, s)| s.len()).sum()

@@ -228,11 +228,17 @@ impl Objective for ZoObjective {
             .map(|(name, slots)| (*name, scale * slots_norm(grad, slots)))
             .collect();
         if !dec.is_empty() {
-            let before = grad.to_vec();
+            // Only the decoder's slots change: copy those, not the whole gradient.
+            let slots: Vec<std::ops::Range<usize>> = self.s.decoder.slots().collect();
+            let before: Vec<f32> = slots
+                .iter()
+                .flat_map(|r| grad[r.clone()].to_vec())
+                .collect();
             let dir = |k: usize, name: &str, numel: usize| self.s.decoder_dir(step, k, name, numel);
             self.s.decoder.add_projections(dec, grad, dir);
-            let d2: f64 = grad
+            let d2: f64 = slots
                 .iter()
+                .flat_map(|r| grad[r.clone()].iter())
                 .zip(&before)
                 .map(|(a, b)| f64::from(a - b).powi(2))
                 .sum();
