@@ -59,7 +59,7 @@ derive() {
     sed -e "s#^out_dir *=.*#out_dir = \"$dir\"#" \
         -e "s#^seed *=.*#seed = $seed#" \
         -e "s#\"\.\./#\"$cfg_dir/../#g" \
-        -e "s#^\[data\]#[data]\nn_labeled = $n\ndataset = \"$out_abs/dataset.h5\"#" \
+        -e "s#^\[data\]#[data]\nn_labeled = $n\nsplit_seed = $seed0\ndataset = \"$out_abs/dataset.h5\"#" \
         -e "s#^\[zo\]#[zo]\n$zo_init#" \
         -e "s#^\[train.mpnn\]#[train.mpnn]\nepochs = $epochs\neval_every = $every#" \
         > "$dir/config.toml"

@@ -100,6 +100,8 @@ config() {
     set_one run "out_dir = \"$dir\""
     set_one run "seed = $seed"
     set_one data "dataset = \"$out_abs/$ds/dataset.h5\""
+    # One split for every seed (the prepared file's): a stated choice, checked.
+    set_one data "split_seed = 42"
     set_one zo "pretrained = \"$models/$ds\""
     if [ -n "$arm" ]; then
         set_one run "arm = \"$arm\""

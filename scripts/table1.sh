@@ -36,8 +36,8 @@ resume() { ls "$1"/*/checkpoint*.h5 >/dev/null 2>&1 && echo --resume || true; }
 
 # Stage 2 only (`--stage zo`; the config keeps every stage so that `eval` finds
 # Stage 1 in init_*) in folder $1 with seed $2 and the [zo] settings $3 (KEY=VALUE,…),
-# from the Stage-1 models of the first run; data paths made absolute (the derived
-# config lives in the run folder).
+# from the Stage-1 models and the split (data.split_seed) of the first run; data
+# paths made absolute (the derived config lives in the run folder).
 stage2() {
     local dir=$1 seed=$2 sets=$3 kv
     mkdir -p "$dir"
@@ -45,7 +45,7 @@ stage2() {
         -e "s#^seed *=.*#seed = $seed#"
         -e "s#\"\.\./#\"$cfg_dir/../#g"
         -e "s#^\[zo\]#[zo]\ninit_jtvae = \"$out_abs/jtvae/checkpoint.h5\"\ninit_mpnn = \"$out_abs/mpnn/checkpoint.h5\"#"
-        -e "s#^\[data\]#[data]\ndataset = \"$out_abs/dataset.h5\"#")
+        -e "s#^\[data\]#[data]\nsplit_seed = $seed0\ndataset = \"$out_abs/dataset.h5\"#")
     IFS=, read -ra kv <<< "$sets"
     for s in "${kv[@]}"; do
         [ -z "$s" ] && continue

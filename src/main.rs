@@ -399,7 +399,7 @@ fn export(a: ExportArgs, dist: &Dist) -> anyhow::Result<i32> {
     }
     use zo_hpc::io::model::{self, Inputs};
     let path = cfg.dataset_path();
-    let ds = zo_hpc::io::dataset::Dataset::read(&path)?;
+    let ds = zo_hpc::data::provenance::open(&cfg)?;
     let Some(j) = &ds.jtvae else {
         anyhow::bail!(
             "{}: no JT-VAE vocabulary (prepared without [jtvae])",

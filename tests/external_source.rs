@@ -206,6 +206,57 @@ fn a_source_that_crashes_midway_is_restarted_until_its_limit() {
     assert_eq!(log.matches("broken.py crash: crashing").count(), 3, "{log}");
 }
 
+/// Issue 20, case 4: `batch` counts from 0 per process, restarts included, so a
+/// source that numbers its answers itself (as README allows) stays in step after a
+/// restart instead of being killed at every batch until its restarts are spent.
+#[test]
+fn a_restarted_source_is_asked_from_batch_0_again() {
+    let dir = tempfile::tempdir().unwrap();
+    let src = start_broken(dir.path(), "strict", 2, 30.0, 3).unwrap();
+    let q = mols(4);
+    let seen: Vec<String> = (0..6).map(|_| kinds(&src.query(&q)).join(" ")).collect();
+    let (good, lost) = ("ok ok ok ok", "failed failed failed failed");
+    assert_eq!(seen, [good, good, lost, good, good, good]);
+    assert_eq!(counted(src.stats()), stats(4, 0, 1));
+    let log = log_of(&src);
+    assert_eq!(
+        log.matches("broken.py strict: crashing once").count(),
+        1,
+        "{log}"
+    );
+    assert!(log.contains("broken.py strict: batch 0\n"), "{log}");
+}
+
+/// Issue 20, case 3: the cache keeps answers, not accidents. Molecules a crash
+/// failed are asked again (and answered by the restarted source); a molecule the
+/// source rejects is cached like a graph.
+#[test]
+fn the_cache_keeps_answers_and_rejections_but_not_failures() {
+    let dir = tempfile::tempdir().unwrap();
+    let src = start_broken(dir.path(), "crash", 1, 30.0, 3).unwrap();
+    let mut cache = zo_hpc::blackbox::FeatureCache::new(100);
+    let first: Vec<String> = ["CCO", "CCN", "CCC", "not a smiles"]
+        .map(String::from)
+        .to_vec();
+    let second: Vec<String> = ["c1ccccc1", "C1CC1", "CC(=O)N", "CCCl"]
+        .map(String::from)
+        .to_vec();
+    let ask = |c: &mut zo_hpc::blackbox::FeatureCache, q: &[String]| {
+        let (a, st) = c.query(&src, q);
+        let k: Vec<Result<MolGraph, QueryError>> = a.iter().map(|x| (**x).clone()).collect();
+        (kinds(&k).join(" "), st.hits)
+    };
+    assert_eq!(ask(&mut cache, &first), ("ok ok ok rejected".into(), 0));
+    // The process crashes after answering the first molecule of its second batch.
+    assert_eq!(
+        ask(&mut cache, &second),
+        ("ok failed failed failed".into(), 0)
+    );
+    assert_eq!(ask(&mut cache, &second), ("ok ok ok ok".into(), 1));
+    assert_eq!(ask(&mut cache, &first), ("ok ok ok rejected".into(), 4));
+    assert_eq!(src.stats().restarts, 1);
+}
+
 #[test]
 fn a_hung_source_times_out_and_is_killed_with_its_children() {
     let dir = tempfile::tempdir().unwrap();

@@ -477,7 +477,7 @@ fn train_limit_keeps_the_first_molecules_and_a_changed_limit_is_refused() {
     assert!(!o.status.success());
     let e = stderr(&o);
     assert!(
-        e.contains("taken with jtvae.train_limit = 3") && e.contains("has none"),
+        e.contains("jtvae.train_limit: 3 when prepared, (none) now"),
         "{e}"
     );
     // A limit without train_csv is a config error naming the key.

@@ -67,7 +67,9 @@ fn runs() -> &'static Runs {
         std::fs::copy(first.join("dataset.h5"), second.join("dataset.h5")).unwrap();
         let seed43 = config_copy(dir.path(), TINY, "seed43.toml", |t| {
             assert!(t.contains("\nseed = 5\n"), "{TINY} changed its seed line");
+            // Stage 2 of another seed on the first run's split (its dataset file).
             t.replace("\nseed = 5\n", "\nseed = 43\n")
+                .replace("[data]\n", "[data]\nsplit_seed = 5\n")
         });
         let s = second.to_str().unwrap();
         run_ok(&[

@@ -1,8 +1,11 @@
 //! A bounded cache of black-box answers by canonical SMILES, in front of any
 //! `KnowledgeSource`. In Stage 2 most perturbed latents decode to a handful of
 //! molecules, so most featurizations repeat. The answer for a molecule never
-//! depends on the cache (featurization is deterministic), so the eviction policy
-//! (oldest first) only changes speed, never results.
+//! depends on the cache (sources must be deterministic), so the eviction policy
+//! (oldest first) only changes speed, never results. Answers are cached, accidents
+//! are not: a `QueryError::Failed` (a crash, time-out, restart, an out-of-step or
+//! garbled answer) is asked again next time; a molecule the source itself rejected
+//! (`QueryError::Rejected`) is cached like a graph.
 use crate::blackbox::source::{KnowledgeSource, QueryError};
 use crate::chem::MolGraph;
 use std::collections::{HashMap, VecDeque};
@@ -88,7 +91,7 @@ impl FeatureCache {
     }
 
     fn insert(&mut self, key: String, value: Answer) {
-        if self.capacity == 0 {
+        if self.capacity == 0 || matches!(value.as_ref(), Err(QueryError::Failed(_))) {
             return;
         }
         while self.map.len() >= self.capacity {

@@ -57,6 +57,10 @@ pub struct DataConfig {
     /// labels share the dataset file and Stage-1 JT-VAE (the data-scarcity study).
     #[serde(default)]
     pub n_labeled: Option<usize>,
+    /// Seed of the train/test split (default `run.seed`). Set it to keep one split
+    /// (one dataset file) for runs with several `run.seed`s.
+    #[serde(default)]
+    pub split_seed: Option<u64>,
     /// Dataset HDF5 file written by `prepare`; default `<out_dir>/dataset.h5`.
     #[serde(default)]
     pub dataset: Option<PathBuf>,

@@ -24,6 +24,9 @@ pub use zo::{DecoderMode, DeltaMode, Group, LatentMode, ZoConfig};
 use serde::Deserialize;
 use std::path::{Path, PathBuf};
 
+/// Where a stage key's part for `Config::stage_inputs` begins.
+pub const INPUTS: &str = "|inputs ";
+
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Config {
@@ -48,6 +51,11 @@ pub struct Config {
     /// The config file's path (set by `load`).
     #[serde(skip)]
     pub path: PathBuf,
+    /// Digests of the files a stage starts from (Stage 2: its Stage-1 checkpoints),
+    /// set on rank 0 by `train::stages`; part of the stage key, so that a Stage 2 is
+    /// not taken as done or resumed after its Stage 1 changed.
+    #[serde(skip)]
+    pub stage_inputs: String,
 }
 
 impl Config {
@@ -202,6 +210,10 @@ impl Config {
             d.n_train,
             d.n_test
         );
+        // Only when set, so keys of runs without it are unchanged.
+        if let Some(s) = d.split_seed {
+            data.push_str(&format!(" split_seed={s}"));
+        }
         // Only fewer labels change the key (and never the unsupervised JT-VAE's).
         if d.labeled() < d.n_train && stage != Stage::Jtvae {
             data.push_str(&format!(" n_labeled={}", d.labeled()));
@@ -211,14 +223,24 @@ impl Config {
             SourceConfig::Rdkit => String::new(),
             _ => format!("|{}", self.source.key()),
         };
-        match stage {
+        let key = match stage {
             Stage::Jtvae => format!("jtvae|{data}|{train}|{:?}", self.jtvae),
             Stage::Mpnn => format!("mpnn|{data}|{train}|{:?}{source}", self.mpnn),
             Stage::Zo => format!(
                 "zo|{data}|{train}|{:?}|{:?}|{:?}{source}",
                 self.jtvae, self.mpnn, self.zo
             ),
+        };
+        if self.stage_inputs.is_empty() {
+            key
+        } else {
+            format!("{key}{INPUTS}{}", self.stage_inputs)
         }
+    }
+
+    /// The train/test split's seed: `data.split_seed`, else `run.seed`.
+    pub fn split_seed(&self) -> u64 {
+        self.data.split_seed.unwrap_or(self.run.seed)
     }
 
     /// Where the dataset HDF5 file lives.

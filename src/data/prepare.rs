@@ -83,7 +83,7 @@ fn build_with(
             d.csv.display()
         );
     }
-    let (train, test) = split(n, d.n_train, d.n_test, cfg.run.seed);
+    let (train, test) = split(n, d.n_train, d.n_test, cfg.split_seed());
     let train_records: Vec<_> = train.iter().map(|&i| records[i].clone()).collect();
     let featurizer = Featurizer::non_constant(&train_records);
     let mean = train.iter().map(|&i| target[i]).sum::<f64>() / train.len() as f64;
@@ -97,12 +97,13 @@ fn build_with(
         source_csv: d.csv.display().to_string(),
         smiles_column: d.smiles_column.clone(),
         target_column: d.target_column.clone(),
-        seed: cfg.run.seed,
+        seed: cfg.split_seed(),
         rdkit_version: chem::rdkit_version(),
         n_rows: report.n_rows as u64,
         n_invalid_smiles: report.invalid_smiles.len() as u64,
         n_bad_target: report.bad_target.len() as u64,
         n_duplicates: report.duplicates.len() as u64,
+        provenance: super::provenance::of(cfg)?,
     };
     let ds = Dataset {
         smiles,

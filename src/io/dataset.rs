@@ -26,8 +26,11 @@
 //! attributes on /jtvae/candidates: format (CANDIDATES_FORMAT), max_candidates
 //! attributes on /jtvae/graphs: format (RECORDS_FORMAT)
 //! attributes on /: format, source_csv, smiles_column, target_column, target_mean,
-//!   target_std (training split), seed, rdkit_version, n_rows, n_invalid_smiles,
-//!   n_bad_target, n_duplicates
+//!   target_std (training split), seed (the split's), rdkit_version, n_rows,
+//!   n_invalid_smiles, n_bad_target, n_duplicates
+//! /provenance/keys, /provenance/values, /provenance/notes  str[p]  what decided the
+//!                         file: config keys and values, `sha256:<hex>` of each input
+//!                         file (its path when prepared in notes); see data::provenance
 //! ```
 use super::candidates::{CandidateError, CandidateStore};
 use super::h5::{self, ctx, H5Result};
@@ -249,6 +252,19 @@ pub struct DatasetMeta {
     pub n_invalid_smiles: u64,
     pub n_bad_target: u64,
     pub n_duplicates: u64,
+    /// What decided the file (`data::provenance`): settings and input digests, in
+    /// `/provenance` (`keys`, `values`, `notes`); empty in a file from an older zo-hpc.
+    pub provenance: Vec<ProvenanceEntry>,
+}
+
+/// One thing that decided a dataset file: a config key (or `rdkit_version`), its
+/// value (`sha256:<hex>` for an input file's contents) and a note not compared
+/// (the file's path when it was prepared).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProvenanceEntry {
+    pub key: String,
+    pub value: String,
+    pub note: String,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -293,6 +309,7 @@ impl Dataset {
             h5::write_attr(f, "n_invalid_smiles", &m.n_invalid_smiles)?;
             h5::write_attr(f, "n_bad_target", &m.n_bad_target)?;
             h5::write_attr(f, "n_duplicates", &m.n_duplicates)?;
+            write_provenance(f, &m.provenance)?;
             if let Some(j) = &self.jtvae {
                 j.write(f)?;
             }
@@ -481,7 +498,42 @@ impl Dataset {
                 n_invalid_smiles: u("n_invalid_smiles")?,
                 n_bad_target: u("n_bad_target")?,
                 n_duplicates: u("n_duplicates")?,
+                provenance: ctx(read_provenance(&f), path, || c("reading /provenance"))?,
             },
         })
     }
+}
+
+/// `/provenance`: three string arrays of equal length (nothing when `entries` is empty).
+fn write_provenance(f: &hdf5::File, entries: &[ProvenanceEntry]) -> hdf5::Result<()> {
+    if entries.is_empty() {
+        return Ok(());
+    }
+    let g = f.create_group("provenance")?;
+    let col = |pick: fn(&ProvenanceEntry) -> &String| {
+        entries.iter().map(|e| pick(e).clone()).collect::<Vec<_>>()
+    };
+    h5::write_strings(&g, "keys", &col(|e| &e.key))?;
+    h5::write_strings(&g, "values", &col(|e| &e.value))?;
+    h5::write_strings(&g, "notes", &col(|e| &e.note))
+}
+
+/// `/provenance` of a file, empty when the file has none (an older zo-hpc's).
+fn read_provenance(f: &hdf5::File) -> hdf5::Result<Vec<ProvenanceEntry>> {
+    if !f.link_exists("provenance") {
+        return Ok(Vec::new());
+    }
+    let g = f.group("provenance")?;
+    let keys = h5::read_strings(&g, "keys")?;
+    let values = h5::read_strings(&g, "values")?;
+    let notes = h5::read_strings(&g, "notes")?;
+    if values.len() != keys.len() || notes.len() != keys.len() {
+        return Err(hdf5::Error::from("keys, values and notes differ in length"));
+    }
+    Ok(keys
+        .into_iter()
+        .zip(values)
+        .zip(notes)
+        .map(|((key, value), note)| ProvenanceEntry { key, value, note })
+        .collect())
 }

@@ -13,7 +13,6 @@ use super::params::Params;
 use crate::config::{Config, Stage};
 use crate::data::samples::Prepared;
 use crate::dist::Dist;
-use crate::io::dataset::Dataset;
 use crate::io::eval_file::Column;
 use crate::jtvae::vocab::Vocab;
 use crate::pipeline::{labeled, Pipeline, PipelineEval};
@@ -26,7 +25,7 @@ use tch::nn::VarStore;
 pub fn table1(cfg: &Config, dist: &Dist, limit: usize) -> anyhow::Result<Vec<Column>> {
     let root = dist.is_root();
     let device = device::choose(cfg.train.device, dist.local_rank)?;
-    let ds = Dataset::read(&cfg.dataset_path())?;
+    let ds = crate::data::provenance::open(cfg)?;
     let jk = cfg.stage_checkpoint(Stage::Jtvae);
     let mk = cfg.stage_checkpoint(Stage::Mpnn);
     let zk = cfg.run.out_dir.join("zo").join("checkpoint.h5");

@@ -70,7 +70,7 @@ const RADII: [f64; 9] = [1e-4, 1e-3, 3e-3, 1e-2, 3e-2, 0.1, 0.3, 1.0, 3.0];
 /// Runs both parts (rank 0 only: this is a quick diagnostic).
 pub fn run(cfg: &Config, dist: &Dist, o: &Options) -> anyhow::Result<Report> {
     let device = device::choose(cfg.train.device, dist.local_rank)?;
-    let ds = Dataset::read(&cfg.dataset_path())?;
+    let ds = crate::data::provenance::open(cfg)?;
     tch::manual_seed(cfg.run.seed as i64);
     let vs = VarStore::new(device);
     let pipe = Pipeline::new(cfg, &ds, &vs, dist.rank, dist.cpus_per_rank())?;

@@ -15,7 +15,6 @@ use crate::config::{Config, JtvaeConfig};
 use crate::data::samples::{flat, Example, MoleculeSet, Prepared};
 use crate::dist::Dist;
 use crate::io::checkpoint::Checkpoint;
-use crate::io::dataset::Dataset;
 use crate::jtvae::candidates::LabelGraphs;
 use crate::jtvae::decode::{DecodeError, DecodeTimes};
 use crate::jtvae::model::{JtVae, Sample};
@@ -107,7 +106,7 @@ impl JtvaeObjective {
         let with_train = eval_limit.is_none();
         let jc = cfg.jtvae.clone().unwrap_or_default();
         let path = cfg.dataset_path();
-        let ds = Dataset::read(&path)?;
+        let ds = crate::data::provenance::open(cfg)?;
         let Some(j) = &ds.jtvae else {
             anyhow::bail!(
                 "{}: no JT-VAE vocabulary in this dataset file; it was prepared without a [jtvae] section (delete it and run `zo-hpc prepare` again)",

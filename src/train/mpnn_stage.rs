@@ -98,7 +98,7 @@ impl MpnnObjective {
     pub fn new(cfg: &Config, dist: &Dist, vs: &VarStore) -> anyhow::Result<MpnnObjective> {
         let root = dist.is_root();
         let path = cfg.dataset_path();
-        let ds = Dataset::read(&path)?;
+        let ds = crate::data::provenance::open(cfg)?;
         let ctx = SourceContext::new(cfg, dist.rank, dist.cpus_per_rank());
         let source = crate::blackbox::build(cfg, &ds.featurizer, &ctx)?;
         let extra = source.extra_atom_columns();

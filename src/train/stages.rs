@@ -5,11 +5,13 @@
 //! `--resume` continues the first stage that is not complete (and starts it when
 //! it has no checkpoint yet but an earlier stage is complete: a job chain that
 //! stopped between two stages). A stop (`--time-limit`, a signal) between or
-//! inside stages ends the pipeline with [`Outcome::Stopped`]. (The model chain
+//! inside stages ends the pipeline with [`Outcome::Stopped`]. Stage 2's key also
+//! holds the digests of the Stage-1 checkpoints it starts from: after they change,
+//! it is neither skipped as done nor resumed. (The model chain
 //! itself is `crate::pipeline`.)
 use super::stop::Outcome;
 use super::RunOptions;
-use crate::config::{Config, Stage};
+use crate::config::{Config, Stage, INPUTS};
 use crate::dist::Dist;
 use crate::io::checkpoint::Checkpoint;
 
@@ -61,8 +63,20 @@ fn plan(
                     Plan::Skip
                 }
                 Ok(h) if resume && h.stage_key == sc.stage_key(stage) => Plan::Resume,
+                Ok(h) if resume && inputs_changed(&h.stage_key, &sc.stage_key(stage)) => {
+                    err = Some(format!(
+                        "--resume: {} was started from other Stage-1 checkpoints than {} and {} \
+                         hold now (they changed since); train Stage 2 afresh without --resume",
+                        ck.display(),
+                        sc.stage_checkpoint(Stage::Jtvae).display(),
+                        sc.stage_checkpoint(Stage::Mpnn).display()
+                    ));
+                    Plan::Fresh
+                }
                 Ok(h) => {
-                    let why = if h.stage_key != sc.stage_key(stage) {
+                    let why = if inputs_changed(&h.stage_key, &sc.stage_key(stage)) {
+                        "was started from Stage-1 checkpoints that have changed since"
+                    } else if h.stage_key != sc.stage_key(stage) {
                         "was made with other settings"
                     } else {
                         "is not complete (use --resume to continue it)"
@@ -114,6 +128,36 @@ fn plan(
     })
 }
 
+/// The Stage-1 checkpoints Stage 2 starts from, by contents: `jtvae=<sha256 prefix>
+/// mpnn=<…>` (`missing` for a file not there: loading it fails later, saying so).
+fn stage1_digests(sc: &Config) -> anyhow::Result<String> {
+    let mut parts = Vec::new();
+    for st in [Stage::Jtvae, Stage::Mpnn] {
+        let path = sc.stage_checkpoint(st);
+        let digest = if path.is_file() {
+            let hex = crate::data::provenance::file_sha256(&path)?;
+            format!("sha256:{}", &hex[..16])
+        } else {
+            "missing".into()
+        };
+        parts.push(format!("{}={digest}", st.name()));
+    }
+    Ok(parts.join(" "))
+}
+
+/// Whether two stage keys agree on the settings but not on the stage's input files.
+fn inputs_changed(stored: &str, current: &str) -> bool {
+    let split = |k: &str| {
+        k.split_once(INPUTS)
+            .map_or((k.to_string(), String::new()), |(a, b)| {
+                (a.into(), b.into())
+            })
+    };
+    let (a, ai) = split(stored);
+    let (b, bi) = split(current);
+    a == b && !ai.is_empty() && ai != bi
+}
+
 /// Runs `only` or every stage of `cfg.stages()`.
 pub fn run(
     cfg: &Config,
@@ -128,7 +172,10 @@ pub fn run(
     // progress; before the first it would not be).
     let mut trained = false;
     for stage in stages {
-        let sc = cfg.for_stage(stage);
+        let mut sc = cfg.for_stage(stage);
+        if stage == Stage::Zo && dist.is_root() {
+            sc.stage_inputs = stage1_digests(&sc)?;
+        }
         let p = plan(&sc, stage, resume, earlier_complete, dist)?;
         if p == Plan::Skip {
             earlier_complete = true;
@@ -172,4 +219,19 @@ pub fn run(
         trained = true;
     }
     Ok(Outcome::Done)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::inputs_changed;
+
+    #[test]
+    fn only_a_change_of_the_input_files_counts() {
+        let k = |inputs: &str| format!("zo|data|train|settings|inputs {inputs}");
+        assert!(inputs_changed(&k("jtvae=a mpnn=b"), &k("jtvae=a mpnn=c")));
+        assert!(!inputs_changed(&k("jtvae=a mpnn=b"), &k("jtvae=a mpnn=b")));
+        // Other settings, or a key from before the inputs were recorded: not this case.
+        assert!(!inputs_changed("zo|other|inputs jtvae=a", &k("jtvae=b")));
+        assert!(!inputs_changed("zo|data|train|settings", &k("jtvae=a")));
+    }
 }

@@ -14,6 +14,9 @@ how many batches each process answers properly before the fault.
   version     sends a handshake of version 2
   fewcols     declares no element=C column
   extra       adds the extra atom column "mass" and the extra bond column "order"
+  strict K    written to README: numbers its answers with its own batch count (from 0
+              per process) and exits without answering batch K+1 of its first start
+              (a marker file strict.crashed in its working directory)
 
 Each process also writes "broken.py MODE: batch N" to stderr for every batch.
 """
@@ -52,6 +55,12 @@ for n, line in enumerate(sys.stdin):
     b, smiles = req["batch"], req["smiles"]
     say(f"batch {b}")
     faulty = n >= k
+    if mode == "strict":
+        b = n  # its own count, as README promises the requests' to be
+        if n == k and not os.path.exists("strict.crashed"):
+            open("strict.crashed", "w").close()
+            say("crashing once")
+            sys.exit(3)
     answers = [rf.answer(b, i, s) for i, s in enumerate(smiles)]
     if mode == "extra":
         for a, s in zip(answers, smiles):

@@ -329,6 +329,8 @@ impl State {
             let why = match self.set.launch() {
                 Ok((p, l)) if Some(&l) == self.layout.as_ref() => {
                     self.process = Some(p);
+                    // `batch` counts from 0 per process (README), restarts included.
+                    self.next_batch = 0;
                     break;
                 }
                 Ok(_) => "its handshake declares other columns than at its first start".into(),

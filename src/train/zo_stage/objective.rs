@@ -8,7 +8,6 @@ use super::state::ZoStep;
 use crate::config::{Config, DecoderMode, Group, LatentMode};
 use crate::data::samples::Prepared;
 use crate::dist::Dist;
-use crate::io::dataset::Dataset;
 use crate::io::metrics::Metrics;
 use crate::jtvae::vocab::Vocab;
 use crate::pipeline::{labeled, Labeled, Pipeline};
@@ -36,7 +35,7 @@ impl ZoObjective {
     pub fn new(cfg: &Config, dist: &Dist, vs: &VarStore) -> anyhow::Result<ZoObjective> {
         let root = dist.is_root();
         let path = cfg.dataset_path();
-        let ds = Dataset::read(&path)?;
+        let ds = crate::data::provenance::open(cfg)?;
         let pipe = Pipeline::new(cfg, &ds, vs, dist.rank, dist.cpus_per_rank())?;
         let jc = pipe.jc.clone();
         let vocab = Vocab::new(pipe.vocab.iter().cloned());
