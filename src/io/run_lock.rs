@@ -165,30 +165,28 @@ pub fn parse_stat(stat: &str) -> Option<(char, u64)> {
     Some((state, fields.get(22 - 3)?.parse().ok()?))
 }
 
-/// What `pid` is on this host now: `/proc` where there is one, else `kill(pid, 0)`.
+/// What `pid` is on this host now: `kill(pid, 0)` says whether it exists (also for
+/// another user's process, which `/proc` may hide), `/proc/<pid>/stat` its state and
+/// start time where it can be read.
 pub fn probe(pid: u32) -> Process {
-    if Path::new("/proc/self/stat").exists() {
-        return match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
-            Err(_) => Process::Gone,
-            Ok(s) => match parse_stat(&s) {
-                Some(('Z' | 'X', _)) => Process::Gone,
-                Some((_, t)) => Process::Running {
-                    start_time: Some(t),
-                },
-                None => Process::Running { start_time: None },
-            },
-        };
-    }
-    let Ok(pid) = libc::pid_t::try_from(pid) else {
+    let Ok(id) = libc::pid_t::try_from(pid) else {
         return Process::Gone;
     };
-    // SAFETY: signal 0 only checks whether the process exists.
-    let r = unsafe { libc::kill(pid, 0) };
-    let exists = r == 0 || std::io::Error::last_os_error().raw_os_error() == Some(libc::EPERM);
-    if exists {
-        Process::Running { start_time: None }
-    } else {
-        Process::Gone
+    if id <= 0 {
+        return Process::Gone;
+    }
+    // SAFETY: signal 0 sends nothing; it only checks whether the process exists.
+    let r = unsafe { libc::kill(id, 0) };
+    if r != 0 && std::io::Error::last_os_error().raw_os_error() != Some(libc::EPERM) {
+        return Process::Gone;
+    }
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok();
+    match stat.as_deref().and_then(parse_stat) {
+        Some(('Z' | 'X', _)) => Process::Gone,
+        Some((_, t)) => Process::Running {
+            start_time: Some(t),
+        },
+        None => Process::Running { start_time: None },
     }
 }
 
@@ -600,6 +598,39 @@ mod tests {
             "{e}"
         );
         assert_eq!(std::fs::read_to_string(&path).unwrap(), far.to_text());
+    }
+
+    #[test]
+    fn a_zombie_holds_nothing() {
+        let mut z = std::process::Command::new("true").spawn().unwrap();
+        let stat = format!("/proc/{}/stat", z.id());
+        for _ in 0..500 {
+            let s = std::fs::read_to_string(&stat).unwrap();
+            if parse_stat(&s).is_some_and(|(st, _)| st == 'Z') {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        assert_eq!(probe(z.id()), Process::Gone);
+        z.wait().unwrap();
+    }
+
+    #[test]
+    fn a_lock_file_being_written_is_waited_for_not_taken_over() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join(LOCK_FILE);
+        std::fs::write(&path, "").unwrap();
+        let other = Holder::of_process(std::process::id(), "the writer");
+        std::thread::scope(|s| {
+            s.spawn(|| {
+                std::thread::sleep(Duration::from_millis(300));
+                std::fs::write(&path, other.to_text()).unwrap();
+            });
+            let e = RunLock::acquire(dir.path(), "next")
+                .unwrap_err()
+                .to_string();
+            assert!(e.contains("`the writer`"), "{e}");
+        });
     }
 
     #[test]
