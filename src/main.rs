@@ -12,6 +12,7 @@ use std::time::Instant;
 use zo_hpc::config::{Config, Stage};
 use zo_hpc::dist::Dist;
 use zo_hpc::io::eval_file;
+use zo_hpc::io::run_lock::{LockError, RunLock};
 use zo_hpc::train::stop::{Outcome, Stop, EXIT_STOPPED};
 use zo_hpc::train::RunOptions;
 
@@ -265,6 +266,22 @@ fn load(path: &Path, out_dir: Option<PathBuf>) -> anyhow::Result<Config> {
     Ok(cfg)
 }
 
+/// Takes the lock on the run folder `dir` (rank 0 only; released when the guard
+/// drops, before the process exits). Every rank learns whether rank 0 got it, so
+/// that all fail together, without an abort (see `main`).
+fn lock_run(dir: &Path, dist: &Dist) -> anyhow::Result<Option<RunLock>> {
+    let command: Vec<String> = std::env::args().collect();
+    let mine = dist
+        .is_root()
+        .then(|| RunLock::acquire(dir, &command.join(" ")));
+    let ok = dist.broadcast_u64(u64::from(matches!(mine, Some(Ok(_))))) != 0;
+    match mine {
+        Some(r) => Ok(Some(r?)),
+        None if ok => Ok(None),
+        None => Err(LockError::OnRoot(dir.to_path_buf()).into()),
+    }
+}
+
 /// Runs `prepare` (on every rank: it is collective) when the dataset file does not exist.
 fn prepare_if_missing(cfg: &Config, dist: &Dist) -> anyhow::Result<()> {
     let path = cfg.dataset_path();
@@ -303,6 +320,7 @@ fn set_threads(cfg: &Config, dist: &Dist) -> usize {
 /// `zo-hpc prepare`.
 fn prepare(a: PrepareArgs, dist: &Dist) -> anyhow::Result<i32> {
     let cfg = load(&a.config, a.out_dir)?;
+    let _lock = lock_run(&cfg.run.out_dir, dist)?;
     zo_hpc::data::prepare::run(&cfg, dist, !a.no_candidates)?;
     Ok(0)
 }
@@ -319,6 +337,7 @@ fn train(a: TrainArgs, dist: &Dist, start: Instant) -> anyhow::Result<i32> {
             o.max_steps = None;
         }
     }
+    let _lock = lock_run(&cfg.run.out_dir, dist)?;
     let threads = set_threads(&cfg, dist);
     log::debug!("rank {}: {threads} intra-op threads", dist.rank);
     prepare_if_missing(&cfg, dist)?;
@@ -344,6 +363,7 @@ fn eval(a: EvalArgs, dist: &Dist) -> anyhow::Result<i32> {
         anyhow::ensure!(b >= 1, "--batch {b}: need 1 or more");
         cfg.train.eval_batch_size = b;
     }
+    let _lock = lock_run(&cfg.run.out_dir, dist)?;
     set_threads(&cfg, dist);
     prepare_if_missing(&cfg, dist)?;
     if cfg.stages().contains(&Stage::Mpnn) && cfg.jtvae.is_some() {
@@ -394,6 +414,13 @@ fn eval_jtvae(cfg: &Config, dist: &Dist, ck: &Path, limit: usize) -> anyhow::Res
 /// `zo-hpc export`: the trained Stage-1 models and PROVENANCE.md (rank 0 only).
 fn export(a: ExportArgs, dist: &Dist) -> anyhow::Result<i32> {
     let cfg = load(&a.config, a.out_dir)?;
+    // It reads the run folder; it writes there (and locks it) only with --to inside.
+    let inside = std::path::absolute(&a.to)
+        .is_ok_and(|t| std::path::absolute(&cfg.run.out_dir).is_ok_and(|d| t.starts_with(d)));
+    let _lock = match inside {
+        true => lock_run(&cfg.run.out_dir, dist)?,
+        false => None,
+    };
     if !dist.is_root() {
         return Ok(0);
     }
@@ -436,6 +463,7 @@ fn gradcheck(a: GradcheckArgs, dist: &Dist) -> anyhow::Result<i32> {
     if cfg.jtvae.is_none() {
         anyhow::bail!("{}: gradcheck needs a [jtvae] section", a.config.display());
     }
+    let _lock = lock_run(&cfg.run.out_dir, dist)?;
     set_threads(&cfg, dist);
     prepare_if_missing(&cfg, dist)?;
     if !dist.is_root() {
@@ -489,7 +517,9 @@ fn signal_options(a: &GradcheckArgs) -> anyhow::Result<Option<zo_hpc::train::sig
 
 /// `zo-hpc report`: plots and report.md from the runs' files.
 fn report(a: ReportArgs, dist: &Dist) -> anyhow::Result<i32> {
-    // Reading files needs no ranks: under MPI the others just finish.
+    // Reading files needs no ranks: under MPI the others just finish. No lock: it
+    // only reads the run folders (while training goes on, too) and writes its own
+    // `report/` folder, which no other command writes.
     if !dist.is_root() {
         return Ok(0);
     }
@@ -542,7 +572,9 @@ fn main() {
         }
         Err(e) => {
             log::error!("{e:#}");
-            if dist.size > 1 {
+            // A run folder that rank 0 could not lock fails every rank alike.
+            let together = e.downcast_ref::<LockError>().is_some();
+            if dist.size > 1 && !together {
                 dist.abort(1);
             }
             drop(dist);
