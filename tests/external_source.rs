@@ -227,6 +227,21 @@ fn a_restarted_source_is_asked_from_batch_0_again() {
     assert!(log.contains("broken.py strict: batch 0\n"), "{log}");
 }
 
+/// Issue 20, case 6: an answer line longer than `data.max_atoms` atoms can take
+/// (here a valid 20 000-atom graph, ~5 MB) is cut while reading, never parsed: that
+/// molecule fails, the source stays in step, the rest of the batch is answered.
+#[test]
+fn an_answer_longer_than_max_atoms_allows_is_not_read() {
+    let dir = tempfile::tempdir().unwrap();
+    let src = start_broken(dir.path(), "huge", 20_000, 30.0, 1).unwrap();
+    let r = src.query(&mols(4));
+    assert_eq!(kinds(&r), ["failed", "ok", "ok", "ok"]);
+    let why = format!("{:?}", r[0]);
+    assert!(why.contains("data.max_atoms atoms can take"), "{why}");
+    assert_eq!(counted(src.stats()), stats(1, 0, 0));
+    assert_eq!(kinds(&src.query(&mols(4))), ["ok"; 4]);
+}
+
 /// Issue 20, case 3: the cache keeps answers, not accidents. Molecules a crash
 /// failed are asked again (and answered by the restarted source); a molecule the
 /// source rejects is cached like a graph.

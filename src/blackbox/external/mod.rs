@@ -120,7 +120,11 @@ impl Settings {
         let wait = self.timeout.max(Duration::from_secs_f64(MIN_HANDSHAKE_S));
         match p.line(Instant::now() + wait) {
             Ok(line) => protocol::parse_handshake(&line, &self.featurizer)
-                .map(|l| (p, l))
+                .map(|l| {
+                    // Work bounded by max_atoms while reading, not after parsing.
+                    p.set_max_line(protocol::max_answer_bytes(self.limits.max_atoms, &l));
+                    (p, l)
+                })
                 .map_err(StartError::Handshake),
             Err(NoLine::Timeout) => {
                 p.kill();

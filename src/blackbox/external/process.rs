@@ -8,11 +8,14 @@ use std::io::{BufRead, BufReader, Read, Write};
 use std::os::unix::process::CommandExt;
 use std::path::Path;
 use std::process::{Child, ChildStdin, ChildStdout, Command, ExitStatus, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-/// Longest answer line read; beyond it the line is replaced by an invalid one (a
-/// 150-atom molecule with 100 columns is well under 1 MB).
+/// Longest line read before the handshake set a bound (`Process::set_max_line`:
+/// what `data.max_atoms` atoms can take); beyond the bound the rest of the line is
+/// skipped unread into memory and the line is replaced by an invalid one.
 const MAX_LINE: usize = 64 << 20;
 
 /// Why no line came.
@@ -30,6 +33,8 @@ pub struct Process {
     /// Requests to the writer thread; dropped to close the child's stdin.
     to_stdin: Option<Sender<Vec<u8>>>,
     lines: Receiver<String>,
+    /// Longest line the reader keeps (bytes).
+    max_line: Arc<AtomicUsize>,
     killed: bool,
 }
 
@@ -64,18 +69,21 @@ impl Process {
         };
         let (to_stdin, requests) = mpsc::channel();
         let (line_tx, lines) = mpsc::channel();
+        let max_line = Arc::new(AtomicUsize::new(MAX_LINE));
+        let limit = Arc::clone(&max_line);
         let spawned = std::thread::Builder::new()
             .name("source-stdin".into())
             .spawn(move || write_all(stdin, requests))
             .and_then(|_| {
                 std::thread::Builder::new()
                     .name("source-stdout".into())
-                    .spawn(move || read_lines(stdout, line_tx))
+                    .spawn(move || read_lines(stdout, line_tx, &limit))
             });
         let mut p = Process {
             child,
             to_stdin: Some(to_stdin),
             lines,
+            max_line,
             killed: false,
         };
         if let Err(e) = spawned {
@@ -83,6 +91,11 @@ impl Process {
             return Err(e);
         }
         Ok(p)
+    }
+
+    /// From the next line on, keep at most `bytes` of a line (the rest is skipped).
+    pub fn set_max_line(&self, bytes: usize) {
+        self.max_line.store(bytes.max(1), Ordering::Relaxed);
     }
 
     /// Queues `line` for the child's stdin (never blocks).
@@ -175,11 +188,12 @@ fn write_all(mut stdin: ChildStdin, requests: Receiver<Vec<u8>>) {
     }
 }
 
-fn read_lines(stdout: ChildStdout, lines: Sender<String>) {
+fn read_lines(stdout: ChildStdout, lines: Sender<String>, max_line: &AtomicUsize) {
     let mut r = BufReader::with_capacity(1 << 16, stdout);
     loop {
+        let max = max_line.load(Ordering::Relaxed);
         let mut buf = Vec::new();
-        match (&mut r).take(MAX_LINE as u64).read_until(b'\n', &mut buf) {
+        match (&mut r).take(max as u64).read_until(b'\n', &mut buf) {
             Ok(0) | Err(_) => return,
             Ok(_) => {}
         }
@@ -189,24 +203,36 @@ fn read_lines(stdout: ChildStdout, lines: Sender<String>) {
                 buf.pop();
             }
             String::from_utf8_lossy(&buf).into_owned()
-        } else if buf.len() >= MAX_LINE {
-            // Skip the rest of the over-long line.
-            let mut rest = Vec::new();
-            loop {
-                rest.clear();
-                match (&mut r).take(MAX_LINE as u64).read_until(b'\n', &mut rest) {
-                    Ok(0) | Err(_) => return,
-                    Ok(_) if rest.last() == Some(&b'\n') => break,
-                    Ok(_) => {}
-                }
+        } else if buf.len() >= max {
+            // Skip the rest of the over-long line, a buffer at a time.
+            drop(buf);
+            if !skip_line(&mut r) {
+                return;
             }
-            format!("(a line of more than {MAX_LINE} bytes)")
+            format!("(a line of more than {max} bytes, more than data.max_atoms atoms can take: skipped unread)")
         } else {
             // The last line, without a newline: the stream ends after it.
             String::from_utf8_lossy(&buf).into_owned()
         };
         if lines.send(line).is_err() {
             return;
+        }
+    }
+}
+
+/// Reads and drops the rest of a line; false when the stream ended.
+fn skip_line(r: &mut BufReader<ChildStdout>) -> bool {
+    loop {
+        let (used, done) = match r.fill_buf() {
+            Ok([]) | Err(_) => return false,
+            Ok(b) => match b.iter().position(|&c| c == b'\n') {
+                Some(i) => (i + 1, true),
+                None => (b.len(), false),
+            },
+        };
+        r.consume(used);
+        if done {
+            return true;
         }
     }
 }

@@ -306,6 +306,17 @@ fn numbers(v: &Value, width: usize) -> Result<Vec<f32>, String> {
         .collect()
 }
 
+/// The longest answer line a molecule of `max_atoms` atoms can need: every number
+/// written in up to 48 bytes (Python's `repr` of a float takes at most 24, plus
+/// separators and spaces), up to 4 bonds per atom (degree 8), and 4 KB for the rest.
+/// Longer lines are cut while reading (`Process::set_max_line`), never parsed.
+pub fn max_answer_bytes(max_atoms: usize, layout: &Layout) -> usize {
+    const NUMBER: usize = 48;
+    let atom = layout.atom_width * NUMBER + 8;
+    let bond = layout.bond_width * NUMBER + 2 * NUMBER + 16;
+    max_atoms * (atom + 4 * bond) + 4096
+}
+
 /// At most `n` characters of `s` (marked when cut), for messages.
 pub fn shorten(s: &str, n: usize) -> String {
     match s.char_indices().nth(n) {
