@@ -44,6 +44,7 @@ fn cfg(command: &[&str], timeout_s: f64, max_restarts: usize, batch_size: usize)
         timeout_s: Some(timeout_s),
         max_restarts: Some(max_restarts),
         batch_size: Some(batch_size),
+        max_abs_feature: None,
     }
 }
 
@@ -240,6 +241,23 @@ fn an_answer_longer_than_max_atoms_allows_is_not_read() {
     assert!(why.contains("data.max_atoms atoms can take"), "{why}");
     assert_eq!(counted(src.stats()), stats(1, 0, 0));
     assert_eq!(kinds(&src.query(&mols(4))), ["ok"; 4]);
+}
+
+/// Issue 20, case 5 (the source's part): a finite but absurd value (1e20) fails its
+/// molecule, counted, like a `NaN` would; `source.max_abs_feature` sets the bound.
+#[test]
+fn an_absurd_feature_value_fails_its_molecule() {
+    let dir = tempfile::tempdir().unwrap();
+    let src = start_broken(dir.path(), "absurd", 1, 30.0, 1).unwrap();
+    assert_eq!(kinds(&src.query(&mols(4))), ["ok"; 4]);
+    let r = src.query(&mols(4));
+    assert_eq!(kinds(&r), ["failed", "ok", "ok", "ok"]);
+    let why = format!("{:?}", r[0]);
+    assert!(
+        why.contains("exceeds source.max_abs_feature = 1e6"),
+        "{why}"
+    );
+    assert_eq!(counted(src.stats()), stats(1, 0, 0));
 }
 
 /// Issue 20, case 3: the cache keeps answers, not accidents. Molecules a crash
@@ -512,6 +530,35 @@ fn stage_2_finishes_with_a_crashing_or_hanging_source_and_counts_its_failures() 
         "{failed} {restarts}\n{}",
         text(&o)
     );
+    // A source answering 1e20 in one molecule per batch: Stage 2 goes on, counted.
+    let absurd = with_source(
+        dir.path(),
+        "absurd.toml",
+        &[PYTHON, &broken(), "absurd", "1"],
+        "",
+    );
+    let out = with_tiny_stage1(dir.path(), "absurd");
+    let o = train(1, &absurd, &out, "zo");
+    assert_ok(&o);
+    let (failed, _, restarts) = source_counts(&out);
+    assert!(
+        failed > 0.0 && restarts == 0.0,
+        "{failed} {restarts}\n{}",
+        text(&o)
+    );
+    // With the bound lifted the 1e20 reaches the MPNN and the run diverges, but
+    // its metrics up to that step are written first.
+    let lifted = with_source(
+        dir.path(),
+        "lifted.toml",
+        &[PYTHON, &broken(), "absurd", "1"],
+        "max_abs_feature = 1e30",
+    );
+    let out = with_tiny_stage1(dir.path(), "lifted");
+    let o = train(1, &lifted, &out, "zo");
+    assert!(!o.status.success(), "{}", text(&o));
+    assert!(text(&o).contains("diverged"), "{}", text(&o));
+    assert!(out.join("zo/metrics.h5").is_file(), "{}", text(&o));
     let hang = with_source(
         dir.path(),
         "hang.toml",

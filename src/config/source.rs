@@ -60,6 +60,9 @@ pub struct ExternalConfig {
     pub max_restarts: Option<usize>,
     /// Molecules per request (default 64).
     pub batch_size: Option<usize>,
+    /// Largest magnitude of a number in an answer row (default 1e6): a molecule
+    /// with a larger (finite) value fails, counted, as one with `NaN` would.
+    pub max_abs_feature: Option<f64>,
 }
 
 /// The keys of `kind = "physics"`.
@@ -93,6 +96,8 @@ struct SourceKeys {
     #[serde(default)]
     batch_size: Option<usize>,
     #[serde(default)]
+    max_abs_feature: Option<f64>,
+    #[serde(default)]
     program: Option<PhysicsProgram>,
     #[serde(default)]
     time_limit_s: Option<f64>,
@@ -116,6 +121,11 @@ impl TryFrom<SourceKeys> for SourceConfig {
                 SourceKind::External,
             ),
             ("batch_size", k.batch_size.is_some(), SourceKind::External),
+            (
+                "max_abs_feature",
+                k.max_abs_feature.is_some(),
+                SourceKind::External,
+            ),
             ("program", k.program.is_some(), SourceKind::Physics),
             (
                 "time_limit_s",
@@ -141,6 +151,7 @@ impl TryFrom<SourceKeys> for SourceConfig {
                 timeout_s: k.timeout_s,
                 max_restarts: k.max_restarts,
                 batch_size: k.batch_size,
+                max_abs_feature: k.max_abs_feature,
             }),
             SourceKind::Physics => SourceConfig::Physics(PhysicsConfig {
                 program: k.program,
@@ -198,6 +209,9 @@ impl SourceConfig {
                         "source.command",
                         "kind = \"external\" needs the command to run, e.g. [\"python3\", \"my_source.py\"]",
                     ));
+                }
+                if let Some(m) = e.max_abs_feature {
+                    positive(path, "source.max_abs_feature", m)?;
                 }
                 (("timeout_s", e.timeout_s), ("batch_size", e.batch_size))
             }

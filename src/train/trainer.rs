@@ -293,7 +293,10 @@ impl<'a, O: Objective> Trainer<'a, O> {
             let epoch = self.step / st.spe;
             let bi = self.step % st.spe;
             let global = st.order.batch(self.cfg, epoch, bi, st.n_train);
-            let batch_loss = self.train_step(global, &st.layout, &mut st.timer)?;
+            let batch_loss = match self.train_step(global, &st.layout, &mut st.timer) {
+                Ok(loss) => loss,
+                Err(e) => return Err(self.metrics_then(e, &st)),
+            };
             let at = (self.step, st.total, epoch);
             let terms = &st.layout.terms;
             let log_every = self.cfg.train.log_every;
@@ -629,6 +632,21 @@ impl<'a, O: Objective> Trainer<'a, O> {
 
     /// After the last step: the bar removed, the metrics file and the closing line
     /// (rank 0).
+    /// A step's error, after the metrics so far are written (rank 0): every way a
+    /// run stops leaves its `metrics.h5` (a failure to write it is logged).
+    fn metrics_then(&self, e: anyhow::Error, st: &RunState) -> anyhow::Error {
+        if self.dist.is_root() {
+            match self.write_metrics(&st.devices) {
+                Ok(()) => log::info!(
+                    "metrics up to the failed step written in {}",
+                    self.cfg.run.out_dir.display()
+                ),
+                Err(w) => log::warn!("could not write the metrics after the failure: {w:#}"),
+            }
+        }
+        e
+    }
+
     fn finish_run(&mut self, st: &mut RunState) -> anyhow::Result<Outcome> {
         st.progress.finish();
         if self.dist.is_root() {

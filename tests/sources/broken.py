@@ -14,6 +14,7 @@ how many batches each process answers properly before the fault.
   version     sends a handshake of version 2
   fewcols     declares no element=C column
   extra       adds the extra atom column "mass" and the extra bond column "order"
+  absurd K    from batch K+1 on, the first molecule's first atom row holds 1e20
   huge N      answers the first molecule of its first batch with a valid graph of N
               atoms (copies of its first atom row, no bonds)
   strict K    written to README: numbers its answers with its own batch count (from 0
@@ -86,6 +87,8 @@ for n, line in enumerate(sys.stdin):
         for a in answers:
             for row in a.get("atoms", []):
                 row.pop()
+    if faulty and mode == "absurd" and "atoms" in answers[0]:
+        answers[0]["atoms"][0][0] = 1e20
     if mode == "huge" and n == 0 and "atoms" in answers[0]:
         answers[0]["atoms"] = answers[0]["atoms"][:1] * k
         answers[0]["bonds"] = []

@@ -86,6 +86,8 @@ struct Settings {
     max_restarts: u64,
     batch_size: usize,
     limits: Limits,
+    /// `source.max_abs_feature`.
+    max_abs: f64,
     featurizer: Featurizer,
     stderr_path: PathBuf,
     rank: usize,
@@ -120,9 +122,10 @@ impl Settings {
         let wait = self.timeout.max(Duration::from_secs_f64(MIN_HANDSHAKE_S));
         match p.line(Instant::now() + wait) {
             Ok(line) => protocol::parse_handshake(&line, &self.featurizer)
-                .map(|l| {
+                .map(|mut l| {
                     // Work bounded by max_atoms while reading, not after parsing.
                     p.set_max_line(protocol::max_answer_bytes(self.limits.max_atoms, &l));
+                    l.max_abs = self.max_abs;
                     (p, l)
                 })
                 .map_err(StartError::Handshake),
@@ -213,6 +216,9 @@ impl ExternalSource {
             max_restarts: cfg.max_restarts.unwrap_or(DEFAULT_MAX_RESTARTS) as u64,
             batch_size: cfg.batch_size.unwrap_or(DEFAULT_BATCH_SIZE).max(1),
             limits,
+            max_abs: cfg
+                .max_abs_feature
+                .unwrap_or(protocol::DEFAULT_MAX_ABS_FEATURE),
             featurizer: featurizer.clone(),
             stderr_path: ctx
                 .log_dir

@@ -48,6 +48,8 @@ pub struct Layout {
     pub atom_pick: Vec<usize>,
     /// Positions in the source's bond row of the dataset's kept bond columns.
     pub bond_pick: Vec<usize>,
+    /// Largest magnitude accepted for a number in a row (`source.max_abs_feature`).
+    pub max_abs: f64,
     /// Names of the extra atom columns (declared names that are not RDKit columns).
     pub extra_atoms: Vec<String>,
     /// Names of declared bond columns that are not RDKit columns (ignored).
@@ -112,6 +114,7 @@ pub fn parse_handshake(line: &str, featurizer: &Featurizer) -> Result<Layout, Ha
         bond_width: bonds.len(),
         atom_pick,
         bond_pick,
+        max_abs: DEFAULT_MAX_ABS_FEATURE,
         extra_atoms,
         ignored_bonds,
     })
@@ -246,7 +249,8 @@ fn graph(v: &Value, layout: &Layout) -> Result<MolGraph, String> {
     let n_atoms = atoms.len();
     let mut atom_x = Vec::with_capacity(n_atoms * layout.atom_pick.len());
     for (i, a) in atoms.iter().enumerate() {
-        let row = numbers(a, layout.atom_width).map_err(|e| format!("atom {i}: {e}"))?;
+        let row =
+            numbers(a, layout.atom_width, layout.max_abs).map_err(|e| format!("atom {i}: {e}"))?;
         atom_x.extend(layout.atom_pick.iter().map(|&c| row[c]));
     }
     let n_edges = 2 * bonds.len();
@@ -269,7 +273,7 @@ fn graph(v: &Value, layout: &Layout) -> Result<MolGraph, String> {
         if s == d {
             return Err(bad(format!("joins atom {s} to itself")));
         }
-        let row = numbers(&parts[2], layout.bond_width).map_err(bad)?;
+        let row = numbers(&parts[2], layout.bond_width, layout.max_abs).map_err(bad)?;
         for (a, b) in [(s, d), (d, s)] {
             edge_x.extend(layout.bond_pick.iter().map(|&c| row[c]));
             src.push(a);
@@ -287,8 +291,12 @@ fn graph(v: &Value, layout: &Layout) -> Result<MolGraph, String> {
     })
 }
 
-/// A row of `width` finite numbers (f32).
-fn numbers(v: &Value, width: usize) -> Result<Vec<f32>, String> {
+/// Default of `source.max_abs_feature`: no sane feature comes near it (one-hot
+/// columns are 0/1; energies, charges and masses are scaled to units).
+pub const DEFAULT_MAX_ABS_FEATURE: f64 = 1e6;
+
+/// A row of `width` finite numbers (f32) of magnitude at most `max_abs`.
+fn numbers(v: &Value, width: usize, max_abs: f64) -> Result<Vec<f32>, String> {
     let row = v.as_array().ok_or("features are not a list")?;
     if row.len() != width {
         return Err(format!(
@@ -298,10 +306,15 @@ fn numbers(v: &Value, width: usize) -> Result<Vec<f32>, String> {
     }
     row.iter()
         .map(|x| {
-            x.as_f64()
-                .map(|f| f as f32)
-                .filter(|f| f.is_finite())
-                .ok_or_else(|| format!("feature {x} is not a finite number"))
+            let f = x
+                .as_f64()
+                .ok_or_else(|| format!("feature {x} is not a number"))?;
+            if !(f.abs() <= max_abs) {
+                return Err(format!(
+                    "feature {x} exceeds source.max_abs_feature = {max_abs:e}"
+                ));
+            }
+            Ok(f as f32)
         })
         .collect()
 }
