@@ -309,7 +309,7 @@ fn numbers(v: &Value, width: usize, max_abs: f64) -> Result<Vec<f32>, String> {
             let f = x
                 .as_f64()
                 .ok_or_else(|| format!("feature {x} is not a number"))?;
-            if !(f.abs() <= max_abs) {
+            if f.is_nan() || f.abs() > max_abs {
                 return Err(format!(
                     "feature {x} exceeds source.max_abs_feature = {max_abs:e}"
                 ));
