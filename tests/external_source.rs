@@ -260,6 +260,34 @@ fn an_absurd_feature_value_fails_its_molecule() {
     assert_eq!(counted(src.stats()), stats(1, 0, 0));
 }
 
+/// Issue 20, case 3: `zo.cache_check` asks the source again for cached molecules and
+/// counts answers unlike the cached ones (`source_differ`): a drifting source is
+/// caught, the deterministic example source is not; the run's results are those
+/// without the check.
+#[test]
+fn cache_check_counts_a_source_that_is_not_deterministic() {
+    let dir = tempfile::tempdir().unwrap();
+    let run = |name: &str, command: &[&str], check: bool| {
+        let cfg = with_source(dir.path(), &format!("{name}.toml"), command, "");
+        if check {
+            let t = std::fs::read_to_string(&cfg).unwrap();
+            std::fs::write(&cfg, t.replace("[zo]\n", "[zo]\ncache_check = true\n")).unwrap();
+        }
+        let out = with_tiny_stage1(dir.path(), name);
+        assert_ok(&zo_on(1, &cfg, &out, &["--max-steps", "3"]));
+        let m = read_metrics(&out.join("zo/metrics.h5"));
+        let differ: f64 = m.step_terms["source_differ"].iter().sum();
+        (differ, read_params(&out.join("zo/checkpoint.h5")))
+    };
+    let (drift, _) = run("drift", &[PYTHON, &broken(), "drift"], true);
+    assert!(drift > 0.0, "a drifting source was not caught");
+    let example = example();
+    let (plain, checked) = run("example", &[PYTHON, &example], true);
+    assert_eq!(plain, 0.0, "the example source is deterministic");
+    let (_, unchecked) = run("example_off", &[PYTHON, &example], false);
+    assert_eq!(checked, unchecked, "the check changed the results");
+}
+
 /// Issue 20, case 3: the cache keeps answers, not accidents. Molecules a crash
 /// failed are asked again (and answered by the restarted source); a molecule the
 /// source rejects is cached like a graph.

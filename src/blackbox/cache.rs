@@ -15,6 +15,10 @@ pub type Answer = Arc<Result<MolGraph, QueryError>>;
 
 pub struct FeatureCache {
     capacity: usize,
+    /// Ask the source for hits too and count answers unlike the cached ones.
+    check: bool,
+    /// Hits whose fresh answer differed from the cached one, since built.
+    differ: u64,
     map: HashMap<String, Answer>,
     order: VecDeque<String>,
 }
@@ -31,9 +35,23 @@ impl FeatureCache {
     pub fn new(capacity: usize) -> Self {
         FeatureCache {
             capacity,
+            check: false,
+            differ: 0,
             map: HashMap::new(),
             order: VecDeque::new(),
         }
+    }
+
+    /// With `check`, every hit is also asked of the source (a determinism check,
+    /// `zo.cache_check`); the cached answer is still the one returned.
+    pub fn checking(mut self, check: bool) -> Self {
+        self.check = check;
+        self
+    }
+
+    /// Hits whose fresh answer differed from the cached one (with `checking`).
+    pub fn differ(&self) -> u64 {
+        self.differ
     }
 
     pub fn len(&self) -> usize {
@@ -51,10 +69,46 @@ impl FeatureCache {
         smiles: &[String],
     ) -> (Vec<Answer>, CacheStats) {
         let keys: Vec<&str> = smiles.iter().map(String::as_str).collect();
-        self.lookup(&keys, |miss| {
+        let hit: Vec<bool> = keys.iter().map(|s| self.map.contains_key(*s)).collect();
+        let out = self.lookup(&keys, |miss| {
             let miss: Vec<String> = miss.iter().map(|&i| smiles[i].clone()).collect();
             source.query(&miss)
-        })
+        });
+        if self.check && out.1.hits > 0 {
+            self.recheck(source, smiles, &hit, &out.0);
+        }
+        out
+    }
+
+    /// Asks `source` again for the distinct SMILES answered from the cache (`hit`)
+    /// and counts the answers unlike `cached`, naming the first few in the log.
+    /// A fresh failure (an accident, not an answer) is not compared.
+    fn recheck(
+        &mut self,
+        source: &dyn KnowledgeSource,
+        smiles: &[String],
+        hit: &[bool],
+        cached: &[Answer],
+    ) {
+        let mut seen = std::collections::HashSet::new();
+        let (again, old): (Vec<String>, Vec<&Answer>) = smiles
+            .iter()
+            .zip(hit)
+            .zip(cached)
+            .filter(|((s, &h), _)| h && seen.insert(s.as_str()))
+            .map(|((s, _), a)| (s.clone(), a))
+            .unzip();
+        for ((s, fresh), old) in again.iter().zip(source.query(&again)).zip(old) {
+            if matches!(fresh, Err(QueryError::Failed(_))) || fresh == **old {
+                continue;
+            }
+            self.differ += 1;
+            if self.differ <= 5 {
+                log::warn!(
+                    "zo.cache_check: the source answered {s:?} unlike its cached answer (a source must be deterministic)"
+                );
+            }
+        }
     }
 
     /// Answers `keys` from the cache; `answer` gets the positions (first

@@ -116,6 +116,11 @@ pub struct ZoConfig {
     /// Featurization cache entries per rank (by canonical SMILES; 0 disables).
     #[serde(default = "default_cache")]
     pub cache_size: usize,
+    /// Checks the source for determinism: molecules found in the cache are asked
+    /// again and answers unlike the cached one counted (`source_differ`); the cached
+    /// answer is used, so results are those without the check (not in the stage key).
+    #[serde(default)]
+    pub cache_check: bool,
     /// Test molecules decoded at the end of each Stage-2 epoch for the RMSE through
     /// the pipeline (0: skip).
     #[serde(default = "default_eval_limit")]
@@ -201,6 +206,7 @@ impl Default for ZoConfig {
             cv_hidden: default_cv_hidden(),
             skip_unchanged: true,
             cache_size: default_cache(),
+            cache_check: false,
             eval_limit: default_eval_limit(),
             init_jtvae: None,
             init_mpnn: None,

@@ -129,7 +129,7 @@ impl Pipeline {
             device: vs.device(),
             jc,
             source,
-            cache: RefCell::new(FeatureCache::new(cfg.zo.cache_size)),
+            cache: RefCell::new(FeatureCache::new(cfg.zo.cache_size).checking(cfg.zo.cache_check)),
             labels: RefCell::new(LabelGraphs::default()),
             times: RefCell::new(DecodeTimes::default()),
             decode_threads,
@@ -227,6 +227,11 @@ impl Pipeline {
     /// The knowledge source's running totals of failures and restarts.
     pub fn source_stats(&self) -> SourceStats {
         self.source.stats()
+    }
+
+    /// Cache hits whose fresh answer differed (`zo.cache_check`), since built.
+    pub fn cache_differ(&self) -> u64 {
+        self.cache.borrow().differ()
     }
 
     /// Black-box answers for SMILES through the cache; returns (answers, hits).

@@ -15,6 +15,8 @@ how many batches each process answers properly before the fault.
   fewcols     declares no element=C column
   extra       adds the extra atom column "mass" and the extra bond column "order"
   absurd K    from batch K+1 on, the first molecule's first atom row holds 1e20
+  drift       deterministic but for the first atom row of each molecule, whose first
+              value is the process's batch count (so a molecule asked twice differs)
   huge N      answers the first molecule of its first batch with a valid graph of N
               atoms (copies of its first atom row, no bonds)
   strict K    written to README: numbers its answers with its own batch count (from 0
@@ -89,6 +91,10 @@ for n, line in enumerate(sys.stdin):
                 row.pop()
     if faulty and mode == "absurd" and "atoms" in answers[0]:
         answers[0]["atoms"][0][0] = 1e20
+    if mode == "drift":
+        for a in answers:
+            if "atoms" in a:
+                a["atoms"][0][0] = n
     if mode == "huge" and n == 0 and "atoms" in answers[0]:
         answers[0]["atoms"] = answers[0]["atoms"][:1] * k
         answers[0]["bonds"] = []

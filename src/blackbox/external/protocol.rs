@@ -436,7 +436,12 @@ mod tests {
             invalid(r#"{"batch":0,"index":0,"atoms":[[1,2,3,1e999]],"bonds":[]}"#).contains("JSON")
         );
         assert!(
-            invalid(r#"{"batch":0,"index":0,"atoms":[[1,2,3,"x"]],"bonds":[]}"#).contains("finite")
+            invalid(r#"{"batch":0,"index":0,"atoms":[[1,2,3,"x"]],"bonds":[]}"#)
+                .contains("is not a number")
+        );
+        assert!(
+            invalid(r#"{"batch":0,"index":0,"atoms":[[1,2,3,-2e6]],"bonds":[]}"#)
+                .contains("exceeds source.max_abs_feature = 1e6")
         );
         assert!(
             invalid(r#"{"batch":0,"index":0,"atoms":[[1,2,3,4]],"bonds":[[0,1,[1,2,3]]]}"#)

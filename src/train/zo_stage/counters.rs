@@ -4,7 +4,7 @@
 use crate::blackbox::SourceStats;
 use std::time::Instant;
 
-pub(super) const COUNTERS: [&str; 20] = [
+pub(super) const COUNTERS: [&str; 21] = [
     "samples",
     "base_failed",
     "queries",
@@ -24,6 +24,8 @@ pub(super) const COUNTERS: [&str; 20] = [
     "source_restarts",
     // seconds this rank's source spent in a physics program this step
     "source_program_s",
+    // zo.cache_check: cache hits the source answered differently when asked again
+    "source_differ",
     // estimator "score": sampled decodes, failed ones, answered ones unlike the greedy molecule
     "score_samples",
     "score_failed",

@@ -34,6 +34,7 @@ impl ZoStep {
         let mut ph = Phases::new();
         c.set("samples", samples.len() as f64);
         let source_before = self.pipe.source_stats();
+        let differ_before = self.pipe.cache_differ();
         let enc = self.encode(samples, &mut ph);
         let queries = self.decode_queries(samples, step, &enc.z, &mut ph);
         let base = self.base_graphs(&queries, &mut c, &mut ph);
@@ -59,6 +60,10 @@ impl ZoStep {
             self.backward(samples, step, &enc, heads, zo, lat.cv_loss, &mut ph, tb);
         projections.extend(zo_grad.into_iter().map(f64::from));
         c.set_source(&source_before, &self.pipe.source_stats());
+        c.set(
+            "source_differ",
+            (self.pipe.cache_differ() - differ_before) as f64,
+        );
         StepOut {
             loss: terms[0] + terms[1],
             terms,
