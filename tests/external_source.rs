@@ -288,6 +288,66 @@ fn cache_check_counts_a_source_that_is_not_deterministic() {
     assert_eq!(checked, unchecked, "the check changed the results");
 }
 
+/// Issue 20 (from the last notes): a killed rank's external source stops with it,
+/// even one that never reads its (closed) stdin.
+#[test]
+fn a_source_dies_with_its_killed_rank() {
+    let dir = tempfile::tempdir().unwrap();
+    let script = format!("echo $$ > src.pid; exec {PYTHON} {} deaf", broken());
+    let cfg = with_source(
+        dir.path(),
+        "deaf.toml",
+        &["sh", "-c", &script],
+        "timeout_s = 120",
+    );
+    let out = with_tiny_stage1(dir.path(), "deaf");
+    let mut rank = std::process::Command::new(bin())
+        .args([
+            "train",
+            &cfg,
+            "--stage",
+            "zo",
+            "--out-dir",
+            out.to_str().unwrap(),
+        ])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let pid_file = dir.path().join("src.pid");
+    let t = Instant::now();
+    let pid = loop {
+        let text = std::fs::read_to_string(&pid_file).unwrap_or_default();
+        if let Ok(pid) = text.trim().parse::<i32>() {
+            break pid;
+        }
+        assert!(
+            t.elapsed() < Duration::from_secs(120),
+            "the source never started"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    std::thread::sleep(Duration::from_secs(1));
+    rank.kill().unwrap();
+    rank.wait().unwrap();
+    let gone = |pid: i32| {
+        std::fs::read_to_string(format!("/proc/{pid}/stat")).map_or(true, |s| {
+            s.rsplit(')')
+                .next()
+                .is_some_and(|r| r.trim_start().starts_with('Z'))
+        })
+    };
+    let t = Instant::now();
+    while !gone(pid) && t.elapsed() < Duration::from_secs(10) {
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let alive = !gone(pid);
+    // Its own helper (`sleep 3600`) is the source's business: clean it up here.
+    // SAFETY: kill(2) on a process group id, no memory involved.
+    unsafe { libc::kill(-pid, libc::SIGKILL) };
+    assert!(!alive, "the source {pid} outlived its killed rank");
+}
+
 /// Issue 20, case 3: the cache keeps answers, not accidents. Molecules a crash
 /// failed are asked again (and answered by the restarted source); a molecule the
 /// source rejects is cached like a graph.

@@ -51,14 +51,15 @@ impl Process {
         } else {
             program.into()
         };
-        let mut child = Command::new(program)
-            .args(args)
+        let mut cmd = Command::new(program);
+        cmd.args(args)
             .current_dir(dir)
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::from(stderr))
-            .process_group(0)
-            .spawn()?;
+            .process_group(0);
+        die_with_parent(&mut cmd);
+        let mut child = cmd.spawn()?;
         let (stdin, stdout) = match (child.stdin.take(), child.stdout.take()) {
             (Some(i), Some(o)) => (i, o),
             _ => {
@@ -173,6 +174,29 @@ fn kill_group(pid: u32) {
         unsafe {
             libc::kill(-pid, libc::SIGKILL);
         }
+    }
+}
+
+/// The source is killed when this rank dies (`PR_SET_PDEATHSIG`), even one busy
+/// computing that never reads its closed stdin. Only when spawned from the main
+/// thread: the signal follows the spawning *thread*'s exit, and sources are queried
+/// from the rank's main thread.
+fn die_with_parent(cmd: &mut Command) {
+    // SAFETY: getpid/gettid have no preconditions.
+    let (parent, main) = unsafe { (libc::getpid(), libc::gettid() == libc::getpid()) };
+    if !main {
+        return;
+    }
+    // SAFETY: only async-signal-safe calls between fork and exec.
+    unsafe {
+        cmd.pre_exec(move || {
+            libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
+            // The rank may have died before the prctl took effect.
+            if libc::getppid() != parent {
+                libc::_exit(1);
+            }
+            Ok(())
+        });
     }
 }
 

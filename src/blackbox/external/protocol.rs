@@ -66,6 +66,8 @@ fn strings(v: Option<&Value>) -> Option<Vec<String>> {
 /// Parses the first line of a source and checks it against `featurizer` (the
 /// dataset's kept columns, found by name).
 pub fn parse_handshake(line: &str, featurizer: &Featurizer) -> Result<Layout, HandshakeError> {
+    // A byte-order mark (written by some Windows-born tools) is not part of the JSON.
+    let line = line.strip_prefix('\u{feff}').unwrap_or(line);
     let shown = || shorten(line, 300);
     let v: Value = serde_json::from_str(line)
         .map_err(|e| HandshakeError::NotHandshake(format!("not JSON: {e}"), shown()))?;
@@ -331,11 +333,28 @@ pub fn max_answer_bytes(max_atoms: usize, layout: &Layout) -> usize {
 }
 
 /// At most `n` characters of `s` (marked when cut), for messages.
+/// Characters a message shows escaped (`\u{feff}`, `\u{0}`, …): control and
+/// invisible format characters would otherwise hide what the source wrote.
 pub fn shorten(s: &str, n: usize) -> String {
-    match s.char_indices().nth(n) {
-        Some((i, _)) => format!("{}…", &s[..i]),
-        None => s.to_string(),
-    }
+    let (cut, more) = match s.char_indices().nth(n) {
+        Some((i, _)) => (&s[..i], "…"),
+        None => (s, ""),
+    };
+    let invisible = |c: char| {
+        c.is_control()
+            || matches!(c, '\u{200b}'..='\u{200f}' | '\u{2060}'..='\u{2064}' | '\u{feff}')
+    };
+    let shown: String = cut
+        .chars()
+        .map(|c| {
+            if invisible(c) {
+                c.escape_unicode().to_string()
+            } else {
+                c.to_string()
+            }
+        })
+        .collect();
+    format!("{shown}{more}")
 }
 
 #[cfg(test)]
@@ -362,6 +381,21 @@ mod tests {
             r#"["bond_type=double","order","bond_type=single"]"#,
         );
         parse_handshake(&h, &small()).unwrap()
+    }
+
+    #[test]
+    fn a_byte_order_mark_is_skipped_and_invisible_characters_are_shown() {
+        let f = small();
+        let h = hello(
+            r#"["element=C","element=N"]"#,
+            r#"["bond_type=single","bond_type=double"]"#,
+        );
+        assert!(parse_handshake(&format!("\u{feff}{h}"), &f).is_ok());
+        let e = parse_handshake("\u{200b}\u{feff}{}", &f)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("\\u{200b}\\u{feff}{}"), "{e}");
+        assert_eq!(shorten("a\u{7}bcd", 3), "a\\u{7}b…");
     }
 
     #[test]
