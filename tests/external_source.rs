@@ -348,6 +348,33 @@ fn a_source_dies_with_its_killed_rank() {
     assert!(!alive, "the source {pid} outlived its killed rank");
 }
 
+/// Issue 20 (speed): a step's perturbed queries reach the source in as few requests
+/// as `batch_size` allows, not one SMILES per request: at most two requests per step
+/// (the base molecules, then the changed queries) plus the end-of-epoch evaluations.
+#[test]
+fn a_steps_queries_go_to_the_source_together() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = with_source(
+        dir.path(),
+        "slow.toml",
+        &[PYTHON, &broken(), "slow", "0"],
+        "",
+    );
+    let t = std::fs::read_to_string(&cfg).unwrap();
+    std::fs::write(&cfg, t.replace("\nq = 2\n", "\nq = 8\n")).unwrap();
+    let out = with_tiny_stage1(dir.path(), "slow");
+    assert_ok(&zo_on(1, &cfg, &out, &["--max-steps", "10"]));
+    let m = read_metrics(&out.join("zo/metrics.h5"));
+    let changed: f64 = m.step_terms["changed"].iter().sum();
+    let log = std::fs::read_to_string(out.join("zo/source.rank0.stderr.log")).unwrap();
+    let requests = log.matches("broken.py slow: batch").count();
+    assert!(changed > 40.0, "too few changed queries to tell: {changed}");
+    assert!(
+        requests <= 2 * 10 + 4,
+        "{requests} requests for 10 steps, {changed} changed queries"
+    );
+}
+
 /// Issue 20, case 3: the cache keeps answers, not accidents. Molecules a crash
 /// failed are asked again (and answered by the restarted source); a molecule the
 /// source rejects is cached like a graph.

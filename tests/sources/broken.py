@@ -17,6 +17,8 @@ how many batches each process answers properly before the fault.
   absurd K    from batch K+1 on, the first molecule's first atom row holds 1e20
   drift       deterministic but for the first atom row of each molecule, whose first
               value is the process's batch count (so a molecule asked twice differs)
+  slow MS     answers properly, sleeping MS milliseconds per request (a per-request
+              latency, e.g. a job queue or a remote service)
   huge N      answers the first molecule of its first batch with a valid graph of N
               atoms (copies of its first atom row, no bonds)
   strict K    written to README: numbers its answers with its own batch count (from 0
@@ -29,6 +31,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)),
                                 "..", "..", "inputs", "sources"))
@@ -91,6 +94,8 @@ for n, line in enumerate(sys.stdin):
                 row.pop()
     if faulty and mode == "absurd" and "atoms" in answers[0]:
         answers[0]["atoms"][0][0] = 1e20
+    if mode == "slow":
+        time.sleep(k / 1000)
     if mode == "drift":
         for a in answers:
             if "atoms" in a:

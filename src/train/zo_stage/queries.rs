@@ -14,18 +14,37 @@ use crate::zo::rng::Stream;
 use std::time::Instant;
 use tch::Tensor;
 
-/// Featurizes a molecule a query decoded to (through the cache), counting the
-/// cache hits and a failure (in counter `failed`); `None` when the black box
-/// failed on it.
-fn featurize_query(p: &Pipeline, q: &Decoded, c: &mut Counts, failed: &str) -> Option<Answer> {
-    let (mut ans, hits) = p.featurize_decoded(&[q]);
-    c.add("cache_hits", hits as f64);
-    let a = ans.remove(0);
-    if a.is_err() {
-        c.add(failed, 1.0);
-        return None;
+/// Featurizes the molecules queries decoded to, all at once (through the cache,
+/// so the source gets them in as few requests as its batch size allows), counting
+/// the cache hits and the failures (in counter `failed`); `None` where the black
+/// box failed.
+fn featurize_queries(
+    p: &Pipeline,
+    qs: &[&Decoded],
+    c: &mut Counts,
+    failed: &str,
+) -> Vec<Option<Answer>> {
+    if qs.is_empty() {
+        return Vec::new();
     }
-    Some(a)
+    let (ans, hits) = p.featurize_decoded(qs);
+    c.add("cache_hits", hits as f64);
+    ans.into_iter()
+        .map(|a| {
+            if a.is_err() {
+                c.add(failed, 1.0);
+                return None;
+            }
+            Some(a)
+        })
+        .collect()
+}
+
+/// A latent query to embed: the base molecule's answer (`zo.skip_unchanged` off),
+/// or the i-th changed molecule, featurized with the step's others.
+enum Slot {
+    Base(Answer),
+    Changed(usize),
 }
 
 /// The latent queries of one step: each base row's differences δ (None for a
@@ -131,7 +150,8 @@ impl ZoStep {
     /// and featurized (to embed).
     fn latent_queries(&self, q: &Queries, base: &[Base], c: &mut Counts) -> Pending {
         let mut deltas: Vec<Vec<Option<f64>>> = Vec::with_capacity(base.len());
-        let mut pending: Vec<(usize, usize, Answer)> = Vec::new();
+        let mut slots: Vec<(usize, usize, Slot)> = Vec::new();
+        let mut changed: Vec<&Decoded> = Vec::new();
         for (row, b) in base.iter().enumerate() {
             let n = q.offsets[b.k].len();
             let mut d = vec![None; n];
@@ -147,16 +167,25 @@ impl ZoStep {
                         *dj = Some(0.0);
                         continue;
                     }
-                    pending.push((row, j, std::sync::Arc::clone(&b.answer)));
+                    let a = std::sync::Arc::clone(&b.answer);
+                    slots.push((row, j, Slot::Base(a)));
                     continue;
                 }
                 c.add("changed", 1.0);
-                if let Some(a) = featurize_query(&self.pipe, qd, c, "failed_featurize") {
-                    pending.push((row, j, a));
-                }
+                slots.push((row, j, Slot::Changed(changed.len())));
+                changed.push(qd);
             }
             deltas.push(d);
         }
+        let mut answers = featurize_queries(&self.pipe, &changed, c, "failed_featurize");
+        // In (row, query) order, as they were sorted.
+        let pending = slots
+            .into_iter()
+            .filter_map(|(row, j, s)| match s {
+                Slot::Base(a) => Some((row, j, a)),
+                Slot::Changed(i) => answers[i].take().map(|a| (row, j, a)),
+            })
+            .collect();
         (deltas, pending)
     }
 
@@ -209,6 +238,7 @@ impl ZoStep {
             .flat_map(|b| z[b.k * l..(b.k + 1) * l].iter().copied())
             .collect();
         let dec = self.pipe.decode_many(&zk);
+        let mut changed: Vec<(usize, &Decoded)> = Vec::new();
         for (row, (b, d)) in base.iter().zip(&dec).enumerate() {
             c.add("decoder_queries", 1.0);
             let Some(d) = d else {
@@ -219,9 +249,14 @@ impl ZoStep {
                 continue;
             }
             c.add("decoder_changed", 1.0);
-            if let Some(a) = featurize_query(&self.pipe, d, c, "decoder_failed_featurize") {
+            changed.push((row, d));
+        }
+        let qs: Vec<&Decoded> = changed.iter().map(|(_, d)| *d).collect();
+        let answers = featurize_queries(&self.pipe, &qs, c, "decoder_failed_featurize");
+        for ((row, _), a) in changed.iter().zip(answers) {
+            if let Some(a) = a {
                 graphs.push(a);
-                rows.push(row);
+                rows.push(*row);
             }
         }
         (graphs, rows)
