@@ -375,6 +375,34 @@ fn a_steps_queries_go_to_the_source_together() {
     );
 }
 
+/// Issue 20, case 7: the source's stderr log is capped (64 MiB, all starts
+/// together); the source is not blocked by it and answers.
+#[test]
+fn the_sources_stderr_log_is_capped() {
+    let dir = tempfile::tempdir().unwrap();
+    let src = start_broken(dir.path(), "chatty", 70, 60.0, 1).unwrap();
+    assert_eq!(kinds(&src.query(&mols(4))), ["ok"; 4]);
+    let cap = zo_hpc::blackbox::external::MAX_LOG;
+    let t = Instant::now();
+    let mut size = 0;
+    while t.elapsed() < Duration::from_secs(10) {
+        size = std::fs::metadata(src.stderr_log()).unwrap().len();
+        if size >= cap {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    std::thread::sleep(Duration::from_millis(300));
+    let size2 = std::fs::metadata(src.stderr_log()).unwrap().len();
+    assert!(size >= cap && size2 <= cap + 200, "{size} {size2}");
+    let log = log_of(&src);
+    assert!(
+        log.ends_with("further stderr is dropped\n"),
+        "{}",
+        &log[log.len() - 200..]
+    );
+}
+
 /// Issue 20, case 3: the cache keeps answers, not accidents. Molecules a crash
 /// failed are asked again (and answered by the restarted source); a molecule the
 /// source rejects is cached like a graph.

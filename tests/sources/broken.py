@@ -19,6 +19,7 @@ how many batches each process answers properly before the fault.
               value is the process's batch count (so a molecule asked twice differs)
   slow MS     answers properly, sleeping MS milliseconds per request (a per-request
               latency, e.g. a job queue or a remote service)
+  chatty N    writes N MiB to stderr before its handshake, then answers properly
   huge N      answers the first molecule of its first batch with a valid graph of N
               atoms (copies of its first atom row, no bonds)
   strict K    written to README: numbers its answers with its own batch count (from 0
@@ -42,6 +43,11 @@ k = int(sys.argv[2]) if len(sys.argv) > 2 else 1
 say = lambda s: print(f"broken.py {mode}: {s}", file=sys.stderr, flush=True)  # noqa: E731
 out = lambda o: sys.stdout.write(o if isinstance(o, str) else json.dumps(o) + "\n")  # noqa: E731
 
+if mode == "chatty":
+    line = "x" * 1023 + "\n"
+    for _ in range(1024 * k):
+        sys.stderr.write(line)
+    sys.stderr.flush()
 if mode == "startup":
     say("cannot load my model")
     sys.exit(2)

@@ -11,6 +11,7 @@
 //! gets as far as a handshake only makes every query fail, so the run finishes
 //! with its failures counted.
 mod process;
+pub use process::MAX_LOG;
 pub mod protocol;
 
 use crate::blackbox::source::{KnowledgeSource, QueryError, SourceContext, SourceStats};

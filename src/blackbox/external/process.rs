@@ -18,6 +18,10 @@ use std::time::{Duration, Instant};
 /// skipped unread into memory and the line is replaced by an invalid one.
 const MAX_LINE: usize = 64 << 20;
 
+/// Largest size of a source's stderr log (all its starts together); beyond it the
+/// source's stderr is read and dropped, with one line saying so.
+pub const MAX_LOG: u64 = 64 << 20;
+
 /// Why no line came.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum NoLine {
@@ -39,7 +43,8 @@ pub struct Process {
 }
 
 impl Process {
-    /// Starts `command` in `dir` with stdout piped and stderr appended to `stderr`.
+    /// Starts `command` in `dir` with stdout piped and stderr appended to `stderr`
+    /// (up to `MAX_LOG` bytes in that file).
     pub fn spawn(command: &[String], dir: &Path, stderr: File) -> std::io::Result<Process> {
         let (program, args) = command.split_first().ok_or_else(|| {
             std::io::Error::new(std::io::ErrorKind::InvalidInput, "empty command")
@@ -56,12 +61,13 @@ impl Process {
             .current_dir(dir)
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
-            .stderr(Stdio::from(stderr))
+            .stderr(Stdio::piped())
             .process_group(0);
         die_with_parent(&mut cmd);
         let mut child = cmd.spawn()?;
-        let (stdin, stdout) = match (child.stdin.take(), child.stdout.take()) {
-            (Some(i), Some(o)) => (i, o),
+        let pipes = (child.stdin.take(), child.stdout.take(), child.stderr.take());
+        let (stdin, stdout, err) = match pipes {
+            (Some(i), Some(o), Some(e)) => (i, o, e),
             _ => {
                 let _ = child.kill();
                 let _ = child.wait();
@@ -79,6 +85,11 @@ impl Process {
                 std::thread::Builder::new()
                     .name("source-stdout".into())
                     .spawn(move || read_lines(stdout, line_tx, &limit))
+            })
+            .and_then(|_| {
+                std::thread::Builder::new()
+                    .name("source-stderr".into())
+                    .spawn(move || copy_log(err, stderr))
             });
         let mut p = Process {
             child,
@@ -240,6 +251,33 @@ fn read_lines(stdout: ChildStdout, lines: Sender<String>, max_line: &AtomicUsize
         };
         if lines.send(line).is_err() {
             return;
+        }
+    }
+}
+
+/// Appends the source's stderr to `log` while the file is under `MAX_LOG` bytes,
+/// then drains it (so the source never blocks on a full pipe), saying so once.
+fn copy_log(mut err: std::process::ChildStderr, mut log: File) {
+    let mut buf = vec![0u8; 1 << 16];
+    let mut full = false;
+    loop {
+        let n = match err.read(&mut buf) {
+            Ok(0) | Err(_) => return,
+            Ok(n) => n,
+        };
+        if full {
+            continue;
+        }
+        let size = log.metadata().map_or(0, |m| m.len());
+        let room = MAX_LOG.saturating_sub(size) as usize;
+        let _ = log.write_all(&buf[..n.min(room)]);
+        if n > room {
+            full = true;
+            let _ = writeln!(
+                log,
+                "\n--- zo-hpc: this log reached {} MiB; the source's further stderr is dropped",
+                MAX_LOG >> 20
+            );
         }
     }
 }
