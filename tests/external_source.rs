@@ -689,8 +689,9 @@ fn stage_2_finishes_with_a_crashing_or_hanging_source_and_counts_its_failures() 
         "{failed} {restarts}\n{}",
         text(&o)
     );
-    // With the bound lifted the 1e20 reaches the MPNN and the run diverges, but
-    // its metrics up to that step are written first.
+    // With the bound lifted the 1e20 reaches the MPNN, whose weights it wrecks:
+    // from then on every sample's loss is non-finite, and the run stops saying so,
+    // its metrics up to that step written first.
     let lifted = with_source(
         dir.path(),
         "lifted.toml",
@@ -700,8 +701,27 @@ fn stage_2_finishes_with_a_crashing_or_hanging_source_and_counts_its_failures() 
     let out = with_tiny_stage1(dir.path(), "lifted");
     let o = train(1, &lifted, &out, "zo");
     assert!(!o.status.success(), "{}", text(&o));
-    assert!(text(&o).contains("diverged"), "{}", text(&o));
+    assert!(text(&o).contains("had a non-finite loss"), "{}", text(&o));
     assert!(out.join("zo/metrics.h5").is_file(), "{}", text(&o));
+    // A value whose sample alone overflows (3e38, within f32): that sample's loss
+    // is non-finite and it is left out, counted; the others train, the run ends.
+    let overflow = with_source(
+        dir.path(),
+        "overflow.toml",
+        &[PYTHON, &broken(), "absurd", "1", "3e38"],
+        "max_abs_feature = 1e39",
+    );
+    let out = with_tiny_stage1(dir.path(), "overflow");
+    let o = zo_on(1, &overflow, &out, &["--max-steps", "6"]);
+    assert_ok(&o);
+    let m = read_metrics(&out.join("zo/metrics.h5"));
+    let left_out: f64 = m.step_terms["nonfinite"].iter().sum();
+    assert!(left_out > 0.0, "{}", text(&o));
+    assert!(
+        m.step_loss.iter().all(|l| l.is_finite()),
+        "{:?}",
+        m.step_loss
+    );
     let hang = with_source(
         dir.path(),
         "hang.toml",

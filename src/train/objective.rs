@@ -73,8 +73,11 @@ pub trait Objective {
         Vec::new()
     }
     /// Called on every rank after each step with the counters summed over ranks
-    /// (the same on every rank), e.g. to adapt a setting for the next step.
-    fn observe(&mut self, _counts: &[f64]) {}
+    /// (the same on every rank), e.g. to adapt a setting for the next step; an
+    /// error stops the run (on every rank alike).
+    fn observe(&mut self, _counts: &[f64]) -> Result<(), String> {
+        Ok(())
+    }
     /// Called on resume with the metrics restored from the checkpoint, so that
     /// state derived from past steps (see `observe`) is restored as well.
     fn restore(&mut self, _metrics: &crate::io::metrics::Metrics) {}

@@ -451,7 +451,9 @@ impl<'a, O: Objective> Trainer<'a, O> {
         let reduced = layout.unpack(&tail);
         let batch_loss = f64::from(reduced.loss) * scale;
         self.record_step(layout, &reduced, scale, ar_s);
-        self.obj.observe(&reduced.counts);
+        self.obj
+            .observe(&reduced.counts)
+            .map_err(anyhow::Error::msg)?;
         let (mut grad, projections) = exact.unwrap_or((flat, reduced.projections));
         self.optimize(&projections, &mut grad, scale, layout, timer);
         if !batch_loss.is_finite() {

@@ -14,7 +14,7 @@ how many batches each process answers properly before the fault.
   version     sends a handshake of version 2
   fewcols     declares no element=C column
   extra       adds the extra atom column "mass" and the extra bond column "order"
-  absurd K    from batch K+1 on, the first molecule's first atom row holds 1e20
+  absurd K [V] from batch K+1 on, the first molecule's first atom row holds V (1e20)
   drift       deterministic but for the first atom row of each molecule, whose first
               value is the process's batch count (so a molecule asked twice differs)
   slow MS     answers properly, sleeping MS milliseconds per request (a per-request
@@ -99,7 +99,7 @@ for n, line in enumerate(sys.stdin):
             for row in a.get("atoms", []):
                 row.pop()
     if faulty and mode == "absurd" and "atoms" in answers[0]:
-        answers[0]["atoms"][0][0] = 1e20
+        answers[0]["atoms"][0][0] = float(sys.argv[3]) if len(sys.argv) > 3 else 1e20
     if mode == "slow":
         time.sleep(k / 1000)
     if mode == "drift":

@@ -4,7 +4,7 @@
 use crate::blackbox::SourceStats;
 use std::time::Instant;
 
-pub(super) const COUNTERS: [&str; 21] = [
+pub(super) const COUNTERS: [&str; 23] = [
     "samples",
     "base_failed",
     "queries",
@@ -26,6 +26,9 @@ pub(super) const COUNTERS: [&str; 21] = [
     "source_program_s",
     // zo.cache_check: cache hits the source answered differently when asked again
     "source_differ",
+    // samples left out for a non-finite loss, queries for a non-finite difference δ
+    "nonfinite",
+    "nonfinite_queries",
     // estimator "score": sampled decodes, failed ones, answered ones unlike the greedy molecule
     "score_samples",
     "score_failed",
@@ -76,6 +79,41 @@ impl Counts {
     }
 }
 
+/// Steps over which a sustained share of samples with a non-finite loss stops
+/// the run, and that share: a broken model or source, not an odd molecule.
+const NONFINITE_WINDOW: usize = 10;
+const NONFINITE_SHARE: f64 = 0.5;
+
+/// The last steps' (samples left out for a non-finite loss, samples) (summed over
+/// ranks, so every rank judges alike).
+#[derive(Default)]
+pub(super) struct NonFinite(std::collections::VecDeque<(f64, f64)>);
+
+impl NonFinite {
+    /// Adds a step's summed counters; an error once more than `NONFINITE_SHARE` of
+    /// the samples of the last (up to) `NONFINITE_WINDOW` steps were left out.
+    pub(super) fn push(&mut self, counts: &[f64]) -> Result<(), String> {
+        let (bad, n) = (counts[count("nonfinite")], counts[count("samples")]);
+        self.0.push_back((bad, n));
+        if self.0.len() > NONFINITE_WINDOW {
+            self.0.pop_front();
+        }
+        let (bad, n) = self
+            .0
+            .iter()
+            .fold((0.0, 0.0), |a, b| (a.0 + b.0, a.1 + b.1));
+        if bad > NONFINITE_SHARE * n {
+            return Err(format!(
+                "{bad} of the {n} samples of the last {} steps had a non-finite \
+                 loss (left out, `nonfinite` in metrics.h5): the model or the knowledge source \
+                 is broken; stopping",
+                self.0.len()
+            ));
+        }
+        Ok(())
+    }
+}
+
 /// A step's seconds per phase, in `PHASES` order.
 pub(super) struct Phases(Vec<f64>);
 
@@ -121,4 +159,37 @@ pub(super) fn derived(c: &[f64], step_s: f64) -> Vec<(&'static str, f64)> {
         ("queries_per_s", ratio(all, step_s)),
         ("samples_per_s", ratio(at("samples"), step_s)),
     ]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn step(bad: f64, n: f64) -> Vec<f64> {
+        let mut c = Counts::new();
+        c.set("nonfinite", bad);
+        c.set("samples", n);
+        c.into_vec()
+    }
+
+    #[test]
+    fn a_sustained_share_of_non_finite_samples_stops_an_odd_one_does_not() {
+        let mut w = NonFinite::default();
+        for _ in 0..30 {
+            assert!(w.push(&step(1.0, 8.0)).is_ok(), "one odd sample per step");
+        }
+        // A first step whose every sample is non-finite: stopped at once.
+        let mut w = NonFinite::default();
+        let e = w.push(&step(8.0, 8.0)).unwrap_err();
+        assert!(e.contains("8 of the 8 samples of the last 1 steps"), "{e}");
+        // After 10 clean steps: stopped once more than half the window is lost.
+        let mut w = NonFinite::default();
+        for _ in 0..10 {
+            assert!(w.push(&step(0.0, 8.0)).is_ok());
+        }
+        for _ in 0..5 {
+            assert!(w.push(&step(8.0, 8.0)).is_ok(), "at most half");
+        }
+        assert!(w.push(&step(8.0, 8.0)).is_err());
+    }
 }

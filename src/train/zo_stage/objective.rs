@@ -28,6 +28,8 @@ pub struct ZoObjective {
     target_std: f64,
     /// Slots of the flat gradient per part ("jtvae", "mpnn", "cv") for the norms.
     groups: Vec<(&'static str, Vec<std::ops::Range<usize>>)>,
+    /// The last steps' samples left out for a non-finite loss.
+    nonfinite: super::counters::NonFinite,
 }
 
 impl ZoObjective {
@@ -100,6 +102,7 @@ impl ZoObjective {
             test,
             target_std: ds.target_std,
             groups: Vec::new(),
+            nonfinite: Default::default(),
         })
     }
 
@@ -192,11 +195,12 @@ impl Objective for ZoObjective {
         d
     }
 
-    fn observe(&mut self, counts: &[f64]) {
+    fn observe(&mut self, counts: &[f64]) -> Result<(), String> {
         if let Some(target) = self.s.zc.target_flip {
             let flip = flip_rate(counts);
             self.s.radius = adapt_radius(self.s.radius, flip, target);
         }
+        self.nonfinite.push(counts)
     }
 
     fn restore(&mut self, m: &Metrics) {

@@ -86,7 +86,12 @@ impl ZoStep {
             h_changed = self.embed(pending.iter().map(|(_, _, a)| a));
             let rows: Vec<usize> = pending.iter().map(|(row, _, _)| *row).collect();
             for ((row, j, _), d) in pending.iter().zip(self.deltas(heads, &rows, &h_changed)) {
-                deltas[*row][*j] = Some(d);
+                // A non-finite difference (an absurd answer) drops its direction.
+                if d.is_finite() {
+                    deltas[*row][*j] = Some(d);
+                } else {
+                    c.add("nonfinite_queries", 1.0);
+                }
             }
         }
         ph.add("embed", te);

@@ -38,7 +38,7 @@ impl ZoStep {
         let enc = self.encode(samples, &mut ph);
         let queries = self.decode_queries(samples, step, &enc.z, &mut ph);
         let base = self.base_graphs(&queries, &mut c, &mut ph);
-        let mut heads = self.predict(samples, &base, &mut ph);
+        let (base, mut heads) = self.predict_finite(samples, base, &mut c, &mut ph);
         let lat = self.latent_zo(
             step, samples, &enc.z, &queries, &base, &heads, &mut c, &mut ph,
         );
@@ -167,7 +167,39 @@ impl ZoStep {
     }
 
     /// Prediction loss on the base graphs: w2 and a = ∂L/∂h by backprop.
-    fn predict(&self, samples: &[usize], base: &[Base], ph: &mut Phases) -> Heads {
+    /// `predict` on the base rows whose loss (pred − y)² is finite: a sample with a
+    /// non-finite one (an absurd answer, an overflowing embedding) is left out of
+    /// the step, counted (`nonfinite`), instead of making the step's loss NaN.
+    fn predict_finite(
+        &self,
+        samples: &[usize],
+        mut base: Vec<Base>,
+        c: &mut Counts,
+        ph: &mut Phases,
+    ) -> (Vec<Base>, Heads) {
+        loop {
+            match self.predict(samples, &base, ph) {
+                Ok(heads) => return (base, heads),
+                Err(bad) => {
+                    c.add("nonfinite", bad.len() as f64);
+                    let mut row = 0;
+                    base.retain(|_| {
+                        row += 1;
+                        !bad.contains(&(row - 1))
+                    });
+                }
+            }
+        }
+    }
+
+    /// The MPNN on the base graphs: predictions, the loss's backward through the
+    /// head, a = ∂L/∂h; or the rows whose loss is not finite (nothing done then).
+    fn predict(
+        &self,
+        samples: &[usize],
+        base: &[Base],
+        ph: &mut Phases,
+    ) -> Result<Heads, Vec<usize>> {
         let p = &self.pipe;
         let dev = p.device;
         let t3 = Instant::now();
@@ -187,9 +219,18 @@ impl ZoStep {
             let hd = h.detach().set_requires_grad(true);
             let pred = p.mpnn.head.forward(&hd);
             pred_rows = to_vec_f32(&pred.detach().to_kind(Kind::Float));
-            let loss = (pred - Tensor::from_slice(&y).to_device(dev))
-                .square()
-                .sum(Kind::Float);
+            let per_row = (pred - Tensor::from_slice(&y).to_device(dev)).square();
+            let bad: Vec<usize> = to_vec_f32(&per_row.detach().to_kind(Kind::Float))
+                .iter()
+                .enumerate()
+                .filter(|(_, l)| !l.is_finite())
+                .map(|(i, _)| i)
+                .collect();
+            if !bad.is_empty() {
+                ph.add("embed", t3);
+                return Err(bad);
+            }
+            let loss = per_row.sum(Kind::Float);
             loss.backward();
             pred_sum = loss.double_value(&[]);
             let a = hd.grad().detach();
@@ -200,7 +241,7 @@ impl ZoStep {
             h_base = h.detach();
         }
         ph.add("embed", t3);
-        Heads {
+        Ok(Heads {
             pred_sum,
             a: a_vec,
             h_base: to_vec_f32(&h_base),
@@ -208,7 +249,7 @@ impl ZoStep {
             pred: pred_rows,
             y,
             surrogate,
-        }
+        })
     }
 
     /// The encoder's zeroth-order part z·ĝ (None when nothing of it is trained).
