@@ -187,10 +187,10 @@ fn a_zo_trained_decoder_costs_only_q_scalars_of_communication() {
     let s2 = read_params(&out.join("zo/checkpoint.h5"));
     let jtvae = encoder_numel(&s2);
     assert_eq!(proj, 3.0 + jtvae as f64);
-    // loss + 6 terms + projections + 20 counters + per-rank seconds of 8 phases
+    // loss + 6 terms + projections + 23 counters + per-rank seconds of 8 phases
     // and the step (2 ranks); the gradients and projections go through the exact
     // integer sum with micro-batches (the test configs), else through this one.
-    let rest = 1.0 + 6.0 + proj + 20.0 + 2.0 * 9.0;
+    let rest = 1.0 + 6.0 + proj + 23.0 + 2.0 * 9.0;
     match zo_hpc::io::h5::read_attr::<f64>(&f, "exact_allreduce_i64_per_step") {
         Ok(exact) => {
             assert_eq!(floats, rest);
