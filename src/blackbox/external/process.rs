@@ -226,31 +226,65 @@ fn write_all(mut stdin: ChildStdin, requests: Receiver<Vec<u8>>) {
 fn read_lines(stdout: ChildStdout, lines: Sender<String>, max_line: &AtomicUsize) {
     let mut r = BufReader::with_capacity(1 << 16, stdout);
     loop {
-        let max = max_line.load(Ordering::Relaxed);
         let mut buf = Vec::new();
-        match (&mut r).take(max as u64).read_until(b'\n', &mut buf) {
-            Ok(0) | Err(_) => return,
-            Ok(_) => {}
-        }
-        let line = if buf.last() == Some(&b'\n') {
-            buf.pop();
-            if buf.last() == Some(&b'\r') {
-                buf.pop();
-            }
-            String::from_utf8_lossy(&buf).into_owned()
-        } else if buf.len() >= max {
+        let Some(cut) = read_line(&mut r, &mut buf, max_line) else {
+            return;
+        };
+        let line = if cut {
             // Skip the rest of the over-long line, a buffer at a time.
+            let max = buf.len();
             drop(buf);
             if !skip_line(&mut r) {
                 return;
             }
             format!("(a line of more than {max} bytes, more than data.max_atoms atoms can take: skipped unread)")
         } else {
-            // The last line, without a newline: the stream ends after it.
+            if buf.last() == Some(&b'\n') {
+                buf.pop();
+                if buf.last() == Some(&b'\r') {
+                    buf.pop();
+                }
+            }
+            // (Without a newline: the last line, the stream ends after it.)
             String::from_utf8_lossy(&buf).into_owned()
         };
         if lines.send(line).is_err() {
             return;
+        }
+    }
+}
+
+/// Reads one line (with its newline) into `buf`, at most `max_line` bytes; the
+/// bound is read again for every chunk, since it is set after the handshake while
+/// this thread may already wait for the next line. `Some(true)`: cut at the bound;
+/// `Some(false)`: a whole line (or the last one, without a newline); `None`: the
+/// stream ended (or failed) before any byte.
+fn read_line(
+    r: &mut BufReader<ChildStdout>,
+    buf: &mut Vec<u8>,
+    max_line: &AtomicUsize,
+) -> Option<bool> {
+    loop {
+        let avail = match r.fill_buf() {
+            Ok([]) => return (!buf.is_empty()).then_some(false),
+            Ok(b) => b,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(_) => return (!buf.is_empty()).then_some(false),
+        };
+        let (take, done) = match avail.iter().position(|&c| c == b'\n') {
+            Some(i) => (i + 1, true),
+            None => (avail.len(), false),
+        };
+        let room = max_line.load(Ordering::Relaxed).saturating_sub(buf.len());
+        if take > room {
+            buf.extend_from_slice(&avail[..room]);
+            r.consume(room);
+            return Some(true);
+        }
+        buf.extend_from_slice(&avail[..take]);
+        r.consume(take);
+        if done {
+            return Some(false);
         }
     }
 }
