@@ -191,11 +191,14 @@ fn a_source_that_crashes_midway_is_restarted_until_its_limit() {
     for _ in 0..7 {
         seen.push(kinds(&src.query(&q)).join(" "));
     }
+    // Each crash fails the molecule being answered; the two after it are asked
+    // again of the restarted source, until the restarts are spent.
     let good = "ok ok ok ok";
-    let crash = "ok failed failed failed";
+    let crash = "ok failed ok ok";
+    let last = "ok failed failed failed";
     let dead = "failed failed failed failed";
-    assert_eq!(seen, [good, crash, good, crash, good, crash, dead]);
-    assert_eq!(counted(src.stats()), stats(3 * 3 + 4, 0, 2));
+    assert_eq!(seen, [good, crash, crash, last, dead, dead, dead]);
+    assert_eq!(counted(src.stats()), stats(3 + 2 + 12, 0, 2));
     let t = Instant::now();
     assert_eq!(kinds(&src.query(&q)), ["failed"; 4]);
     assert!(
@@ -207,6 +210,36 @@ fn a_source_that_crashes_midway_is_restarted_until_its_limit() {
     assert_eq!(log.matches("broken.py crash: crashing").count(), 3, "{log}");
 }
 
+/// Issue 20, case 7: a source that dies in the middle of writing an answer fails
+/// that molecule only (the half line is never parsed as an answer, nor taken for
+/// the next one); the molecules after it are answered by the restarted source, and
+/// the failure is not cached.
+#[test]
+fn a_source_that_dies_mid_line_fails_only_the_molecule_it_was_answering() {
+    let dir = tempfile::tempdir().unwrap();
+    let src = start_broken(dir.path(), "partial", 1, 30.0, 3).unwrap();
+    let mut cache = zo_hpc::blackbox::FeatureCache::new(100);
+    let mut ask = |q: &[String]| {
+        let (a, _) = cache.query(&src, q);
+        a.iter().map(|x| (**x).clone()).collect::<Vec<_>>()
+    };
+    let first = mols(4);
+    let second: Vec<String> = ["CCN", "CCC", "CCCl", "C1CCC1"].map(String::from).to_vec();
+    assert_eq!(kinds(&ask(&first)), ["ok"; 4]);
+    let r = ask(&second);
+    assert_eq!(kinds(&r), ["ok", "failed", "ok", "ok"]);
+    let m = r[1].as_ref().unwrap_err().to_string();
+    assert!(
+        m.contains("bytes into its answer to") && m.contains(&format!("{:?}", second[1])),
+        "{m}"
+    );
+    // asked again (not cached), answered by the restarted process
+    assert_eq!(kinds(&ask(&second)), ["ok"; 4]);
+    assert_eq!(counted(src.stats()), stats(1, 0, 1));
+    let log = log_of(&src);
+    assert_eq!(log.matches("crashing mid-line").count(), 1, "{log}");
+}
+
 /// Issue 20, case 4: `batch` counts from 0 per process, restarts included, so a
 /// source that numbers its answers itself (as README allows) stays in step after a
 /// restart instead of being killed at every batch until its restarts are spent.
@@ -216,9 +249,10 @@ fn a_restarted_source_is_asked_from_batch_0_again() {
     let src = start_broken(dir.path(), "strict", 2, 30.0, 3).unwrap();
     let q = mols(4);
     let seen: Vec<String> = (0..6).map(|_| kinds(&src.query(&q)).join(" ")).collect();
-    let (good, lost) = ("ok ok ok ok", "failed failed failed failed");
+    // the molecule it died on fails; the rest of that batch goes to the restart
+    let (good, lost) = ("ok ok ok ok", "failed ok ok ok");
     assert_eq!(seen, [good, good, lost, good, good, good]);
-    assert_eq!(counted(src.stats()), stats(4, 0, 1));
+    assert_eq!(counted(src.stats()), stats(1, 0, 1));
     let log = log_of(&src);
     assert_eq!(
         log.matches("broken.py strict: crashing once").count(),
@@ -423,12 +457,10 @@ fn the_cache_keeps_answers_and_rejections_but_not_failures() {
         (kinds(&k).join(" "), st.hits)
     };
     assert_eq!(ask(&mut cache, &first), ("ok ok ok rejected".into(), 0));
-    // The process crashes after answering the first molecule of its second batch.
-    assert_eq!(
-        ask(&mut cache, &second),
-        ("ok failed failed failed".into(), 0)
-    );
-    assert_eq!(ask(&mut cache, &second), ("ok ok ok ok".into(), 1));
+    // The process crashes after answering the first molecule of its second batch;
+    // the two after the one it died on go to the restarted process.
+    assert_eq!(ask(&mut cache, &second), ("ok failed ok ok".into(), 0));
+    assert_eq!(ask(&mut cache, &second), ("ok ok ok ok".into(), 3));
     assert_eq!(ask(&mut cache, &first), ("ok ok ok rejected".into(), 4));
     assert_eq!(src.stats().restarts, 1);
 }
@@ -484,7 +516,7 @@ fn garbage_and_invalid_rows_fail_their_molecules_without_a_restart() {
 }
 
 #[test]
-fn too_few_or_shifted_answers_fail_the_rest_of_the_batch_and_restart() {
+fn too_few_or_shifted_answers_fail_and_restart_the_source() {
     let dir = tempfile::tempdir().unwrap();
     // short: three of four answers, then nothing: the fourth times out
     let src = start_broken(dir.path(), "short", 1, 0.5, 2).unwrap();
@@ -493,15 +525,15 @@ fn too_few_or_shifted_answers_fail_the_rest_of_the_batch_and_restart() {
     assert_eq!(counted(src.stats()), stats(1, 1, 0));
     assert_eq!(kinds(&src.query(&mols(4))), ["ok"; 4]);
     assert_eq!(counted(src.stats()), stats(1, 1, 1));
-    // desync: answers carry the wrong index: out of step at once
+    // desync: answers carry the wrong index: out of step at once; the first
+    // molecule fails, the rest is asked again of the restarted source
     let src = start_broken(dir.path(), "desync", 1, 30.0, 2).unwrap();
     assert_eq!(kinds(&src.query(&mols(4))), ["ok"; 4]);
     let r = src.query(&mols(4));
-    assert_eq!(kinds(&r), ["failed"; 4]);
+    assert_eq!(kinds(&r), ["failed", "ok", "ok", "ok"]);
     let m = r[0].as_ref().unwrap_err().to_string();
     assert!(m.contains("out of step") && m.contains("index 0"), "{m}");
-    assert_eq!(kinds(&src.query(&mols(4))), ["ok"; 4]);
-    assert_eq!(counted(src.stats()), stats(4, 0, 1));
+    assert_eq!(counted(src.stats()), stats(1, 0, 1));
 }
 
 #[test]

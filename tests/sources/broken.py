@@ -4,6 +4,8 @@ with one fault, chosen by the first argument; K (second argument, default 1) is
 how many batches each process answers properly before the fault.
 
   crash K     answers one line of batch K+1, then exits with status 3
+  partial K   answers one line of batch K+1 and half of the next, then exits with
+              status 3 (a crash in the middle of writing an answer)
   hang K      sleeps (in a child process of the shell it runs) on batch K+1
   garbage K   from batch K+1 on, answers lines that are not JSON
   badrows K   from batch K+1 on, answers rows one column short
@@ -87,6 +89,13 @@ for n, line in enumerate(sys.stdin):
         out(answers[0])
         sys.stdout.flush()
         say("crashing")
+        sys.exit(3)
+    if faulty and mode == "partial" and len(answers) > 1:
+        out(answers[0])
+        text = json.dumps(answers[1])
+        sys.stdout.write(text[: len(text) // 2])
+        sys.stdout.flush()
+        say("crashing mid-line")
         sys.exit(3)
     if faulty and mode == "hang":
         say("hanging")

@@ -141,6 +141,10 @@ impl Settings {
                 "it ended before its handshake ({})",
                 status_text(p.kill())
             ))),
+            Err(NoLine::Partial(n)) => Err(StartError::NoHandshake(format!(
+                "it ended {n} bytes into its handshake line ({})",
+                status_text(p.kill())
+            ))),
         }
     }
 }
@@ -378,19 +382,41 @@ impl State {
         }
     }
 
-    /// Sends one batch (`idx` into `smiles`) and reads its answers into `out`.
+    /// Asks for `idx` (into `smiles`), answers into `out`. When the source dies or
+    /// goes out of step while answering a molecule, that molecule fails and the
+    /// ones after it are asked again of the restarted source: they are not to
+    /// blame. After a time-out the rest of the batch fails (asking again would wait
+    /// as long again).
     fn batch(
         &mut self,
         smiles: &[String],
         idx: &[usize],
         out: &mut [Option<Result<MolGraph, QueryError>>],
     ) {
+        let mut rest = idx;
+        while let Some(next) = self.ask(smiles, rest, out) {
+            rest = &rest[next..];
+            if rest.is_empty() {
+                return;
+            }
+        }
+    }
+
+    /// One request for `idx`; `Some(n)`: the first `n` molecules are settled and
+    /// the process was dropped, the rest is still to ask.
+    fn ask(
+        &mut self,
+        smiles: &[String],
+        idx: &[usize],
+        out: &mut [Option<Result<MolGraph, QueryError>>],
+    ) -> Option<usize> {
         if !self.running() {
             let why = format!(
                 "the external source is not running (gave up after {} restarts)",
                 self.stats.restarts
             );
-            return self.fail(out, idx, &why);
+            self.fail(out, idx, &why);
+            return None;
         }
         if let Some(line) = self.process.as_ref().and_then(Process::stray_line) {
             let why = format!(
@@ -399,39 +425,82 @@ impl State {
             );
             self.drop_process(&why);
             if !self.running() {
-                return self.fail(out, idx, "the external source is not running");
+                self.fail(out, idx, "the external source is not running");
+                return None;
             }
         }
+        let t0 = Instant::now();
+        let (invalid, stop) = self.answers(smiles, idx, out);
+        self.stats.program_s += t0.elapsed().as_secs_f64();
+        self.stats.failed += invalid.len() as u64;
+        let (shown, path) = (self.set.shown(), self.set.stderr_path.clone());
+        for why in invalid {
+            self.warn.warn(|| {
+                format!(
+                    "external source {shown}: {why} (its stderr: {})",
+                    path.display()
+                )
+            });
+        }
+        let (k, why, lost) = stop?;
+        if matches!(lost, Lost::NotRunning) {
+            self.fail(out, idx, &why);
+            return None;
+        }
+        self.drop_process(&why);
+        match lost {
+            Lost::NotRunning => None,
+            Lost::TimedOut => {
+                self.stats.timeouts += (idx.len() - k) as u64;
+                self.fail(out, &idx[k..], &why);
+                None
+            }
+            Lost::Died => {
+                self.fail(out, &idx[k..=k], &why);
+                Some(k + 1)
+            }
+        }
+    }
+
+    /// Sends `idx` as one batch and reads its answers into `out`: the invalid
+    /// answers' messages, and where and why reading stopped early.
+    fn answers(
+        &mut self,
+        smiles: &[String],
+        idx: &[usize],
+        out: &mut [Option<Result<MolGraph, QueryError>>],
+    ) -> (Vec<String>, Option<(usize, String, Lost)>) {
+        let mut invalid: Vec<String> = Vec::new();
         let (Some(p), Some(layout)) = (self.process.as_ref(), self.layout.as_ref()) else {
-            return self.fail(out, idx, "the external source is not running");
+            let why = "the external source is not running".to_string();
+            return (invalid, Some((0, why, Lost::NotRunning)));
         };
         let b = self.next_batch;
         self.next_batch += 1;
         let texts: Vec<&str> = idx.iter().map(|&i| smiles[i].as_str()).collect();
-        let t0 = Instant::now();
+        let deadline = Instant::now() + self.set.timeout;
         p.send(protocol::request(b, &texts));
-        let deadline = t0 + self.set.timeout;
-        let mut invalid: Vec<String> = Vec::new();
-        let mut stop: Option<(usize, String, bool)> = None;
+        let n = idx.len();
         for (k, &i) in idx.iter().enumerate() {
             let line = match p.line(deadline) {
                 Ok(line) => line,
                 Err(NoLine::Timeout) => {
                     let why = format!(
-                        "no answer within timeout_s = {} s to batch {b} ({k} of {} molecules answered)",
-                        self.set.timeout.as_secs_f64(),
-                        idx.len()
+                        "no answer within timeout_s = {} s to batch {b} ({k} of {n} molecules answered)",
+                        self.set.timeout.as_secs_f64()
                     );
-                    stop = Some((k, why, true));
-                    break;
+                    return (invalid, Some((k, why, Lost::TimedOut)));
                 }
                 Err(NoLine::Closed) => {
+                    let why = format!("it ended during batch {b} ({k} of {n} molecules answered)");
+                    return (invalid, Some((k, why, Lost::Died)));
+                }
+                Err(NoLine::Partial(bytes)) => {
                     let why = format!(
-                        "it ended during batch {b} ({k} of {} molecules answered)",
-                        idx.len()
+                        "it ended {bytes} bytes into its answer to {:?} (batch {b}, {k} of {n} molecules answered)",
+                        smiles[i]
                     );
-                    stop = Some((k, why, false));
-                    break;
+                    return (invalid, Some((k, why, Lost::Died)));
                 }
             };
             out[i] = Some(match protocol::parse_answer(&line, b, k, layout) {
@@ -447,31 +516,20 @@ impl State {
                     invalid.push(why.clone());
                     Err(QueryError::Failed(why))
                 }
-                Err(e) => {
-                    stop = Some((k, format!("out of step: {e}"), false));
-                    break;
-                }
+                Err(e) => return (invalid, Some((k, format!("out of step: {e}"), Lost::Died))),
             });
         }
-        self.stats.program_s += t0.elapsed().as_secs_f64();
-        self.stats.failed += invalid.len() as u64;
-        let (shown, path) = (self.set.shown(), self.set.stderr_path.clone());
-        for why in invalid {
-            self.warn.warn(|| {
-                format!(
-                    "external source {shown}: {why} (its stderr: {})",
-                    path.display()
-                )
-            });
-        }
-        if let Some((k, why, timed_out)) = stop {
-            if timed_out {
-                self.stats.timeouts += (idx.len() - k) as u64;
-            }
-            self.drop_process(&why);
-            self.fail(out, &idx[k..], &why);
-        }
+        (invalid, None)
     }
+}
+
+/// How a batch's answers were lost: after a time-out the rest of the batch fails;
+/// after a death (or answers out of step) only the molecule being answered does.
+#[derive(Debug, Clone, Copy)]
+enum Lost {
+    NotRunning,
+    TimedOut,
+    Died,
 }
 
 impl KnowledgeSource for ExternalSource {

@@ -29,6 +29,9 @@ pub enum NoLine {
     Timeout,
     /// The source closed its stdout (exited or crashed).
     Closed,
+    /// The source closed its stdout in the middle of a line (this many bytes, no
+    /// newline): a crash while answering, never an answer.
+    Partial(usize),
 }
 
 /// A started source process.
@@ -36,7 +39,8 @@ pub struct Process {
     child: Child,
     /// Requests to the writer thread; dropped to close the child's stdin.
     to_stdin: Option<Sender<Vec<u8>>>,
-    lines: Receiver<String>,
+    /// Whole lines, or `Err(bytes)` for a last line the stream ended inside.
+    lines: Receiver<Result<String, usize>>,
     /// Longest line the reader keeps (bytes).
     max_line: Arc<AtomicUsize>,
     killed: bool,
@@ -121,15 +125,20 @@ impl Process {
     /// The next line of the child's stdout, waiting until `deadline` at most.
     pub fn line(&self, deadline: Instant) -> Result<String, NoLine> {
         let wait = deadline.saturating_duration_since(Instant::now());
-        self.lines.recv_timeout(wait).map_err(|e| match e {
-            RecvTimeoutError::Timeout => NoLine::Timeout,
-            RecvTimeoutError::Disconnected => NoLine::Closed,
-        })
+        match self.lines.recv_timeout(wait) {
+            Ok(Ok(line)) => Ok(line),
+            Ok(Err(bytes)) => Err(NoLine::Partial(bytes)),
+            Err(RecvTimeoutError::Timeout) => Err(NoLine::Timeout),
+            Err(RecvTimeoutError::Disconnected) => Err(NoLine::Closed),
+        }
     }
 
-    /// A line already waiting, if any (answers nobody asked for).
+    /// A line already waiting, if any (answers nobody asked for; a partial one
+    /// shown as such).
     pub fn stray_line(&self) -> Option<String> {
-        self.lines.try_recv().ok()
+        self.lines.try_recv().ok().map(|l| {
+            l.unwrap_or_else(|n| format!("(the first {n} bytes of a line, then its end)"))
+        })
     }
 
     /// Kills the process group and reaps the child; its exit status if known.
@@ -223,7 +232,11 @@ fn write_all(mut stdin: ChildStdin, requests: Receiver<Vec<u8>>) {
     }
 }
 
-fn read_lines(stdout: ChildStdout, lines: Sender<String>, max_line: &AtomicUsize) {
+fn read_lines(
+    stdout: ChildStdout,
+    lines: Sender<Result<String, usize>>,
+    max_line: &AtomicUsize,
+) {
     let mut r = BufReader::with_capacity(1 << 16, stdout);
     loop {
         let mut buf = Vec::new();
@@ -237,16 +250,16 @@ fn read_lines(stdout: ChildStdout, lines: Sender<String>, max_line: &AtomicUsize
             if !skip_line(&mut r) {
                 return;
             }
-            format!("(a line of more than {max} bytes, more than data.max_atoms atoms can take: skipped unread)")
-        } else {
-            if buf.last() == Some(&b'\n') {
+            Ok(format!("(a line of more than {max} bytes, more than data.max_atoms atoms can take: skipped unread)"))
+        } else if buf.last() == Some(&b'\n') {
+            buf.pop();
+            if buf.last() == Some(&b'\r') {
                 buf.pop();
-                if buf.last() == Some(&b'\r') {
-                    buf.pop();
-                }
             }
-            // (Without a newline: the last line, the stream ends after it.)
-            String::from_utf8_lossy(&buf).into_owned()
+            Ok(String::from_utf8_lossy(&buf).into_owned())
+        } else {
+            // The stream ended inside this line: the source died while writing it.
+            Err(buf.len())
         };
         if lines.send(line).is_err() {
             return;
