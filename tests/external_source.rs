@@ -498,6 +498,29 @@ fn a_hung_source_times_out_and_is_killed_with_its_children() {
     assert!(!ps.contains("sleep 3601"), "{ps}");
 }
 
+/// Issue 20, case 7: a helper that left the source's process group (`setsid`) is
+/// found by the source's mark in its environment and killed with the source.
+#[test]
+fn a_helper_in_a_session_of_its_own_goes_with_the_source() {
+    let dir = tempfile::tempdir().unwrap();
+    let helpers = || {
+        let ps = std::process::Command::new("ps")
+            .args(["-eo", "sid,pgid,args"])
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&ps.stdout)
+            .lines()
+            .filter(|l| l.ends_with("sleep 3602"))
+            .count()
+    };
+    let before = helpers();
+    let src = start_broken(dir.path(), "setsid", 1, 30.0, 1).unwrap();
+    assert_eq!(kinds(&src.query(&mols(4))), ["ok"; 4]);
+    assert_eq!(helpers(), before + 1, "the helper runs");
+    drop(src);
+    assert_eq!(helpers(), before, "the helper went with its source");
+}
+
 #[test]
 fn garbage_and_invalid_rows_fail_their_molecules_without_a_restart() {
     let dir = tempfile::tempdir().unwrap();

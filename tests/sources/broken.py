@@ -21,6 +21,8 @@ how many batches each process answers properly before the fault.
               value is the process's batch count (so a molecule asked twice differs)
   slow MS     answers properly, sleeping MS milliseconds per request (a per-request
               latency, e.g. a job queue or a remote service)
+  setsid      starts a helper in a session of its own (`sleep 3602`, outside the
+              source's process group), then answers properly
   chatty N    writes N MiB to stderr before its handshake, then answers properly
   huge N      answers the first molecule of its first batch with a valid graph of N
               atoms (copies of its first atom row, no bonds)
@@ -65,6 +67,10 @@ out(hello)
 sys.stdout.flush()
 if mode == "deaf":
     subprocess.run(["sleep", "3600"])
+if mode == "setsid":
+    subprocess.Popen(["sleep", "3602"], start_new_session=True,
+                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    say("started a helper in its own session")
 
 for n, line in enumerate(sys.stdin):
     req = json.loads(line)

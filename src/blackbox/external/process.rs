@@ -2,7 +2,9 @@
 //! and a reader thread on its stdout, so that no call here blocks past a deadline
 //! whatever the source does (stops reading, stops writing, never ends a line).
 //! The child gets its own process group, killed as a whole, so helpers it started
-//! (a shell script's `sleep`, an MPI-less solver) go with it.
+//! (a shell script's `sleep`, an MPI-less solver) go with it; and a mark in its
+//! environment (`ZO_HPC_SOURCE_ID`), inherited by its helpers, by which those that
+//! left the group (`setsid`, a daemon's double fork) are found and killed too.
 use std::fs::File;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::os::unix::process::CommandExt;
@@ -21,6 +23,12 @@ const MAX_LINE: usize = 64 << 20;
 /// Largest size of a source's stderr log (all its starts together); beyond it the
 /// source's stderr is read and dropped, with one line saying so.
 pub const MAX_LOG: u64 = 64 << 20;
+
+/// The environment variable that marks a source and everything it starts.
+pub const MARK_VAR: &str = "ZO_HPC_SOURCE_ID";
+
+/// Sources started by this process so far (part of each mark).
+static STARTED: AtomicUsize = AtomicUsize::new(0);
 
 /// Why no line came.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -43,6 +51,8 @@ pub struct Process {
     lines: Receiver<Result<String, usize>>,
     /// Longest line the reader keeps (bytes).
     max_line: Arc<AtomicUsize>,
+    /// `MARK_VAR=<mark>`, as it appears in `/proc/<pid>/environ`.
+    mark: String,
     killed: bool,
 }
 
@@ -60,8 +70,17 @@ impl Process {
         } else {
             program.into()
         };
+        let mark = format!(
+            "{MARK_VAR}={}.{}.{}",
+            std::process::id(),
+            STARTED.fetch_add(1, Ordering::Relaxed),
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_nanos())
+        );
         let mut cmd = Command::new(program);
         cmd.args(args)
+            .env(MARK_VAR, &mark[MARK_VAR.len() + 1..])
             .current_dir(dir)
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
@@ -100,6 +119,7 @@ impl Process {
             to_stdin: Some(to_stdin),
             lines,
             max_line,
+            mark,
             killed: false,
         };
         if let Err(e) = spawned {
@@ -149,6 +169,7 @@ impl Process {
             // Not reaped yet (see `exited`), so the group id is still the child's.
             kill_group(self.child.id());
             let _ = self.child.kill();
+            kill_marked(&self.mark);
         }
         self.child.wait().ok()
     }
@@ -195,6 +216,43 @@ fn kill_group(pid: u32) {
             libc::kill(-pid, libc::SIGKILL);
         }
     }
+}
+
+/// Kills every process whose environment holds `mark` (helpers that left the
+/// source's process group), scanning `/proc` again until none is left, since a
+/// helper may start another while it is being killed. One that cleared its
+/// environment is not found: README says so.
+fn kill_marked(mark: &str) {
+    let me = std::process::id();
+    for _ in 0..10 {
+        let found = marked(mark, me);
+        if found.is_empty() {
+            return;
+        }
+        for pid in found {
+            // SAFETY: kill(2) on a pid that carried our mark a moment ago.
+            unsafe {
+                libc::kill(pid, libc::SIGKILL);
+            }
+        }
+        std::thread::sleep(Duration::from_millis(2));
+    }
+}
+
+/// The processes (not `me`) whose environment holds `mark` as a whole entry.
+fn marked(mark: &str, me: u32) -> Vec<libc::pid_t> {
+    let Ok(dir) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    let want = mark.as_bytes();
+    dir.filter_map(|e| e.ok()?.file_name().to_str()?.parse::<libc::pid_t>().ok())
+        .filter(|&pid| u32::try_from(pid).is_ok_and(|p| p != me))
+        .filter(|pid| {
+            // Unreadable (another user's, or gone): not ours.
+            std::fs::read(format!("/proc/{pid}/environ"))
+                .is_ok_and(|env| env.split(|&c| c == 0).any(|entry| entry == want))
+        })
+        .collect()
 }
 
 /// The source is killed when this rank dies (`PR_SET_PDEATHSIG`), even one busy
