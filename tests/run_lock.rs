@@ -192,3 +192,47 @@ fn under_mpirun_both_ranks_fail_together_without_a_hang() {
     assert!(!err.contains("MPI_ABORT"), "the ranks were aborted:\n{err}");
     assert_eq!(snapshot(&out), before);
 }
+
+/// Issue 20, case 7: a stage folder that takes no files is found before the stage
+/// trains (a probe file), not at its first checkpoint. Run as an unprivileged user
+/// (through `setpriv` when the tests run as root, whom no mode stops).
+#[test]
+fn a_read_only_stage_folder_is_refused_before_training() {
+    use std::os::unix::fs::PermissionsExt;
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("run");
+    let stage = out.join("mpnn");
+    std::fs::create_dir_all(&stage).unwrap();
+    let mode = |p: &Path, m: u32| {
+        std::fs::set_permissions(p, std::fs::Permissions::from_mode(m)).unwrap()
+    };
+    mode(tmp.path(), 0o755);
+    mode(&out, 0o777);
+    mode(&stage, 0o555);
+    let out_s = out.display().to_string();
+    let mut c = if is_root() {
+        let mut c = Command::new("setpriv");
+        c.args(["--reuid=65534", "--regid=65534", "--clear-groups", "--"])
+            .arg(bin());
+        c
+    } else {
+        Command::new(bin())
+    };
+    let o = c
+        .args(["train", &tiny(), "--out-dir", &out_s])
+        .current_dir(repo())
+        .output()
+        .unwrap();
+    let t = text(&o);
+    assert!(!o.status.success(), "{t}");
+    assert!(
+        t.contains(&format!("cannot write in {}", stage.display()))
+            && t.contains("checked before any work"),
+        "{t}"
+    );
+    assert!(!t.contains("epoch 1"), "no training before the check: {t}");
+    assert!(
+        std::fs::read_dir(&stage).unwrap().next().is_none(),
+        "nothing written in the stage folder"
+    );
+}

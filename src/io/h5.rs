@@ -123,6 +123,12 @@ pub fn ensure_group(root: &Group, path: &str) -> hdf5::Result<Group> {
 /// Why a file could not be written (`write_atomically`); each names the file.
 #[derive(Debug, thiserror::Error)]
 pub enum WriteError {
+    #[error("cannot write in {} (checked before any work, so none is lost)", dir.display())]
+    NotWritable {
+        dir: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
     #[error("creating {}", dir.display())]
     CreateDir {
         dir: PathBuf,
@@ -162,6 +168,24 @@ where
     F: FnOnce(&File) -> hdf5::Result<()>,
 {
     write_atomically_keeping(path, None, fill)
+}
+
+/// Makes `dir` if needed and checks that files can be made, renamed and removed in
+/// it (a probe file), so that a read-only folder or a full disk's quota is found
+/// before a stage trains, not at its first checkpoint.
+pub fn check_writable(dir: &Path) -> Result<(), WriteError> {
+    let err = |source| WriteError::NotWritable {
+        dir: dir.to_path_buf(),
+        source,
+    };
+    std::fs::create_dir_all(dir).map_err(err)?;
+    let probe = dir.join(format!(".zo-hpc.probe{}", std::process::id()));
+    let moved = probe.with_extension("moved");
+    let tried = std::fs::write(&probe, b"zo-hpc write probe\n")
+        .and_then(|()| std::fs::rename(&probe, &moved))
+        .and_then(|()| std::fs::remove_file(&moved));
+    let _ = std::fs::remove_file(&probe);
+    tried.map_err(err)
 }
 
 /// `write_atomically`, first moving the file it replaces (if any) to `keep_previous`

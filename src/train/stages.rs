@@ -158,6 +158,22 @@ fn inputs_changed(stored: &str, current: &str) -> bool {
     a == b && !ai.is_empty() && ai != bi
 }
 
+/// Checks on rank 0 (which writes the stage's files) that the stage folder takes
+/// files, before any work; every rank stops with the same error.
+fn writable(sc: &Config, dist: &Dist) -> anyhow::Result<()> {
+    let mut err = None;
+    if dist.is_root() {
+        err = crate::io::h5::check_writable(&sc.run.out_dir).err();
+    }
+    if dist.broadcast_u64(u64::from(err.is_some())) != 0 {
+        return Err(err.map_or_else(
+            || anyhow::anyhow!("the stage folder is not writable on rank 0"),
+            anyhow::Error::from,
+        ));
+    }
+    Ok(())
+}
+
 /// Runs `only` or every stage of `cfg.stages()`.
 pub fn run(
     cfg: &Config,
@@ -192,6 +208,7 @@ pub fn run(
             }
             return Ok(Outcome::Stopped);
         }
+        writable(&sc, dist)?;
         // --resume applies to the first stage that still has work.
         resume = false;
         let o = RunOptions {
