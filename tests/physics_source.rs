@@ -32,6 +32,7 @@ fn config(program: PhysicsProgram, cache: &Path, limit_s: f64, threads: usize) -
     PhysicsConfig {
         program: Some(program),
         time_limit_s: Some(limit_s),
+        embed_time_limit_s: None,
         cache: Some(cache.to_path_buf()),
         threads: Some(threads),
     }
@@ -74,6 +75,7 @@ fn geometry(smiles: &str) -> Geometry {
         &chem::canonicalize(smiles).unwrap(),
         GEOMETRY_SEED,
         FORCE_FIELD_ITERS,
+        0.0,
     )
     .unwrap()
 }
@@ -150,7 +152,7 @@ fn the_geometry_has_the_graph_atoms_first_and_each_hydrogen_on_its_atom() {
     }
     assert_eq!(g, geometry("CC(=O)Nc1ccc(O)cc1"), "deterministic");
     assert_eq!(geometry("C[NH3+]").formal_charge, 1);
-    assert!(chem::embed_geometry("not a smiles", 42, 10).is_err());
+    assert!(chem::embed_geometry("not a smiles", 42, 10, 0.0).is_err());
 }
 
 #[test]
@@ -278,6 +280,44 @@ fn refusals_and_timeouts_are_counted_and_the_batch_still_answered() {
     let later = source(PhysicsProgram::Mopac, &dir.path().join("q.h5"), 20.0, 1);
     assert!(later.query(&strings(&["CCC"]))[0].is_ok());
     assert_eq!(later.computed(), 1, "a timeout is not cached");
+}
+
+/// Issue 20: RDKit's 3-D embedding has a time limit of its own
+/// (`embed_time_limit_s`, checked before each embedding attempt). A molecule still
+/// being embedded at the limit fails as a time-out (counted, not cached); the same
+/// molecule with time to spare embeds as before.
+#[test]
+fn an_embedding_past_its_time_limit_is_a_timeout_not_a_refusal() {
+    let timed_out = chem::embed_geometry("CCO", GEOMETRY_SEED, FORCE_FIELD_ITERS, 1e-9);
+    assert!(
+        matches!(timed_out, Err(chem::EmbedError::TimedOut { .. })),
+        "{timed_out:?}"
+    );
+    assert!(chem::embed_geometry("CCO", GEOMETRY_SEED, FORCE_FIELD_ITERS, 30.0).is_ok());
+
+    let dir = tempfile::tempdir().unwrap();
+    let cache = dir.path().join("e.h5");
+    let mut cfg = config(PhysicsProgram::Mopac, &cache, 20.0, 1);
+    cfg.embed_time_limit_s = Some(1e-9);
+    let src = PhysicsSource::new(
+        &cfg,
+        RdkitSource::new(Featurizer::full()),
+        &context(dir.path()),
+    )
+    .unwrap();
+    let a = src.query(&strings(&["CCC", "CCO"]));
+    for r in &a {
+        match r {
+            Err(QueryError::Failed(m)) => assert!(m.contains("embed_time_limit_s"), "{m}"),
+            other => panic!("{other:?}"),
+        }
+    }
+    let st = src.stats();
+    assert_eq!((st.failed, st.timeouts), (2, 2));
+    drop(src);
+    let later = source(PhysicsProgram::Mopac, &cache, 20.0, 1);
+    assert!(later.query(&strings(&["CCC"]))[0].is_ok());
+    assert_eq!(later.computed(), 1, "an embedding time-out is not cached");
 }
 
 #[test]
@@ -492,7 +532,7 @@ fn cost_per_molecule() {
     let t = std::time::Instant::now();
     for s in &smiles {
         let c = chem::canonicalize(s).unwrap();
-        chem::embed_geometry(&c, GEOMETRY_SEED, FORCE_FIELD_ITERS).unwrap();
+        chem::embed_geometry(&c, GEOMETRY_SEED, FORCE_FIELD_ITERS, 0.0).unwrap();
     }
     let geometry_s = t.elapsed().as_secs_f64() / n;
     println!(

@@ -203,9 +203,8 @@ fn a_read_only_stage_folder_is_refused_before_training() {
     let out = tmp.path().join("run");
     let stage = out.join("mpnn");
     std::fs::create_dir_all(&stage).unwrap();
-    let mode = |p: &Path, m: u32| {
-        std::fs::set_permissions(p, std::fs::Permissions::from_mode(m)).unwrap()
-    };
+    let mode =
+        |p: &Path, m: u32| std::fs::set_permissions(p, std::fs::Permissions::from_mode(m)).unwrap();
     mode(tmp.path(), 0o755);
     mode(&out, 0o777);
     mode(&stage, 0o555);

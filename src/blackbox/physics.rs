@@ -20,7 +20,7 @@ pub mod store;
 
 use crate::blackbox::rdkit::RdkitSource;
 use crate::blackbox::source::{KnowledgeSource, QueryError, SourceContext, SourceStats};
-use crate::chem::{self, MolGraph};
+use crate::chem::{self, EmbedError, MolGraph};
 use crate::config::{PhysicsConfig, PhysicsProgram};
 use program::RunError;
 use std::collections::HashMap;
@@ -36,6 +36,9 @@ pub const GEOMETRY_SEED: i32 = 42;
 pub const FORCE_FIELD_ITERS: i32 = 2000;
 /// Default `time_limit_s`.
 pub const DEFAULT_TIME_LIMIT_S: f64 = 20.0;
+/// Default `embed_time_limit_s`: ETKDG embeds a drug-sized molecule in well under a
+/// second; a cage or macrocycle whose attempts keep failing can take minutes.
+pub const DEFAULT_EMBED_TIME_LIMIT_S: f64 = 30.0;
 
 /// Why a physics source did not start.
 #[derive(Debug, thiserror::Error)]
@@ -46,12 +49,19 @@ pub enum PhysicsError {
     /// The cache file cannot be read, or holds results of other settings.
     #[error(transparent)]
     Store(#[from] StoreError),
-    /// `time_limit_s` is no duration.
-    #[error("[source] time_limit_s = {limit}: {why}")]
+    /// `time_limit_s` or `embed_time_limit_s` is no duration.
+    #[error("[source] {key} = {limit}: {why}")]
     TimeLimit {
+        key: &'static str,
         limit: f64,
         why: std::time::TryFromFloatSecsError,
     },
+}
+
+/// `value` (or `default`) of key `key` as a duration.
+fn duration(key: &'static str, value: Option<f64>, default: f64) -> Result<Duration, PhysicsError> {
+    let limit = value.unwrap_or(default);
+    Duration::try_from_secs_f64(limit).map_err(|why| PhysicsError::TimeLimit { key, limit, why })
 }
 
 pub struct PhysicsSource {
@@ -59,6 +69,8 @@ pub struct PhysicsSource {
     program: PhysicsProgram,
     name: String,
     limit: Duration,
+    /// `embed_time_limit_s`.
+    embed_limit: Duration,
     threads: usize,
     store: Mutex<Store>,
     stats: Mutex<SourceStats>,
@@ -100,9 +112,12 @@ impl PhysicsSource {
         };
         let path = cache_path(cfg, ctx);
         let store = Store::open(&path, settings, ctx.rank)?;
-        let limit = cfg.time_limit_s.unwrap_or(DEFAULT_TIME_LIMIT_S);
-        let limit = Duration::try_from_secs_f64(limit)
-            .map_err(|why| PhysicsError::TimeLimit { limit, why })?;
+        let limit = duration("time_limit_s", cfg.time_limit_s, DEFAULT_TIME_LIMIT_S)?;
+        let embed_limit = duration(
+            "embed_time_limit_s",
+            cfg.embed_time_limit_s,
+            DEFAULT_EMBED_TIME_LIMIT_S,
+        )?;
         if ctx.rank == 0 {
             log::info!(
                 "physics source: {} ({}), cache {} with {} molecules",
@@ -117,6 +132,7 @@ impl PhysicsSource {
             program,
             name: format!("physics({})", program::executable(program)),
             limit,
+            embed_limit,
             threads: cfg.threads.unwrap_or(ctx.threads).max(1),
             store: Mutex::new(store),
             stats: Mutex::new(SourceStats::default()),
@@ -149,16 +165,24 @@ impl PhysicsSource {
     /// error of a run not to cache (timeout, broken run); the program's seconds;
     /// whether it ran out of time.
     fn compute(&self, canonical: &str) -> (Result<Entry, QueryError>, f64, bool) {
-        let geom = match chem::embed_geometry(canonical, GEOMETRY_SEED, FORCE_FIELD_ITERS) {
+        let t0 = std::time::Instant::now();
+        let limit_s = self.embed_limit.as_secs_f64();
+        let geom = match chem::embed_geometry(canonical, GEOMETRY_SEED, FORCE_FIELD_ITERS, limit_s)
+        {
             Ok(g) => g,
-            Err(e) => {
+            Err(EmbedError::Failed(e)) => {
+                return (Ok(Entry::NoGeometry { reason: e.message }), 0.0, false)
+            }
+            // Depends on the machine's load, so not cached: a time-out like the program's.
+            Err(EmbedError::TimedOut { .. }) => {
+                let why = format!(
+                    "RDKit's 3-D embedding took longer than embed_time_limit_s = {limit_s} s"
+                );
                 return (
-                    Ok(Entry::NoGeometry {
-                        reason: e.message.clone(),
-                    }),
-                    0.0,
-                    false,
-                )
+                    Err(QueryError::Failed(why)),
+                    t0.elapsed().as_secs_f64(),
+                    true,
+                );
             }
         };
         let (answer, secs) = program::run(self.program, &geom, self.limit);

@@ -9,5 +9,5 @@ pub use featurize::{Featurizer, MolGraph};
 pub use limits::Limits;
 pub use mol::{
     canonical_order, canonicalize, embed_geometry, graph_smiles, parse, parse_kekule, quiet_logs,
-    rdkit_version, CanonicalOrder, ChemError, Geometry, Molecule,
+    rdkit_version, CanonicalOrder, ChemError, EmbedError, Geometry, Molecule,
 };

@@ -171,15 +171,45 @@ pub fn graph_smiles(atoms: &[KAtom], bonds: &[KBond], kekule: bool) -> Result<St
     })
 }
 
+/// The message the C++ side throws when the embedding ran past its time limit.
+const EMBED_TIMEOUT: &str = "zo-hpc: embedding timed out";
+
+/// Why `embed_geometry` gave no geometry.
+#[derive(Debug, Clone, thiserror::Error, PartialEq)]
+pub enum EmbedError {
+    /// RDKit cannot parse or embed the molecule (the same every time).
+    #[error(transparent)]
+    Failed(ChemError),
+    /// Distance geometry was still trying when the time limit passed.
+    #[error("{smiles:?}: 3-D embedding took longer than {seconds} s")]
+    TimedOut { smiles: String, seconds: f64 },
+}
+
 /// A 3-D geometry of `smiles` with explicit hydrogens: ETKDGv3 with random seed
 /// `seed` (the same geometry every time for a given RDKit), then at most
 /// `max_iters` MMFF94 iterations (UFF where MMFF has no parameters, else none; see
-/// `Geometry::method`). A molecule RDKit cannot embed is an error.
-pub fn embed_geometry(smiles: &str, seed: i32, max_iters: i32) -> Result<Geometry, ChemError> {
+/// `Geometry::method`). A molecule RDKit cannot embed is an error; so is one whose
+/// embedding attempts are still going after `time_limit_s` seconds (checked before
+/// each attempt; 0: no limit).
+pub fn embed_geometry(
+    smiles: &str,
+    seed: i32,
+    max_iters: i32,
+    time_limit_s: f64,
+) -> Result<Geometry, EmbedError> {
     quiet();
-    ffi::embed_geometry(smiles, seed, max_iters).map_err(|e| ChemError {
-        smiles: smiles.to_string(),
-        message: e.what().to_string(),
+    ffi::embed_geometry(smiles, seed, max_iters, time_limit_s).map_err(|e| {
+        if e.what() == EMBED_TIMEOUT {
+            EmbedError::TimedOut {
+                smiles: smiles.to_string(),
+                seconds: time_limit_s,
+            }
+        } else {
+            EmbedError::Failed(ChemError {
+                smiles: smiles.to_string(),
+                message: e.what().to_string(),
+            })
+        }
     })
 }
 

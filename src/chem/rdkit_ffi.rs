@@ -125,7 +125,12 @@ pub mod ffi {
         fn quiet_rdkit_logs();
         /// ETKDGv3 embedding with random seed `seed` (deterministic), then MMFF94
         /// optimization (UFF where MMFF lacks parameters, else the raw embedding).
-        fn embed_geometry(smiles: &str, seed: i32, max_iters: i32) -> Result<Geometry>;
+        fn embed_geometry(
+            smiles: &str,
+            seed: i32,
+            max_iters: i32,
+            time_limit_s: f64,
+        ) -> Result<Geometry>;
         fn canonical_order(smiles: &str) -> Result<CanonicalOrder>;
     }
 }

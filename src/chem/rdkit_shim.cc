@@ -14,6 +14,7 @@
 #include <RDGeneral/RDLog.h>
 #include <RDGeneral/versions.h>
 
+#include <chrono>
 #include <stdexcept>
 #include <vector>
 #include <string>
@@ -265,9 +266,36 @@ rust::String rdkit_version() { return rust::String(RDKit::rdkitVersion); }
 
 void quiet_rdkit_logs() { RDLog::InitLogs(); boost::logging::disable_logs("rdApp.*"); }
 
-Geometry embed_geometry(rust::Str smiles, int32_t seed, int32_t max_iters) {
+namespace {
+// The embedding's deadline, per thread (molecules are embedded on several threads).
+// RDKit calls `params.callback` before each embedding attempt in the calling thread;
+// past the deadline the callback throws, which unwinds out of EmbedMolecule.
+thread_local bool embed_deadline_set = false;
+thread_local std::chrono::steady_clock::time_point embed_deadline;
+struct EmbedTimeout {};
+
+void check_embed_deadline(unsigned int) {
+  if (embed_deadline_set && std::chrono::steady_clock::now() > embed_deadline) throw EmbedTimeout{};
+}
+
+// Sets the deadline for this scope and clears it on every way out.
+struct DeadlineScope {
+  explicit DeadlineScope(double seconds) {
+    embed_deadline_set = seconds > 0;
+    if (embed_deadline_set) {
+      embed_deadline = std::chrono::steady_clock::now() +
+                       std::chrono::duration_cast<std::chrono::steady_clock::duration>(
+                           std::chrono::duration<double>(seconds));
+    }
+  }
+  ~DeadlineScope() { embed_deadline_set = false; }
+};
+}  // namespace
+
+Geometry embed_geometry(rust::Str smiles, int32_t seed, int32_t max_iters, double time_limit_s) {
   auto parsed = parse_or_throw(smiles);
   Geometry g;
+  DeadlineScope deadline(time_limit_s);
   try {
     const unsigned int n_own = parsed->getNumAtoms();
     // AddHs appends the hydrogens after the molecule's own atoms, whose order it keeps.
@@ -275,6 +303,7 @@ Geometry embed_geometry(rust::Str smiles, int32_t seed, int32_t max_iters) {
     RDKit::DGeomHelpers::EmbedParameters params = RDKit::DGeomHelpers::ETKDGv3;
     params.randomSeed = seed;
     params.numThreads = 1;
+    params.callback = check_embed_deadline;
     int conf = RDKit::DGeomHelpers::EmbedMolecule(*mol, params);
     if (conf < 0) {
       // RDKit's advice for molecules whose bounds-matrix start fails; still seeded.
@@ -335,6 +364,9 @@ Geometry embed_geometry(rust::Str smiles, int32_t seed, int32_t max_iters) {
     }
     g.n_own = static_cast<int32_t>(n_own);
     g.formal_charge = charge;
+  } catch (const EmbedTimeout &) {
+    // Matched by name in chem::mol (EMBED_TIMEOUT): a time-out, not a refusal.
+    throw std::runtime_error("zo-hpc: embedding timed out");
   } catch (const std::exception &e) {
     throw std::runtime_error(std::string("3-D geometry: ") + e.what());
   } catch (...) {

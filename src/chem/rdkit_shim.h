@@ -37,6 +37,6 @@ rust::String rdkit_version();
 KekuleMol parse_kekule(rust::Str smiles);
 rust::String graph_smiles(rust::Slice<const KAtom> atoms, rust::Slice<const KBond> bonds, bool kekule);
 void quiet_rdkit_logs();
-Geometry embed_geometry(rust::Str smiles, int32_t seed, int32_t max_iters);
+Geometry embed_geometry(rust::Str smiles, int32_t seed, int32_t max_iters, double time_limit_s);
 CanonicalOrder canonical_order(rust::Str smiles);
 }  // namespace zo

@@ -72,6 +72,8 @@ pub struct PhysicsConfig {
     pub program: Option<PhysicsProgram>,
     /// Seconds the program may take for one molecule (default 20).
     pub time_limit_s: Option<f64>,
+    /// Seconds RDKit's 3-D embedding may take for one molecule (default 30).
+    pub embed_time_limit_s: Option<f64>,
     /// The persistent HDF5 cache of results by canonical SMILES (relative to the
     /// config file); default `physics_<program>.h5` beside the dataset file.
     pub cache: Option<PathBuf>,
@@ -101,6 +103,8 @@ struct SourceKeys {
     program: Option<PhysicsProgram>,
     #[serde(default)]
     time_limit_s: Option<f64>,
+    #[serde(default)]
+    embed_time_limit_s: Option<f64>,
     #[serde(default)]
     cache: Option<PathBuf>,
     #[serde(default)]
@@ -132,6 +136,11 @@ impl TryFrom<SourceKeys> for SourceConfig {
                 k.time_limit_s.is_some(),
                 SourceKind::Physics,
             ),
+            (
+                "embed_time_limit_s",
+                k.embed_time_limit_s.is_some(),
+                SourceKind::Physics,
+            ),
             ("cache", k.cache.is_some(), SourceKind::Physics),
             ("threads", k.threads.is_some(), SourceKind::Physics),
         ];
@@ -156,6 +165,7 @@ impl TryFrom<SourceKeys> for SourceConfig {
             SourceKind::Physics => SourceConfig::Physics(PhysicsConfig {
                 program: k.program,
                 time_limit_s: k.time_limit_s,
+                embed_time_limit_s: k.embed_time_limit_s,
                 cache: k.cache,
                 threads: k.threads,
             }),

@@ -156,9 +156,10 @@ impl Process {
     /// A line already waiting, if any (answers nobody asked for; a partial one
     /// shown as such).
     pub fn stray_line(&self) -> Option<String> {
-        self.lines.try_recv().ok().map(|l| {
-            l.unwrap_or_else(|n| format!("(the first {n} bytes of a line, then its end)"))
-        })
+        self.lines
+            .try_recv()
+            .ok()
+            .map(|l| l.unwrap_or_else(|n| format!("(the first {n} bytes of a line, then its end)")))
     }
 
     /// Kills the process group and reaps the child; its exit status if known.
@@ -290,11 +291,7 @@ fn write_all(mut stdin: ChildStdin, requests: Receiver<Vec<u8>>) {
     }
 }
 
-fn read_lines(
-    stdout: ChildStdout,
-    lines: Sender<Result<String, usize>>,
-    max_line: &AtomicUsize,
-) {
+fn read_lines(stdout: ChildStdout, lines: Sender<Result<String, usize>>, max_line: &AtomicUsize) {
     let mut r = BufReader::with_capacity(1 << 16, stdout);
     loop {
         let mut buf = Vec::new();
