@@ -336,7 +336,9 @@ mod tests {
         assert_ne!(phys.stage_key(Stage::Mpnn), plain.stage_key(Stage::Mpnn));
         assert_ne!(phys.stage_key(Stage::Zo), plain.stage_key(Stage::Zo));
         // How the source runs does not change the key; what it computes does.
-        let tuned = load("kind = \"physics\"\nthreads = 3\ntime_limit_s = 5\n").unwrap();
+        let tuned =
+            load("kind = \"physics\"\nthreads = 3\ntime_limit_s = 5\nembed_time_limit_s = 9\n")
+                .unwrap();
         assert_eq!(tuned.stage_key(Stage::Mpnn), phys.stage_key(Stage::Mpnn));
         let xtb = load("kind = \"physics\"\nprogram = \"xtb\"\n").unwrap();
         assert_ne!(xtb.stage_key(Stage::Mpnn), phys.stage_key(Stage::Mpnn));

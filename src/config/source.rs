@@ -225,7 +225,12 @@ impl SourceConfig {
                 }
                 (("timeout_s", e.timeout_s), ("batch_size", e.batch_size))
             }
-            SourceConfig::Physics(p) => (("time_limit_s", p.time_limit_s), ("threads", p.threads)),
+            SourceConfig::Physics(p) => {
+                if let Some(t) = p.embed_time_limit_s {
+                    positive(path, "source.embed_time_limit_s", t)?;
+                }
+                (("time_limit_s", p.time_limit_s), ("threads", p.threads))
+            }
         };
         if let (key, Some(v)) = time {
             positive(path, &format!("source.{key}"), v)?;
