@@ -90,6 +90,14 @@ const NONFINITE_SHARE: f64 = 0.5;
 pub(super) struct NonFinite(std::collections::VecDeque<(f64, f64)>);
 
 impl NonFinite {
+    /// The window of a resumed run: the last steps' `nonfinite` and `samples` rows
+    /// of its metrics, so that it stops where the uninterrupted run would.
+    pub(super) fn restore(&mut self, nonfinite: &[f64], samples: &[f64]) {
+        let n = nonfinite.len().min(samples.len());
+        let from = n.saturating_sub(NONFINITE_WINDOW);
+        self.0 = (from..n).map(|i| (nonfinite[i], samples[i])).collect();
+    }
+
     /// Adds a step's summed counters; an error once more than `NONFINITE_SHARE` of
     /// the samples of the last (up to) `NONFINITE_WINDOW` steps were left out.
     pub(super) fn push(&mut self, counts: &[f64]) -> Result<(), String> {
@@ -191,5 +199,31 @@ mod tests {
             assert!(w.push(&step(8.0, 8.0)).is_ok(), "at most half");
         }
         assert!(w.push(&step(8.0, 8.0)).is_err());
+    }
+
+    /// A resumed window judges each later step as the uninterrupted one does.
+    #[test]
+    fn a_restored_window_stops_where_the_uninterrupted_run_does() {
+        let rows: Vec<(f64, f64)> = (0..16)
+            .map(|i| (if i >= 6 { 6.0 } else { 0.0 }, 8.0))
+            .collect();
+        let mut whole = NonFinite::default();
+        let verdicts: Vec<bool> = rows
+            .iter()
+            .map(|r| whole.push(&step(r.0, r.1)).is_ok())
+            .collect();
+        assert!(verdicts.contains(&false), "the rows stop the run somewhere");
+        for cut in 1..rows.len() {
+            let mut resumed = NonFinite::default();
+            let (bad, n): (Vec<f64>, Vec<f64>) = rows[..cut].iter().copied().unzip();
+            resumed.restore(&bad, &n);
+            for (i, r) in rows.iter().enumerate().skip(cut) {
+                assert_eq!(
+                    resumed.push(&step(r.0, r.1)).is_ok(),
+                    verdicts[i],
+                    "cut {cut}, step {i}"
+                );
+            }
+        }
     }
 }

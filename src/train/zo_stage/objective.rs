@@ -210,6 +210,8 @@ impl Objective for ZoObjective {
         {
             self.s.radius = adapt_radius(r, flip, target);
         }
+        let rows = |n: &str| m.step_terms.get(n).map_or(&[][..], |v| v.as_slice());
+        self.nonfinite.restore(rows("nonfinite"), rows("samples"));
     }
 
     fn step(&mut self, samples: &[usize], step: usize) -> StepOut {
