@@ -149,6 +149,16 @@ struct EvalArgs {
     /// Molecules encoded and decoded together (default `train.eval_batch_size`).
     #[arg(long, value_name = "N")]
     batch: Option<usize>,
+    /// JT-VAE-only configs: also reconstruct by the JT-VAE paper's protocol, with
+    /// this many latents drawn from the posterior per molecule (e.g. 10)...
+    #[arg(long, value_name = "E", requires = "decodings")]
+    encodings: Option<usize>,
+    /// ... and this many stochastic decodes of each (e.g. 10).
+    #[arg(long, value_name = "D", requires = "encodings")]
+    decodings: Option<usize>,
+    /// Temperature of the stochastic decodes' decisions.
+    #[arg(long, value_name = "T", default_value_t = 1.0)]
+    temperature: f64,
 }
 
 #[derive(Args)]
@@ -384,7 +394,26 @@ fn eval(a: EvalArgs, dist: &Dist) -> anyhow::Result<i32> {
     if !ck.is_file() {
         anyhow::bail!("no checkpoint at {}", ck.display());
     }
-    eval_jtvae(&cfg, dist, &ck, a.limit)
+    let protocol = match (a.encodings, a.decodings) {
+        (Some(e), Some(d)) => {
+            anyhow::ensure!(
+                e >= 1 && d >= 1,
+                "--encodings {e} --decodings {d}: need 1 or more of each"
+            );
+            anyhow::ensure!(
+                a.temperature > 0.0 && a.temperature.is_finite(),
+                "--temperature {}: need a positive number",
+                a.temperature
+            );
+            Some(zo_hpc::train::jtvae_stage::Protocol {
+                encodings: e,
+                decodings: d,
+                temperature: a.temperature,
+            })
+        }
+        _ => None,
+    };
+    eval_jtvae(&cfg, dist, &ck, a.limit, protocol)
 }
 
 /// Table 1 (Stage 1 and, when trained, Stage 2): printed and written to `<out_dir>/eval.h5`.
@@ -401,11 +430,17 @@ fn eval_table1(cfg: &Config, dist: &Dist, limit: usize) -> anyhow::Result<i32> {
 
 /// The JT-VAE's reconstruction of the checkpoint `ck`, written to
 /// `<out_dir>/jtvae/eval.h5`.
-fn eval_jtvae(cfg: &Config, dist: &Dist, ck: &Path, limit: usize) -> anyhow::Result<i32> {
-    let r = zo_hpc::train::jtvae_stage::eval(cfg, dist, ck, limit)?;
+fn eval_jtvae(
+    cfg: &Config,
+    dist: &Dist,
+    ck: &Path,
+    limit: usize,
+    protocol: Option<zo_hpc::train::jtvae_stage::Protocol>,
+) -> anyhow::Result<i32> {
+    let (r, sampled) = zo_hpc::train::jtvae_stage::eval(cfg, dist, ck, limit, protocol)?;
     if dist.is_root() {
         let out = cfg.for_stage(Stage::Jtvae).run.out_dir.join("eval.h5");
-        eval_file::write_reconstruction(&out, ck, &r)?;
+        eval_file::write_reconstruction(&out, ck, &r, sampled.as_ref())?;
         log::info!("wrote {}", out.display());
     }
     Ok(0)

@@ -39,6 +39,17 @@ fn stage_one_lowers_all_four_loss_terms() {
             "{term}: first epoch {first:.4}, last epoch {last:.4}"
         );
     }
+    // The reference's per-step log: training accuracies and β, every step.
+    for k in ["word_acc", "topo_acc", "assm_acc", "beta"] {
+        let v = &m.step_terms[k];
+        assert_eq!(v.len(), steps, "{k}");
+        assert!(v.iter().all(|x| (0.0..=1.0).contains(x)), "{k}: {v:?}");
+    }
+    let word = &m.step_terms["word_acc"];
+    assert!(
+        mean(&word[steps - 4..]) > mean(&word[..4]),
+        "training label accuracy rises: {word:?}"
+    );
     for k in ["test_word_acc", "test_topo_acc", "test_assm_acc"] {
         let v = &m.epoch[k];
         assert!(v.iter().all(|x| (0.0..=1.0).contains(x)), "{k}: {v:?}");
@@ -107,4 +118,62 @@ fn a_killed_run_resumes_along_the_identical_trajectory() {
         ),
         0.0
     );
+}
+
+/// Issue 21: `eval --encodings E --decodings D` reconstructs by the JT-VAE paper's
+/// protocol beside the greedy decode of the mean: E posterior draws × D stochastic
+/// decodes per molecule, every draw keyed by the molecule, so 2 ranks give the
+/// figures of 1.
+#[test]
+fn eval_reconstructs_by_the_papers_sampling_protocol_on_any_rank_count() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("run");
+    assert_ok(&train(&out, &["--max-steps", "8"]));
+    let out_s = out.display().to_string();
+    let args = |extra: &[&'static str]| {
+        let mut a: Vec<String> = ["eval", &cfg(), "--out-dir", &out_s, "--limit", "6"]
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
+        a.extend(extra.iter().map(|s| s.to_string()));
+        a
+    };
+    let attrs = |path: &Path| {
+        let f = hdf5::File::open(path).unwrap();
+        let mut m = std::collections::BTreeMap::new();
+        for k in f.attr_names().unwrap() {
+            if let Ok(v) = f.attr(&k).and_then(|a| a.read_scalar::<f64>()) {
+                m.insert(k, v);
+            }
+        }
+        m
+    };
+    let eval_h5 = out.join("jtvae/eval.h5");
+    let protocol = ["--encodings", "2", "--decodings", "3"];
+    let a1 = args(&protocol);
+    let o = zo(&a1.iter().map(String::as_str).collect::<Vec<_>>());
+    assert_ok(&o);
+    assert!(text(&o).contains("JT-VAE paper's protocol"), "{}", text(&o));
+    let one = attrs(&eval_h5);
+    assert_eq!(one["sampled_molecules"], 6.0);
+    assert_eq!(one["sampled_decodes"], 36.0);
+    let acc = one["recon_acc_sampled"];
+    assert_eq!(acc, one["sampled_exact_decodes"] / 36.0);
+    assert!((0.0..=1.0).contains(&acc));
+    assert!(one["recon_acc_majority"] <= one["recon_acc_any"]);
+    assert!(one.contains_key("recon_acc"), "the greedy figure stays");
+    let o = mpirun(2, &a1.iter().map(String::as_str).collect::<Vec<_>>());
+    assert_ok(&o);
+    let two = attrs(&eval_h5);
+    for k in one.keys().filter(|k| k.starts_with("sampled_") || k.starts_with("recon_acc_")) {
+        assert_eq!(one[k], two[k], "{k}: 1 rank vs 2 ranks");
+    }
+    // Without the options only the greedy figure is written.
+    let plain = args(&[]);
+    assert_ok(&zo(&plain.iter().map(String::as_str).collect::<Vec<_>>()));
+    assert!(!attrs(&eval_h5).contains_key("recon_acc_sampled"));
+    // Half a protocol is refused by the command line.
+    let half = args(&["--encodings", "2"]);
+    let o = zo(&half.iter().map(String::as_str).collect::<Vec<_>>());
+    assert!(!o.status.success() && text(&o).contains("--decodings"), "{}", text(&o));
 }

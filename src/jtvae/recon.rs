@@ -1,6 +1,7 @@
 //! The tally of a JT-VAE's reconstruction of held-out molecules (`Recon`): how
 //! many decoded back exactly, validly or not at all, where the decoding time went,
-//! and the SMILES pairs. Stage 1 computes it; `io::eval_file` stores it.
+//! and the SMILES pairs; and the same by the JT-VAE paper's sampling protocol
+//! (`SampledRecon`). Stage 1 computes them; `io::eval_file` stores them.
 
 /// Reconstruction of held-out molecules: decode(mean of encode(x)) against x, as
 /// canonical SMILES without stereo (stereo is not modelled).
@@ -24,4 +25,38 @@ pub struct Recon {
     /// (decoded "" where decoding failed); empty on other ranks.
     pub smiles: Vec<String>,
     pub decoded: Vec<String>,
+}
+
+/// The protocol's settings.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Protocol {
+    /// Latents drawn from q(z | x) per molecule.
+    pub encodings: usize,
+    /// Stochastic decodes per latent.
+    pub decodings: usize,
+    /// Temperature of every decoding decision.
+    pub temperature: f64,
+}
+
+/// Reconstruction by `Protocol`, summed over ranks.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SampledRecon {
+    pub protocol: Protocol,
+    pub molecules: f64,
+    pub decodes: f64,
+    /// Decodes identical to their input (canonical SMILES without stereo).
+    pub exact_decodes: f64,
+    /// Molecules whose most frequent decode (ties: the smallest SMILES) is the input.
+    pub majority_exact: f64,
+    /// Molecules with at least one exact decode.
+    pub any_exact: f64,
+    /// Decodes that failed (no molecule).
+    pub failed_decodes: f64,
+}
+
+impl SampledRecon {
+    /// The JT-VAE paper's reconstruction accuracy: exact decodes / decodes.
+    pub fn accuracy(&self) -> f64 {
+        self.exact_decodes / self.decodes.max(1.0)
+    }
 }

@@ -7,6 +7,9 @@
 //! (seed, "vae", s, gid) (`zo::noise`), so it is the same on 1 rank or 64.
 //! Evaluation each epoch: the losses and accuracies at the latent mean on the test
 //! split (teacher forced); `zo-hpc eval`: reconstruction of held-out molecules.
+mod sampled;
+pub use crate::jtvae::recon::{Protocol, SampledRecon};
+
 use super::params::Params;
 use super::trainer::{backward_step, Objective, StepOut, Trainer};
 use super::{device, RunOptions};
@@ -355,7 +358,33 @@ impl Objective for JtvaeObjective {
             .iter()
             .map(|t| t.double_value(&[]))
             .collect();
-        backward_step(total, terms)
+        let mut out = backward_step(total, terms);
+        // Accuracies as counts, so that they sum over micro-batches and ranks.
+        out.counts = vec![
+            (l.word_acc * l.n_word as f64).round(),
+            l.n_word as f64,
+            (l.topo_acc * l.n_topo as f64).round(),
+            l.n_topo as f64,
+            l.assm_correct.0 as f64,
+            l.assm_correct.1 as f64,
+        ];
+        out
+    }
+
+    fn counters(&self) -> Vec<&'static str> {
+        STEP_COUNTERS.to_vec()
+    }
+
+    /// The teacher-forced training accuracies of the step (label, topology,
+    /// assembly: the reference's per-step log) and the KL weight β it used.
+    fn derived(&self, step: usize, c: &[f64], _step_s: f64) -> Vec<(&'static str, f64)> {
+        let per = |x: f64, n: f64| if n > 0.0 { x / n } else { f64::NAN };
+        vec![
+            ("word_acc", per(c[0], c[1])),
+            ("topo_acc", per(c[2], c[3])),
+            ("assm_acc", per(c[4], c[5])),
+            ("beta", self.beta(step)),
+        ]
     }
 
     fn evaluate(&self, dist: &Dist) -> Vec<(String, f64)> {
@@ -411,6 +440,17 @@ impl Objective for JtvaeObjective {
     }
 }
 
+/// Per-step counters of Stage 1 (summed over micro-batches and ranks): correct
+/// and scored label predictions, topology predictions and assembly groups.
+const STEP_COUNTERS: [&str; 6] = [
+    "word_correct",
+    "word_n",
+    "topo_correct",
+    "topo_n",
+    "assm_correct",
+    "assm_n",
+];
+
 /// `zo-hpc train` with `train.stage = "jtvae"`.
 pub fn run(cfg: &Config, dist: &Dist, opts: &RunOptions) -> anyhow::Result<super::stop::Outcome> {
     let device = device::choose(cfg.train.device, dist.local_rank)?;
@@ -431,7 +471,8 @@ pub fn eval(
     dist: &Dist,
     checkpoint: &std::path::Path,
     limit: usize,
-) -> anyhow::Result<Recon> {
+    sampled: Option<Protocol>,
+) -> anyhow::Result<(Recon, Option<SampledRecon>)> {
     let device = device::choose(cfg.train.device, dist.local_rank)?;
     tch::manual_seed(cfg.run.seed as i64);
     let vs = VarStore::new(device);
@@ -462,5 +503,25 @@ pub fn eval(
             share(r.score_s)
         );
     }
-    Ok(r)
+    let sampled = sampled.map(|p| {
+        let t0 = Instant::now();
+        let s = obj.reconstruct_sampled(dist, limit, p);
+        if dist.is_root() {
+            let pct = |x: f64| 100.0 * x / s.molecules.max(1.0);
+            log::info!(
+                "JT-VAE paper's protocol ({} posterior draws x {} decodes at temperature {} per molecule, {} molecules): {:.2}% of decodes exact; the most frequent decode exact for {:.2}% of molecules, any decode for {:.2}%; {:.2}% of decodes failed ({:.1} s)",
+                p.encodings,
+                p.decodings,
+                p.temperature,
+                s.molecules,
+                100.0 * s.accuracy(),
+                pct(s.majority_exact),
+                pct(s.any_exact),
+                100.0 * s.failed_decodes / s.decodes.max(1.0),
+                t0.elapsed().as_secs_f64()
+            );
+        }
+        s
+    });
+    Ok((r, sampled))
 }

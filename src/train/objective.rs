@@ -90,9 +90,10 @@ pub trait Objective {
     fn phases(&self) -> Vec<&'static str> {
         Vec::new()
     }
-    /// Values derived from one step's counters (summed over ranks) and its wall
-    /// time (slowest rank), stored per step (e.g. flip rate, queries per second).
-    fn derived(&self, _counts: &[f64], _step_s: f64) -> Vec<(&'static str, f64)> {
+    /// Values derived from global step `step`'s counters (summed over ranks) and
+    /// its wall time (slowest rank), stored per step (e.g. flip rate, queries per
+    /// second, accuracies, a scheduled weight).
+    fn derived(&self, _step: usize, _counts: &[f64], _step_s: f64) -> Vec<(&'static str, f64)> {
         Vec::new()
     }
     /// End-of-epoch evaluation as (name, value) pairs; every rank calls it (it may

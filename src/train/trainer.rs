@@ -552,9 +552,9 @@ impl<'a, O: Objective> Trainer<'a, O> {
                     1.0
                 },
             );
-            for (name, v) in self.obj.derived(&r.counts, step_max) {
-                self.metrics.push_step(name, v);
-            }
+        }
+        for (name, v) in self.obj.derived(self.step, &r.counts, step_max) {
+            self.metrics.push_step(name, v);
         }
     }
 

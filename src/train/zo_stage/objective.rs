@@ -189,7 +189,7 @@ impl Objective for ZoObjective {
         self.n_decoder_projections() + self.s.zo_part.numel()
     }
 
-    fn derived(&self, c: &[f64], step_s: f64) -> Vec<(&'static str, f64)> {
+    fn derived(&self, _step: usize, c: &[f64], step_s: f64) -> Vec<(&'static str, f64)> {
         let mut d = derived(c, step_s);
         d.push(("radius", self.s.radius));
         d
