@@ -165,7 +165,10 @@ fn eval_reconstructs_by_the_papers_sampling_protocol_on_any_rank_count() {
     let o = mpirun(2, &a1.iter().map(String::as_str).collect::<Vec<_>>());
     assert_ok(&o);
     let two = attrs(&eval_h5);
-    for k in one.keys().filter(|k| k.starts_with("sampled_") || k.starts_with("recon_acc_")) {
+    for k in one
+        .keys()
+        .filter(|k| k.starts_with("sampled_") || k.starts_with("recon_acc_"))
+    {
         assert_eq!(one[k], two[k], "{k}: 1 rank vs 2 ranks");
     }
     // Without the options only the greedy figure is written.
@@ -175,5 +178,9 @@ fn eval_reconstructs_by_the_papers_sampling_protocol_on_any_rank_count() {
     // Half a protocol is refused by the command line.
     let half = args(&["--encodings", "2"]);
     let o = zo(&half.iter().map(String::as_str).collect::<Vec<_>>());
-    assert!(!o.status.success() && text(&o).contains("--decodings"), "{}", text(&o));
+    assert!(
+        !o.status.success() && text(&o).contains("--decodings"),
+        "{}",
+        text(&o)
+    );
 }

@@ -178,20 +178,45 @@ fn jtvae_accuracy(run: &Run, m: &Metrics) -> Option<Figure> {
         "test_topo_acc",
         "test_assm_acc",
     ];
+    let mut panels = vec![
+        epoch_panel(m, "accuracy", "share", &acc),
+        epoch_panel(
+            m,
+            "teacher-forced test loss",
+            "per molecule",
+            &["test_word", "test_topo", "test_assm"],
+        ),
+    ];
+    panels.extend(training_accuracy(m));
     Figure::new(
         format!("{}_jtvae_accuracy.png", run.name),
-        format!("{}: Stage 1 JT-VAE, held-out split per epoch", run.name),
-        "JT-VAE reconstruction and teacher-forced accuracies, teacher-forced test losses per epoch",
-        vec![
-            epoch_panel(m, "accuracy", "share", &acc),
-            epoch_panel(
-                m,
-                "teacher-forced test loss",
-                "per molecule",
-                &["test_word", "test_topo", "test_assm"],
-            ),
-        ],
+        format!(
+            "{}: Stage 1 JT-VAE, held-out split per epoch; training accuracies and β per step",
+            run.name
+        ),
+        "JT-VAE reconstruction and teacher-forced accuracies, teacher-forced test losses per epoch, training accuracies and KL weight per step",
+        panels,
     )
+}
+
+/// The teacher-forced training accuracies per step (moving averages) and β, as
+/// the reference logs them; none for metrics written before they were recorded.
+fn training_accuracy(m: &Metrics) -> Option<Panel> {
+    let mut p = Panel::new("training accuracy per step", "step", "share");
+    for (i, name) in ["word_acc", "topo_acc", "assm_acc", "beta"]
+        .iter()
+        .enumerate()
+    {
+        if let Some(v) = m.step_terms.get(*name) {
+            let look = if *name == "beta" {
+                Look::Dashed
+            } else {
+                Look::Line
+            };
+            p.series.push(series(name, numbered(&smooth(v)), look, i));
+        }
+    }
+    (!p.series.is_empty()).then_some(p)
 }
 
 fn zo_eval(run: &Run, m: &Metrics) -> Option<Figure> {
@@ -464,4 +489,22 @@ pub fn compare(runs: &[Run]) -> Vec<Figure> {
             .any(|p| p.series.iter().filter(|s| p.drawable(s) > 0).count() >= 2)
     };
     overlays.into_iter().flatten().filter(two_runs).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::training_accuracy;
+    use crate::io::metrics::Metrics;
+
+    #[test]
+    fn training_accuracies_and_beta_are_drawn_when_recorded() {
+        let mut m = Metrics::default();
+        assert!(training_accuracy(&m).is_none(), "older metrics: no panel");
+        for k in ["word_acc", "assm_acc", "beta"] {
+            m.step_terms.insert(k.into(), vec![0.1, 0.2, 0.3]);
+        }
+        let p = training_accuracy(&m).unwrap();
+        let names: Vec<&str> = p.series.iter().map(|s| s.label.as_str()).collect();
+        assert_eq!(names, ["word_acc", "assm_acc", "beta"]);
+    }
 }
