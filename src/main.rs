@@ -137,7 +137,8 @@ struct TrainArgs {
 struct EvalArgs {
     /// The run config (TOML).
     config: PathBuf,
-    /// JT-VAE-only configs: checkpoint to evaluate (default `<out_dir>/jtvae/checkpoint.h5`).
+    /// JT-VAE-only configs: checkpoint or exported model (`jtvae.h5`) to evaluate
+    /// (default `<out_dir>/jtvae/checkpoint.h5`).
     #[arg(long, value_name = "FILE")]
     checkpoint: Option<PathBuf>,
     /// Evaluate at most this many held-out molecules.
@@ -469,10 +470,15 @@ fn export(a: ExportArgs, dist: &Dist) -> anyhow::Result<i32> {
         );
     };
     let mut done = Vec::new();
+    // The Stage-1 models the config trains (a JT-VAE-only config: the JT-VAE).
+    let stages = cfg.stages();
     for (stage, inputs) in [
         (Stage::Jtvae, Inputs::Vocab(&j.vocab)),
         (Stage::Mpnn, Inputs::Features(&ds.featurizer)),
-    ] {
+    ]
+    .into_iter()
+    .filter(|(s, _)| stages.contains(s))
+    {
         let e = model::export(&cfg, stage, &a.to, a.half, inputs)?;
         log::info!(
             "wrote {} ({} parameters, {:.1} MB)",

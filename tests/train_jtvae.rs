@@ -130,7 +130,7 @@ fn eval_reconstructs_by_the_papers_sampling_protocol_on_any_rank_count() {
     let out = dir.path().join("run");
     assert_ok(&train(&out, &["--max-steps", "8"]));
     let out_s = out.display().to_string();
-    let args = |extra: &[&'static str]| {
+    let args = |extra: &[&str]| {
         let mut a: Vec<String> = ["eval", &cfg(), "--out-dir", &out_s, "--limit", "6"]
             .iter()
             .map(|s| s.to_string())
@@ -175,6 +175,35 @@ fn eval_reconstructs_by_the_papers_sampling_protocol_on_any_rank_count() {
     let plain = args(&[]);
     assert_ok(&zo(&plain.iter().map(String::as_str).collect::<Vec<_>>()));
     assert!(!attrs(&eval_h5).contains_key("recon_acc_sampled"));
+    // An exported model file (a JT-VAE-only config exports the JT-VAE alone) is
+    // evaluated like the checkpoint it came from.
+    let models = dir.path().join("models");
+    let models_s = models.display().to_string();
+    assert_ok(&zo(&[
+        "export",
+        &cfg(),
+        "--out-dir",
+        &out_s,
+        "--to",
+        &models_s,
+    ]));
+    assert!(models.join("jtvae.h5").is_file() && !models.join("mpnn.h5").exists());
+    let model = models.join("jtvae.h5").display().to_string();
+    let a2 = args(&[
+        "--encodings",
+        "2",
+        "--decodings",
+        "3",
+        "--checkpoint",
+        &model,
+    ]);
+    assert_ok(&zo(&a2.iter().map(String::as_str).collect::<Vec<_>>()));
+    let from_model = attrs(&eval_h5);
+    for (k, v) in &one {
+        if !k.ends_with("_s") {
+            assert_eq!(from_model[k], *v, "{k}: exported model vs checkpoint");
+        }
+    }
     // Half a protocol is refused by the command line.
     let half = args(&["--encodings", "2"]);
     let o = zo(&half.iter().map(String::as_str).collect::<Vec<_>>());

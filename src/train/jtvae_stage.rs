@@ -289,9 +289,23 @@ impl JtvaeObjective {
         }
     }
 
-    /// Loads the parameters of a checkpoint into the model.
-    pub fn load(vs: &VarStore, path: &std::path::Path) -> anyhow::Result<u64> {
+    /// Loads the parameters of a checkpoint, or of an exported model file
+    /// (`zo-hpc export`, e.g. `inputs/models/zinc/jtvae.h5`, whose vocabulary must
+    /// be this dataset's), into the model; the step it was saved at.
+    pub fn load(&self, vs: &VarStore, path: &std::path::Path) -> anyhow::Result<u64> {
         let params = Params::of(vs);
+        if let Some(vocab) = crate::io::model::stored_vocab(path) {
+            anyhow::ensure!(
+                vocab == self.vocab,
+                "{}: a JT-VAE of another cluster vocabulary ({} clusters) than the dataset's ({})",
+                path.display(),
+                vocab.len(),
+                self.vocab.len()
+            );
+            let (step, arrays) = Checkpoint::read_params(path, &params.names)?;
+            params.load_arrays(&arrays, &params.tensors)?;
+            return Ok(step);
+        }
         let ck = Checkpoint::read(path, &params.names)?;
         params.load_arrays(&ck.params, &params.tensors)?;
         Ok(ck.step)
@@ -477,7 +491,7 @@ pub fn eval(
     tch::manual_seed(cfg.run.seed as i64);
     let vs = VarStore::new(device);
     let obj = JtvaeObjective::build(cfg, dist, &vs, Some(limit))?;
-    let step = JtvaeObjective::load(&vs, checkpoint)?;
+    let step = obj.load(&vs, checkpoint)?;
     let r = obj.reconstruct(dist, limit);
     if dist.is_root() {
         log::info!(
