@@ -120,6 +120,37 @@ fn a_killed_run_resumes_along_the_identical_trajectory() {
     );
 }
 
+/// Issue 21: `train.eval_every_steps` evaluates (reconstruction, held-out
+/// accuracies) every N steps, whatever the epoch, into `/eval` of metrics.h5; a
+/// killed and resumed run keeps the same rows.
+#[test]
+fn evaluation_every_n_steps_is_kept_across_a_resume() {
+    let dir = tempfile::tempdir().unwrap();
+    let body = std::fs::read_to_string(cfg())
+        .unwrap()
+        .replace("\"../../", &format!("\"{}/", repo().display()))
+        .replace("[train]\n", "[train]\neval_every_steps = 3\n");
+    let config = dir.path().join("every3.toml");
+    std::fs::write(&config, body).unwrap();
+    let c = config.display().to_string();
+    let (full, cut) = (dir.path().join("full"), dir.path().join("cut"));
+    assert_ok(&train_config(&c, &full, &["--max-steps", "7"]));
+    let m = read_metrics(&full.join("jtvae/metrics.h5"));
+    assert_eq!(m.eval_step, [3, 6], "every 3 steps, across the epoch end at 4");
+    for k in ["recon_acc", "test_word_acc", "test_assm_acc"] {
+        let v = &m.evals[k];
+        assert_eq!(v.len(), 2, "{k}");
+        assert!(v.iter().all(|x| (0.0..=1.0).contains(x)), "{k}: {v:?}");
+    }
+    // The epoch evaluation at step 4 is the same kind of row, in /epoch.
+    assert_eq!(m.epoch_step, [4]);
+    let o = train_config(&c, &cut, &["--max-steps", "7", "--abort-after-step", "4"]);
+    assert_eq!(o.status.code(), Some(86), "{}", text(&o));
+    assert_ok(&train_config(&c, &cut, &["--max-steps", "7", "--resume"]));
+    let r = read_metrics(&cut.join("jtvae/metrics.h5"));
+    assert_eq!((r.eval_step, r.evals), (m.eval_step, m.evals));
+}
+
 /// Issue 21: `eval --encodings E --decodings D` reconstructs by the JT-VAE paper's
 /// protocol beside the greedy decode of the mean: E posterior draws × D stochastic
 /// decodes per molecule, every draw keyed by the molecule, so 2 ranks give the

@@ -159,6 +159,7 @@ impl Config {
             t.eval_batch_size = o.eval_batch_size.unwrap_or(t.eval_batch_size);
             t.micro_batch = o.micro_batch.or(t.micro_batch);
             t.eval_every = o.eval_every.unwrap_or(t.eval_every);
+            t.eval_every_steps = o.eval_every_steps.or(t.eval_every_steps);
         }
         c.train.jtvae = None;
         c.train.mpnn = None;

@@ -49,6 +49,7 @@ pub struct StageTrain {
     pub eval_batch_size: Option<usize>,
     pub micro_batch: Option<usize>,
     pub eval_every: Option<usize>,
+    pub eval_every_steps: Option<usize>,
 }
 
 #[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
@@ -113,6 +114,10 @@ pub struct TrainConfig {
     /// epochs between hold NaN in metrics.h5. Evaluation never changes training.
     #[serde(default = "d1usize")]
     pub eval_every: usize,
+    /// Also evaluate every this many steps, whatever the epoch (a MOSES epoch of
+    /// the JT-VAE is 15 hours): rows of `/eval` in metrics.h5. Default: off.
+    #[serde(default)]
+    pub eval_every_steps: Option<usize>,
 }
 
 impl TrainConfig {
@@ -139,12 +144,13 @@ impl TrainConfig {
         ] {
             at_least_1(path, key, v)?;
         }
-        if self.micro_batch == Some(0) {
-            return Err(ConfigError::value(
-                path,
-                "train.micro_batch",
-                "must be at least 1",
-            ));
+        for (key, v) in [
+            ("train.micro_batch", self.micro_batch),
+            ("train.eval_every_steps", self.eval_every_steps),
+        ] {
+            if v == Some(0) {
+                return Err(ConfigError::value(path, key, "must be at least 1"));
+            }
         }
         if self.stage.is_some() && self.stages.is_some() {
             return Err(ConfigError::value(
@@ -194,6 +200,7 @@ impl StageTrain {
             ("eval_batch_size", self.eval_batch_size),
             ("micro_batch", self.micro_batch),
             ("eval_every", self.eval_every),
+            ("eval_every_steps", self.eval_every_steps),
         ] {
             if v == Some(0) {
                 return Err(ConfigError::value(

@@ -11,6 +11,9 @@
 //!                                      ranks, time_step, imbalance = slowest / mean rank)
 //! /epoch/step             u64[epochs]  global step at the end of the epoch
 //! /epoch/<value>          f64[epochs]  epoch evaluations (MPNN: train_rmse, test_rmse) and wall_s
+//! /eval/step              u64[evals]   with train.eval_every_steps: the step of each
+//!                                      evaluation (also at epoch ends that evaluate)
+//! /eval/<value>           f64[evals]   what the stage's evaluation gives, at those steps
 //! /timing/<phase>         f64[epochs]  seconds in the phase, max over ranks
 //! /timing/<phase>_mean    f64[epochs]  mean over ranks (max/mean = imbalance)
 //! attrs: scalars of the stage (MPNN: baseline_test_rmse); metrics.h5 also: ranks,
@@ -28,6 +31,10 @@ pub struct Metrics {
     pub epoch_step: Vec<u64>,
     /// name → per-epoch value
     pub epoch: BTreeMap<String, Vec<f64>>,
+    /// Steps of the evaluations every `train.eval_every_steps` (empty: none).
+    pub eval_step: Vec<u64>,
+    /// name → value per evaluation of `eval_step`
+    pub evals: BTreeMap<String, Vec<f64>>,
     /// phase → per-epoch seconds (max over ranks)
     pub timing_max: BTreeMap<String, Vec<f64>>,
     /// phase → per-epoch seconds (mean over ranks)
@@ -59,6 +66,11 @@ impl Metrics {
         let ep = h5::ensure_group(g, "epoch")?;
         h5::write_vec(&ep, "step", &self.epoch_step)?;
         write_map(&ep, &self.epoch, "")?;
+        if !self.eval_step.is_empty() {
+            let ev = h5::ensure_group(g, "eval")?;
+            h5::write_vec(&ev, "step", &self.eval_step)?;
+            write_map(&ev, &self.evals, "")?;
+        }
         let t = h5::ensure_group(g, "timing")?;
         write_map(&t, &self.timing_max, "")?;
         write_map(&t, &self.timing_mean, "_mean")?;
@@ -85,6 +97,16 @@ impl Metrics {
                 m.epoch_step = h5::read_vec(&ep, "step")?;
             } else {
                 m.epoch.insert(name.clone(), h5::read_vec(&ep, &name)?);
+            }
+        }
+        // Older files and runs without `eval_every_steps` have no /eval.
+        if let Ok(ev) = g.group("eval") {
+            for name in ev.member_names()? {
+                if name == "step" {
+                    m.eval_step = h5::read_vec(&ev, "step")?;
+                } else {
+                    m.evals.insert(name.clone(), h5::read_vec(&ev, &name)?);
+                }
             }
         }
         let t = g.group("timing")?;

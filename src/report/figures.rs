@@ -188,6 +188,11 @@ fn jtvae_accuracy(run: &Run, m: &Metrics) -> Option<Figure> {
         ),
     ];
     panels.extend(training_accuracy(m));
+    panels.extend(step_eval_panel(
+        m,
+        "held-out accuracy every eval_every_steps",
+        &acc,
+    ));
     Figure::new(
         format!("{}_jtvae_accuracy.png", run.name),
         format!(
@@ -197,6 +202,24 @@ fn jtvae_accuracy(run: &Run, m: &Metrics) -> Option<Figure> {
         "JT-VAE reconstruction and teacher-forced accuracies, teacher-forced test losses per epoch, training accuracies and KL weight per step",
         panels,
     )
+}
+
+/// The evaluations every `train.eval_every_steps` (`/eval`), against the step;
+/// none when the run made none.
+fn step_eval_panel(m: &Metrics, title: &str, names: &[&str]) -> Option<Panel> {
+    let mut p = Panel::new(title, "step", "share");
+    for (i, name) in names.iter().enumerate() {
+        if let Some(v) = m.evals.get(*name) {
+            let points = m
+                .eval_step
+                .iter()
+                .zip(v)
+                .map(|(&s, &y)| (s as f64, y))
+                .collect();
+            p.series.push(series(name, points, Look::Marked, i));
+        }
+    }
+    (!p.series.is_empty()).then_some(p)
 }
 
 /// The teacher-forced training accuracies per step (moving averages) and β, as
@@ -506,5 +529,16 @@ mod tests {
         let p = training_accuracy(&m).unwrap();
         let names: Vec<&str> = p.series.iter().map(|s| s.label.as_str()).collect();
         assert_eq!(names, ["word_acc", "assm_acc", "beta"]);
+    }
+
+    #[test]
+    fn evaluations_every_n_steps_are_drawn_against_their_step() {
+        let mut m = Metrics::default();
+        assert!(super::step_eval_panel(&m, "t", &["recon_acc"]).is_none());
+        m.eval_step = vec![100, 200];
+        m.evals.insert("recon_acc".into(), vec![0.1, 0.25]);
+        let p = super::step_eval_panel(&m, "t", &["recon_acc", "test_word_acc"]).unwrap();
+        assert_eq!(p.series.len(), 1);
+        assert_eq!(p.series[0].points, [(100.0, 0.1), (200.0, 0.25)]);
     }
 }

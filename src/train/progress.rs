@@ -106,6 +106,17 @@ impl Progress {
         }
     }
 
+    /// A line of its own above the bar (rank 0).
+    pub fn note(&self, msg: &str) {
+        if !self.root {
+            return;
+        }
+        match &self.bar {
+            Some(pb) => pb.println(msg),
+            None => log::info!("{msg}"),
+        }
+    }
+
     /// Removes the bar (at the end of the run or when it stops early).
     pub fn finish(&mut self) {
         if let Some(pb) = self.bar.take() {

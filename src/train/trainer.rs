@@ -66,6 +66,9 @@ struct RunState {
     /// What evaluation gives (known from the metrics when resuming), so epochs
     /// between evaluations (`eval_every`) record NaN for each.
     eval_names: Option<Vec<String>>,
+    /// The step and values of the last epoch evaluation, reused by the evaluation
+    /// every `eval_every_steps` when both fall on one step.
+    last_eval: Option<(usize, Vec<(String, f64)>)>,
     /// For `opts.stop`: the longest step so far (epoch evaluation included) and
     /// checkpoint write, the margin kept before a deadline; the step whose
     /// checkpoint is on disk (a resumed run starts from one). At least one step
@@ -305,6 +308,14 @@ impl<'a, O: Objective> Trainer<'a, O> {
             if self.step.is_multiple_of(st.spe) {
                 self.end_epoch(epoch, &mut st)?;
             }
+            if self
+                .cfg
+                .train
+                .eval_every_steps
+                .is_some_and(|n| self.step.is_multiple_of(n))
+            {
+                self.eval_at_step(&mut st)?;
+            }
             self.checkpoint_if_due(&mut st)?;
             st.longest = st.longest.max(step_start.elapsed());
             if opts.abort_after_step == Some(self.step) {
@@ -359,6 +370,7 @@ impl<'a, O: Objective> Trainer<'a, O> {
                 order: Vec::new(),
             },
             eval_names,
+            last_eval: None,
             longest: Duration::ZERO,
             ck_s: Duration::ZERO,
             first: self.step,
@@ -598,7 +610,11 @@ impl<'a, O: Objective> Trainer<'a, O> {
         let due = n == 1 || n.is_multiple_of(tc.eval_every.max(1)) || self.step == st.total;
         let values = match (&st.eval_names, due) {
             (Some(names), false) => names.iter().map(|k| (k.clone(), f64::NAN)).collect(),
-            _ => st.timer.time("eval", || self.obj.evaluate(self.dist)),
+            _ => {
+                let v = st.timer.time("eval", || self.obj.evaluate(self.dist));
+                st.last_eval = Some((self.step, v.clone()));
+                v
+            }
         };
         st.eval_names = Some(values.iter().map(|(k, _)| k.clone()).collect());
         self.finish_epoch(&mut st.timer, st.epoch_start, &values);
@@ -614,6 +630,35 @@ impl<'a, O: Objective> Trainer<'a, O> {
             self.write_metrics(&st.devices)?;
         }
         st.epoch_start = Instant::now();
+        Ok(())
+    }
+
+    /// Every `eval_every_steps` steps: the stage's evaluation (the epoch's, when
+    /// it ran at this step) as a row of `/eval` in the metrics, logged, and on rank
+    /// 0 the metrics file written.
+    fn eval_at_step(&mut self, st: &mut RunState) -> anyhow::Result<()> {
+        let values = match st.last_eval.take() {
+            Some((step, v)) if step == self.step => v,
+            _ => st.timer.time("eval", || self.obj.evaluate(self.dist)),
+        };
+        let m = &mut self.metrics;
+        m.eval_step.push(self.step as u64);
+        let row = m.eval_step.len();
+        for (k, v) in &values {
+            let col = m.evals.entry(k.clone()).or_default();
+            // A value first given now: NaN for the earlier rows.
+            col.resize(row - 1, f64::NAN);
+            col.push(*v);
+        }
+        if self.dist.is_root() {
+            let shown: Vec<String> = values.iter().map(|(k, v)| format!("{k} {v:.4}")).collect();
+            st.progress.note(&format!(
+                "step {} evaluation: {}",
+                self.step,
+                shown.join(", ")
+            ));
+            self.write_metrics(&st.devices)?;
+        }
         Ok(())
     }
 
