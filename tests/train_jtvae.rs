@@ -136,7 +136,11 @@ fn evaluation_every_n_steps_is_kept_across_a_resume() {
     let (full, cut) = (dir.path().join("full"), dir.path().join("cut"));
     assert_ok(&train_config(&c, &full, &["--max-steps", "7"]));
     let m = read_metrics(&full.join("jtvae/metrics.h5"));
-    assert_eq!(m.eval_step, [3, 6], "every 3 steps, across the epoch end at 4");
+    assert_eq!(
+        m.eval_step,
+        [3, 6],
+        "every 3 steps, across the epoch end at 4"
+    );
     for k in ["recon_acc", "test_word_acc", "test_assm_acc"] {
         let v = &m.evals[k];
         assert_eq!(v.len(), 2, "{k}");
@@ -149,6 +153,38 @@ fn evaluation_every_n_steps_is_kept_across_a_resume() {
     assert_ok(&train_config(&c, &cut, &["--max-steps", "7", "--resume"]));
     let r = read_metrics(&cut.join("jtvae/metrics.h5"));
     assert_eq!((r.eval_step, r.evals), (m.eval_step, m.evals));
+}
+
+/// Issue 21: the reference's recipe (β = 0, then raised in steps; the learning
+/// rate decayed in steps) drives the run: `beta` and `lr` per step in metrics.h5.
+#[test]
+fn the_beta_ramp_and_the_rate_decay_drive_the_steps() {
+    let dir = tempfile::tempdir().unwrap();
+    let body = std::fs::read_to_string(cfg())
+        .unwrap()
+        .replace("\"../../", &format!("\"{}/", repo().display()))
+        .replace(
+            "[train]\n",
+            "[train]\nlr_decay = { factor = 0.5, every = 2 }\n",
+        )
+        .replace(
+            "beta = 1.0\n",
+            "beta = 0.6\nbeta_ramp = { start = 2, every = 2, step = 0.25 }\n",
+        );
+    let config = dir.path().join("recipe.toml");
+    std::fs::write(&config, body).unwrap();
+    let out = dir.path().join("run");
+    assert_ok(&train_config(
+        &config.display().to_string(),
+        &out,
+        &["--max-steps", "7"],
+    ));
+    let m = read_metrics(&out.join("jtvae/metrics.h5"));
+    assert_eq!(m.step_terms["beta"], [0.0, 0.0, 0.25, 0.25, 0.5, 0.5, 0.6]);
+    assert_eq!(
+        m.step_terms["lr"],
+        [3e-3, 3e-3, 1.5e-3, 1.5e-3, 7.5e-4, 7.5e-4, 3.75e-4]
+    );
 }
 
 /// Issue 21: `eval --encodings E --decodings D` reconstructs by the JT-VAE paper's

@@ -42,6 +42,10 @@ pub struct JtvaeConfig {
     /// Steps over which the KL weight grows linearly from 0 to `beta` (0: constant).
     #[serde(default)]
     pub beta_warmup: usize,
+    /// The reference fast_jtnn's schedule instead of the warm-up: β = 0 before step
+    /// `start`, then `step` more every `every` steps, up to `beta`.
+    #[serde(default)]
+    pub beta_ramp: Option<BetaRamp>,
     /// At most this many candidate attachments per tree node in the assembly loss.
     #[serde(default = "default_max_candidates")]
     pub max_candidates: usize,
@@ -59,6 +63,15 @@ pub struct JtvaeConfig {
     pub recon_samples: usize,
 }
 
+/// `jtvae.beta_ramp = { start = 40000, every = 1000, step = 0.002 }`.
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct BetaRamp {
+    pub start: usize,
+    pub every: usize,
+    pub step: f64,
+}
+
 /// Written out by hand so that `train_limit`, when not set, leaves the text (which
 /// enters the stage keys) as it was before the key existed: runs made then resume.
 impl std::fmt::Debug for JtvaeConfig {
@@ -74,8 +87,12 @@ impl std::fmt::Debug for JtvaeConfig {
             .field("depth_tree", &self.depth_tree)
             .field("depth_graph", &self.depth_graph)
             .field("beta", &self.beta)
-            .field("beta_warmup", &self.beta_warmup)
-            .field("max_candidates", &self.max_candidates)
+            .field("beta_warmup", &self.beta_warmup);
+        // Only when set, so keys of runs without it are unchanged.
+        if let Some(r) = &self.beta_ramp {
+            d.field("beta_ramp", r);
+        }
+        d.field("max_candidates", &self.max_candidates)
             .field("max_tree_nodes", &self.max_tree_nodes)
             .field("decode_threads", &self.decode_threads)
             .field("recon_samples", &self.recon_samples)
@@ -84,6 +101,23 @@ impl std::fmt::Debug for JtvaeConfig {
 }
 
 impl JtvaeConfig {
+    /// The KL weight at global step `step`: `beta`, or grown linearly over
+    /// `beta_warmup` steps, or by `beta_ramp`'s steps (capped at `beta`).
+    pub fn beta_at(&self, step: usize) -> f64 {
+        if let Some(r) = &self.beta_ramp {
+            if step < r.start {
+                return 0.0;
+            }
+            let raises = ((step - r.start) / r.every + 1) as f64;
+            return (r.step * raises).min(self.beta);
+        }
+        if self.beta_warmup == 0 {
+            self.beta
+        } else {
+            self.beta * ((step + 1) as f64 / self.beta_warmup as f64).min(1.0)
+        }
+    }
+
     /// The CSVs exist; `train_limit` only with `train_csv` and at least 1; sizes,
     /// KL weight and bounds in range. `path` is the config file (named in errors).
     pub fn check(&self, path: &Path) -> Result<(), ConfigError> {
@@ -144,6 +178,29 @@ impl JtvaeConfig {
                 "must be a number >= 0",
             ));
         }
+        if let Some(r) = &self.beta_ramp {
+            if r.every < 1 {
+                return Err(ConfigError::value(
+                    path,
+                    "jtvae.beta_ramp.every",
+                    "must be at least 1",
+                ));
+            }
+            if !(r.step > 0.0 && r.step.is_finite()) {
+                return Err(ConfigError::value(
+                    path,
+                    "jtvae.beta_ramp.step",
+                    "must be a number > 0",
+                ));
+            }
+            if self.beta_warmup > 0 {
+                return Err(ConfigError::value(
+                    path,
+                    "jtvae.beta_ramp",
+                    "give either beta_warmup (linear) or beta_ramp (steps), not both",
+                ));
+            }
+        }
         if self.max_tree_nodes < 1 {
             return Err(ConfigError::value(
                 path,
@@ -189,6 +246,7 @@ impl Default for JtvaeConfig {
             depth_graph: 3,
             beta: default_beta(),
             beta_warmup: 0,
+            beta_ramp: None,
             max_candidates: default_max_candidates(),
             max_tree_nodes: default_max_tree_nodes(),
             decode_threads: None,
@@ -228,5 +286,34 @@ mod tests {
         );
         j.train_limit = Some(7);
         assert!(format!("{j:?}").contains("train_csv: None, train_limit: 7, hidden: 450"));
+        j.beta_ramp = Some(BetaRamp {
+            start: 4,
+            every: 2,
+            step: 0.5,
+        });
+        assert!(format!("{j:?}").contains("beta_warmup: 0, beta_ramp: BetaRamp"));
+    }
+
+    #[test]
+    fn beta_follows_the_warm_up_or_the_ramp() {
+        let mut j = JtvaeConfig {
+            beta: 0.25,
+            ..JtvaeConfig::default()
+        };
+        assert_eq!(j.beta_at(0), 0.25);
+        j.beta_warmup = 4;
+        let warm: Vec<f64> = (0..5).map(|s| j.beta_at(s)).collect();
+        assert_eq!(warm, [0.0625, 0.125, 0.1875, 0.25, 0.25]);
+        j.beta_warmup = 0;
+        j.beta_ramp = Some(BetaRamp {
+            start: 10,
+            every: 5,
+            step: 0.1,
+        });
+        let ramp: Vec<f64> = [0, 9, 10, 14, 15, 19, 20, 100]
+            .iter()
+            .map(|&s| j.beta_at(s))
+            .collect();
+        assert_eq!(ramp, [0.0, 0.0, 0.1, 0.1, 0.2, 0.2, 0.25, 0.25]);
     }
 }

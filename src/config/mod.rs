@@ -152,6 +152,7 @@ impl Config {
             t.epochs = o.epochs.unwrap_or(t.epochs);
             t.batch_size = o.batch_size.unwrap_or(t.batch_size);
             t.lr = o.lr.unwrap_or(t.lr);
+            t.lr_decay = o.lr_decay.or(t.lr_decay);
             t.clip_norm = o.clip_norm.unwrap_or(t.clip_norm);
             t.checkpoint_every = o.checkpoint_every.unwrap_or(t.checkpoint_every);
             t.log_every = o.log_every.unwrap_or(t.log_every);
@@ -201,6 +202,9 @@ impl Config {
         if let Some(m) = t.micro_batch {
             // Only when set, so keys of runs without it are unchanged.
             train.push_str(&format!(" micro_batch={m}"));
+        }
+        if let Some(d) = &t.lr_decay {
+            train.push_str(&format!(" lr_decay={}/{}", d.factor, d.every));
         }
         let d = &self.data;
         let mut data = format!(
@@ -428,5 +432,47 @@ mod tests {
         let mpnn = cfg.for_stage(Stage::Mpnn);
         assert_eq!(mpnn.train.micro_batch, Some(2));
         assert!(mpnn.stage_key(Stage::Mpnn).contains("micro_batch=2"));
+    }
+
+    /// Issue 21: the reference's recipe as config (`train.lr_decay`,
+    /// `jtvae.beta_ramp`): checked by name, in the stage key only when set.
+    #[test]
+    fn lr_decay_and_beta_ramp_are_checked_and_enter_the_key_when_set() {
+        let dir = tempfile::tempdir().unwrap();
+        let load = |body: &str| Config::load(&write_cfg(dir.path(), body));
+        let plain = load(GOOD).unwrap();
+        assert!(!plain.stage_key(Stage::Mpnn).contains("lr_decay"));
+        let decay = GOOD.replace(
+            "lr = 0.001",
+            "lr = 0.001
+lr_decay = { factor = 0.9, every = 40000 }",
+        );
+        let d = load(&decay).unwrap();
+        assert!(d.stage_key(Stage::Mpnn).contains("lr_decay=0.9/40000"));
+        for (bad, key) in [
+            ("{ factor = 1.5, every = 10 }", "train.lr_decay.factor"),
+            ("{ factor = 0.5, every = 0 }", "train.lr_decay.every"),
+            ("{ factor = 0.5, evry = 10 }", "evry"),
+        ] {
+            let body = GOOD.replace("lr = 0.001", &format!("lr = 0.001\nlr_decay = {bad}"));
+            let err = load(&body).unwrap_err().to_string();
+            assert!(err.contains(key), "{bad}: {err}");
+        }
+        let jt = |extra: &str| format!("{GOOD}[jtvae]\n{extra}\n");
+        let ramp = load(&jt(
+            "beta = 1.0\nbeta_ramp = { start = 40000, every = 1000, step = 0.002 }",
+        ))
+        .unwrap();
+        assert!(ramp
+            .stage_key(Stage::Jtvae)
+            .contains("beta_ramp: BetaRamp { start: 40000"));
+        let both = load(&jt(
+            "beta_warmup = 10\nbeta_ramp = { start = 1, every = 1, step = 0.1 }",
+        ));
+        let err = both.unwrap_err().to_string();
+        assert!(
+            err.contains("jtvae.beta_ramp") && err.contains("not both"),
+            "{err}"
+        );
     }
 }

@@ -42,6 +42,7 @@ pub struct StageTrain {
     pub epochs: Option<usize>,
     pub batch_size: Option<usize>,
     pub lr: Option<f64>,
+    pub lr_decay: Option<LrDecay>,
     pub clip_norm: Option<f64>,
     pub checkpoint_every: Option<usize>,
     pub log_every: Option<usize>,
@@ -50,6 +51,42 @@ pub struct StageTrain {
     pub micro_batch: Option<usize>,
     pub eval_every: Option<usize>,
     pub eval_every_steps: Option<usize>,
+}
+
+/// `lr_decay = { factor = 0.9, every = 40000 }`: the rate is multiplied by
+/// `factor` after every `every` steps (fast_jtnn's schedule).
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct LrDecay {
+    pub factor: f64,
+    pub every: usize,
+}
+
+impl LrDecay {
+    /// The learning rate of step `step` (0-based) from the base rate `lr`.
+    pub fn rate(&self, lr: f64, step: usize) -> f64 {
+        lr * self
+            .factor
+            .powi(i32::try_from(step / self.every).unwrap_or(i32::MAX))
+    }
+
+    fn check(&self, path: &Path, key: &str) -> Result<(), ConfigError> {
+        if !(self.factor > 0.0 && self.factor <= 1.0) {
+            return Err(ConfigError::value(
+                path,
+                &format!("{key}.factor"),
+                "must be in (0, 1]",
+            ));
+        }
+        if self.every < 1 {
+            return Err(ConfigError::value(
+                path,
+                &format!("{key}.every"),
+                "must be at least 1",
+            ));
+        }
+        Ok(())
+    }
 }
 
 #[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
@@ -82,6 +119,9 @@ pub struct TrainConfig {
     /// Global batch size (summed over ranks).
     pub batch_size: usize,
     pub lr: f64,
+    /// Step decay of the learning rate (default: constant).
+    #[serde(default)]
+    pub lr_decay: Option<LrDecay>,
     /// Clip the global gradient norm to this value (0 disables).
     #[serde(default = "default_clip")]
     pub clip_norm: f64,
@@ -143,6 +183,9 @@ impl TrainConfig {
             ("train.eval_every", self.eval_every),
         ] {
             at_least_1(path, key, v)?;
+        }
+        if let Some(d) = &self.lr_decay {
+            d.check(path, "train.lr_decay")?;
         }
         for (key, v) in [
             ("train.micro_batch", self.micro_batch),
@@ -210,6 +253,9 @@ impl StageTrain {
                 ));
             }
         }
+        if let Some(d) = &self.lr_decay {
+            d.check(path, &format!("train.{name}.lr_decay"))?;
+        }
         if self.lr.is_some_and(|lr| !(lr > 0.0 && lr.is_finite())) {
             return Err(ConfigError::value(
                 path,
@@ -245,4 +291,19 @@ fn default_device() -> DevicePref {
 }
 fn default_eval_batch() -> usize {
     256
+}
+
+#[cfg(test)]
+mod tests {
+    use super::LrDecay;
+
+    #[test]
+    fn the_rate_falls_by_its_factor_every_n_steps() {
+        let d = LrDecay {
+            factor: 0.5,
+            every: 3,
+        };
+        let r: Vec<f64> = (0..7).map(|s| d.rate(1.0, s)).collect();
+        assert_eq!(r, [1.0, 1.0, 1.0, 0.5, 0.5, 0.5, 0.25]);
+    }
 }

@@ -311,13 +311,9 @@ impl JtvaeObjective {
         Ok(ck.step)
     }
 
-    /// KL weight at a global step (linear warm-up).
+    /// KL weight at a global step (`JtvaeConfig::beta_at`).
     fn beta(&self, step: usize) -> f64 {
-        if self.cfg.beta_warmup == 0 {
-            self.cfg.beta
-        } else {
-            self.cfg.beta * ((step + 1) as f64 / self.cfg.beta_warmup as f64).min(1.0)
-        }
+        self.cfg.beta_at(step)
     }
 
     /// Reparameterization noise of each sample, keyed (seed, "vae", step, sample).

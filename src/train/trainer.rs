@@ -593,6 +593,10 @@ impl<'a, O: Objective> Trainer<'a, O> {
             }
         }
         let grads = self.params.unflatten(grad);
+        if let Some(d) = &self.cfg.train.lr_decay {
+            self.adam.lr = d.rate(self.cfg.train.lr, self.step);
+            self.metrics.push_step("lr", self.adam.lr);
+        }
         self.adam.step(&self.params, &grads);
         let opt_s = t_opt.elapsed().as_secs_f64();
         *timer.0.entry("optimizer").or_default() += opt_s;
