@@ -13,6 +13,7 @@ use crate::chem;
 use crate::config::JtvaeConfig;
 use crate::models::batch::GraphBatch;
 use std::borrow::Cow;
+use std::time::Instant;
 use tch::nn::{self, Module};
 use tch::{Device, Kind, Tensor};
 
@@ -36,6 +37,11 @@ pub struct Losses {
     pub n_topo: i64,
     /// (groups whose gold candidate scored highest, groups)
     pub assm_correct: (i64, i64),
+    /// Seconds of the forward pass in the tree decoder, in batching the assembly
+    /// candidates, and in scoring them (`losses_encoded`).
+    pub tree_s: f64,
+    pub assm_batch_s: f64,
+    pub assm_score_s: f64,
 }
 
 pub struct JtVae {
@@ -157,8 +163,11 @@ impl JtVae {
         let kl = ((logvar + 1.0) - mean.square() - logvar.exp()).sum(Kind::Float) * -0.5;
         let z_tree = z.narrow(1, 0, self.half);
         let z_graph = z.narrow(1, self.half, self.half);
+        let t0 = Instant::now();
         let dec = self.decoder.loss(t, &z_tree);
-        let (assm, assm_correct) = self.assembly_loss(samples, &z_graph, device);
+        let tree_s = t0.elapsed().as_secs_f64();
+        let (assm, assm_correct, (assm_batch_s, assm_score_s)) =
+            self.assembly_loss(samples, &z_graph, device);
         Losses {
             word: dec.word,
             topo: dec.topo,
@@ -169,6 +178,9 @@ impl JtVae {
             n_word: dec.n_word,
             n_topo: dec.n_topo,
             assm_correct,
+            tree_s,
+            assm_batch_s,
+            assm_score_s,
         }
     }
 
@@ -177,7 +189,8 @@ impl JtVae {
         samples: &[Sample],
         z_graph: &Tensor,
         device: Device,
-    ) -> (Tensor, (i64, i64)) {
+    ) -> (Tensor, (i64, i64), (f64, f64)) {
+        let t0 = Instant::now();
         let mut graphs: Vec<&chem::MolGraph> = Vec::new();
         let (mut group, mut owner, mut gold) = (Vec::new(), Vec::new(), Vec::new());
         let mut n_groups = 0i64;
@@ -193,14 +206,21 @@ impl JtVae {
             }
         }
         if graphs.is_empty() {
-            return (Tensor::zeros([], (Kind::Float, device)), (0, 0));
+            let none = Tensor::zeros([], (Kind::Float, device));
+            return (none, (0, 0), (t0.elapsed().as_secs_f64(), 0.0));
         }
         let cb = GraphBatch::new(&graphs, CAND_ATOM_DIM, CAND_BOND_DIM, device);
+        let batch_s = t0.elapsed().as_secs_f64();
+        let t1 = Instant::now();
         let zsel = z_graph.index_select(0, &Tensor::from_slice(&owner).to_device(device));
         let scores = self.scorer.score(&cb, &zsel);
         let group = Tensor::from_slice(&group).to_device(device);
         let gold = Tensor::from_slice(&gold).to_device(device);
         let (loss, correct) = group_cross_entropy(&scores, &group, n_groups, &gold);
-        (loss, (correct, n_groups))
+        (
+            loss,
+            (correct, n_groups),
+            (batch_s, t1.elapsed().as_secs_f64()),
+        )
     }
 }

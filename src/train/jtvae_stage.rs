@@ -360,15 +360,32 @@ impl Objective for JtvaeObjective {
 
     fn step(&mut self, samples: &[usize], step: usize) -> StepOut {
         let eps = self.noise(samples, step);
+        let batch = Self::samples(&self.train, samples);
+        let t0 = Instant::now();
+        let (g, t) = self.model.batches(&batch, self.device);
+        let batch_s = t0.elapsed().as_secs_f64();
+        let t0 = Instant::now();
+        let (mean, logvar) = self.model.encode(&g, &t);
+        let encode_s = t0.elapsed().as_secs_f64();
         let l = self
             .model
-            .losses(&Self::samples(&self.train, samples), &eps, self.device);
+            .losses_encoded(&batch, &t, &mean, &logvar, &eps, self.device);
         let total = &l.word + &l.topo + &l.assm + &l.kl * self.beta(step);
         let terms = [&l.word, &l.topo, &l.assm, &l.kl]
             .iter()
             .map(|t| t.double_value(&[]))
             .collect();
+        let t0 = Instant::now();
         let mut out = backward_step(total, terms);
+        // In `STEP_PHASES` order (CPU: each part's forward pass as it ran).
+        out.phase_s = vec![
+            batch_s,
+            encode_s,
+            l.tree_s,
+            l.assm_batch_s,
+            l.assm_score_s,
+            t0.elapsed().as_secs_f64(),
+        ];
         // Accuracies as counts, so that they sum over micro-batches and ranks.
         out.counts = vec![
             (l.word_acc * l.n_word as f64).round(),
@@ -383,6 +400,10 @@ impl Objective for JtvaeObjective {
 
     fn counters(&self) -> Vec<&'static str> {
         STEP_COUNTERS.to_vec()
+    }
+
+    fn phases(&self) -> Vec<&'static str> {
+        STEP_PHASES.to_vec()
     }
 
     /// The teacher-forced training accuracies of the step (label, topology,
@@ -459,6 +480,18 @@ const STEP_COUNTERS: [&str; 6] = [
     "topo_n",
     "assm_correct",
     "assm_n",
+];
+
+/// Phases of a Stage-1 step (seconds per rank, max and mean per step in the
+/// metrics): the encoder's input batches, the encoder (tree and graph), the tree
+/// decoder's loss, the assembly candidates' batch and their scoring, backward.
+const STEP_PHASES: [&str; 6] = [
+    "batch",
+    "encode",
+    "tree_decoder",
+    "assembly_batch",
+    "assembly_score",
+    "backward",
 ];
 
 /// `zo-hpc train` with `train.stage = "jtvae"`.
