@@ -31,6 +31,8 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
+    /// Build the dataset file (molecules, split, features, junction trees) from the CSV
+    ///
     /// Build the dataset HDF5 file from the CSV named in the config: canonicalize
     /// SMILES with RDKit, drop (and report) invalid rows and duplicates, split
     /// train/test with the config's seed, choose the non-constant feature columns.
@@ -38,6 +40,8 @@ enum Command {
     /// assembly candidates (minutes for large sets; under `mpirun -n N` they are
     /// computed over the N ranks, the file is the same).
     Prepare(PrepareArgs),
+    /// Train Stage 1 (JT-VAE, MPNN) and Stage 2 (through the decoder and the black box)
+    ///
     /// Train the stages of `train.stages` in order (the paper's pipeline: "jtvae",
     /// "mpnn" = Stage 1, then "zo" = Stage 2 through the decoder and the black box).
     /// Each stage writes metrics.h5 and checkpoint.h5 to `<out_dir>/<stage>/`; a stage
@@ -49,6 +53,8 @@ enum Command {
     /// a checkpoint and exits with status 75; the same command with `--resume`
     /// continues along the identical trajectory (see jobs/hof.slurm).
     Train(TrainArgs),
+    /// Table 1 on held-out molecules: reconstruction and RMSE through the pipeline
+    ///
     /// The paper's Table 1 on the held-out split, for Stage 1 and (when trained)
     /// Stage 2: reconstruction accuracy (decode(encoder mean) == x as canonical
     /// SMILES without stereo), RMSE through the pipeline (x → encoder → decoder →
@@ -56,6 +62,8 @@ enum Command {
     /// baseline, decode failures. Prints a Markdown table; writes <out_dir>/eval.h5.
     /// With a JT-VAE-only config: reconstruction of the JT-VAE alone.
     Eval(EvalArgs),
+    /// Write the trained Stage-1 models as files to ship, with a PROVENANCE.md
+    ///
     /// Write the run's trained Stage-1 models (complete `jtvae` and `mpnn`
     /// checkpoints) as files to ship: parameters without the optimizer state
     /// (float16 with --half: half the size), the stage metrics and, for the
@@ -63,6 +71,8 @@ enum Command {
     /// steps, data, last-epoch metrics). A config with `zo.pretrained = "DIR"`
     /// starts Stage 2 from them (`zo-hpc train CONFIG --stage zo`).
     Export(ExportArgs),
+    /// Check the zeroth-order estimators and the signal through the real pipeline
+    ///
     /// Check the zeroth-order estimators before spending a long run on them:
     /// (1) on a smooth, differentiable stand-in for decode + featurize + embed,
     /// each estimator's cosine similarity and relative error against autograd over
@@ -76,6 +86,8 @@ enum Command {
     /// and a descent test (z moved along −ĝ vs random directions, a paired sign
     /// test). Prints Markdown tables; writes <out_dir>/gradcheck.h5.
     Gradcheck(GradcheckArgs),
+    /// Plots, Table 1 and paired arm statistics of finished runs (no config needed)
+    ///
     /// Plots and a summary of finished (or partly finished) runs, from their HDF5
     /// files alone: the training curves of every stage (`<run>/{jtvae,mpnn,zo}/metrics.h5`),
     /// Stage 2's per-step diagnostics (flip rate, failures, cache hits, queries/s,
