@@ -27,6 +27,12 @@ use zo_hpc::train::RunOptions;
 struct Cli {
     #[command(subcommand)]
     command: Command,
+    /// Override a config key for this invocation, as a dotted TOML key: `--set
+    /// zo.q=16 --set train.zo.epochs=2 --set source.kind='"physics"'` (repeatable;
+    /// a later one wins). Checked as the file is; the effective config is saved as
+    /// `<out_dir>/config.effective.toml`.
+    #[arg(long = "set", value_name = "KEY=VALUE", global = true)]
+    set: Vec<String>,
 }
 
 #[derive(Subcommand)]
@@ -281,12 +287,39 @@ fn init_logging(rank: usize, size: usize) {
         .init();
 }
 
-fn load(path: &Path, out_dir: Option<PathBuf>) -> anyhow::Result<Config> {
-    let mut cfg = Config::load(path)?;
+fn load(path: &Path, out_dir: Option<PathBuf>, sets: &[String]) -> anyhow::Result<Config> {
+    let mut cfg = Config::load_with(path, sets)?;
     if let Some(dir) = out_dir {
         cfg.run.out_dir = dir;
     }
     Ok(cfg)
+}
+
+/// Locks the run folder of `cfg` (`lock_run`) and, when `--set` changed the
+/// config, saves the effective config there (rank 0), naming it in the log.
+fn lock_and_record(cfg: &Config, dist: &Dist) -> anyhow::Result<Option<RunLock>> {
+    let lock = lock_run(&cfg.run.out_dir, dist)?;
+    if dist.is_root() && !cfg.overrides.is_empty() {
+        let path = cfg.run.out_dir.join("config.effective.toml");
+        let header = format!(
+            "# {} with --set {} (zo-hpc {}); relative paths are relative to {}\n",
+            cfg.path.display(),
+            cfg.overrides.join(" --set "),
+            zo_hpc::COMMIT,
+            cfg.path.parent().unwrap_or(Path::new(".")).display()
+        );
+        let tmp = path.with_extension("toml.tmp");
+        std::fs::write(&tmp, header + &cfg.text)
+            .and_then(|()| std::fs::rename(&tmp, &path))
+            .with_context(|| format!("writing {}", path.display()))?;
+        log::info!(
+            "config {} with --set {}: the effective config is {}",
+            cfg.path.display(),
+            cfg.overrides.join(" --set "),
+            path.display()
+        );
+    }
+    Ok(lock)
 }
 
 /// Takes the lock on the run folder `dir` (rank 0 only; released when the guard
@@ -323,13 +356,20 @@ fn prepare_if_missing(cfg: &Config, dist: &Dist) -> anyhow::Result<()> {
 /// Exit status of a successful command: 0, or 75 for a run that stopped early
 /// with a checkpoint.
 fn run(cli: Cli, dist: &Dist, start: Instant) -> anyhow::Result<i32> {
+    let sets = &cli.set;
     match cli.command {
-        Command::Prepare(a) => prepare(a, dist),
-        Command::Train(a) => train(a, dist, start),
-        Command::Eval(a) => eval(a, dist),
-        Command::Export(a) => export(a, dist),
-        Command::Gradcheck(a) => gradcheck(a, dist),
-        Command::Report(a) => report(a, dist),
+        Command::Prepare(a) => prepare(a, sets, dist),
+        Command::Train(a) => train(a, sets, dist, start),
+        Command::Eval(a) => eval(a, sets, dist),
+        Command::Export(a) => export(a, sets, dist),
+        Command::Gradcheck(a) => gradcheck(a, sets, dist),
+        Command::Report(a) => {
+            anyhow::ensure!(
+                sets.is_empty(),
+                "--set: `report` reads run folders, not a config"
+            );
+            report(a, dist)
+        }
     }
 }
 
@@ -341,16 +381,16 @@ fn set_threads(cfg: &Config, dist: &Dist) -> usize {
 }
 
 /// `zo-hpc prepare`.
-fn prepare(a: PrepareArgs, dist: &Dist) -> anyhow::Result<i32> {
-    let cfg = load(&a.config, a.out_dir)?;
-    let _lock = lock_run(&cfg.run.out_dir, dist)?;
+fn prepare(a: PrepareArgs, sets: &[String], dist: &Dist) -> anyhow::Result<i32> {
+    let cfg = load(&a.config, a.out_dir, sets)?;
+    let _lock = lock_and_record(&cfg, dist)?;
     zo_hpc::data::prepare::run(&cfg, dist, !a.no_candidates)?;
     Ok(0)
 }
 
 /// `zo-hpc train`: the stages in order, or the one of `--stage`.
-fn train(a: TrainArgs, dist: &Dist, start: Instant) -> anyhow::Result<i32> {
-    let mut cfg = load(&a.config, a.out_dir)?;
+fn train(a: TrainArgs, sets: &[String], dist: &Dist, start: Instant) -> anyhow::Result<i32> {
+    let mut cfg = load(&a.config, a.out_dir, sets)?;
     if a.max_steps.is_some() {
         cfg.train.max_steps = a.max_steps;
         for o in [&mut cfg.train.jtvae, &mut cfg.train.mpnn, &mut cfg.train.zo]
@@ -360,7 +400,7 @@ fn train(a: TrainArgs, dist: &Dist, start: Instant) -> anyhow::Result<i32> {
             o.max_steps = None;
         }
     }
-    let _lock = lock_run(&cfg.run.out_dir, dist)?;
+    let _lock = lock_and_record(&cfg, dist)?;
     let threads = set_threads(&cfg, dist);
     log::debug!("rank {}: {threads} intra-op threads", dist.rank);
     prepare_if_missing(&cfg, dist)?;
@@ -380,13 +420,13 @@ fn train(a: TrainArgs, dist: &Dist, start: Instant) -> anyhow::Result<i32> {
 
 /// `zo-hpc eval`: Table 1 for a pipeline config, the JT-VAE's reconstruction for
 /// a JT-VAE-only one.
-fn eval(a: EvalArgs, dist: &Dist) -> anyhow::Result<i32> {
-    let mut cfg = load(&a.config, a.out_dir)?;
+fn eval(a: EvalArgs, sets: &[String], dist: &Dist) -> anyhow::Result<i32> {
+    let mut cfg = load(&a.config, a.out_dir, sets)?;
     if let Some(b) = a.batch {
         anyhow::ensure!(b >= 1, "--batch {b}: need 1 or more");
         cfg.train.eval_batch_size = b;
     }
-    let _lock = lock_run(&cfg.run.out_dir, dist)?;
+    let _lock = lock_and_record(&cfg, dist)?;
     set_threads(&cfg, dist);
     prepare_if_missing(&cfg, dist)?;
     if cfg.stages().contains(&Stage::Mpnn) && cfg.jtvae.is_some() {
@@ -460,8 +500,8 @@ fn eval_jtvae(
 }
 
 /// `zo-hpc export`: the trained Stage-1 models and PROVENANCE.md (rank 0 only).
-fn export(a: ExportArgs, dist: &Dist) -> anyhow::Result<i32> {
-    let cfg = load(&a.config, a.out_dir)?;
+fn export(a: ExportArgs, sets: &[String], dist: &Dist) -> anyhow::Result<i32> {
+    let cfg = load(&a.config, a.out_dir, sets)?;
     // It reads the run folder; it writes there (and locks it) only with --to inside.
     let inside = std::path::absolute(&a.to)
         .is_ok_and(|t| std::path::absolute(&cfg.run.out_dir).is_ok_and(|d| t.starts_with(d)));
@@ -510,13 +550,13 @@ fn export(a: ExportArgs, dist: &Dist) -> anyhow::Result<i32> {
 
 /// `zo-hpc gradcheck`: the estimator check, printed and written to
 /// `<out_dir>/gradcheck.h5` (rank 0 only, after a collective prepare).
-fn gradcheck(a: GradcheckArgs, dist: &Dist) -> anyhow::Result<i32> {
+fn gradcheck(a: GradcheckArgs, sets: &[String], dist: &Dist) -> anyhow::Result<i32> {
     let signal = signal_options(&a)?;
-    let cfg = load(&a.config, a.out_dir)?;
+    let cfg = load(&a.config, a.out_dir, sets)?;
     if cfg.jtvae.is_none() {
         anyhow::bail!("{}: gradcheck needs a [jtvae] section", a.config.display());
     }
-    let _lock = lock_run(&cfg.run.out_dir, dist)?;
+    let _lock = lock_and_record(&cfg, dist)?;
     set_threads(&cfg, dist);
     prepare_if_missing(&cfg, dist)?;
     if !dist.is_root() {

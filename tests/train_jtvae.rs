@@ -116,7 +116,10 @@ fn a_killed_run_resumes_along_the_identical_trajectory() {
         t.retain(|k, _| !k.starts_with("time_") && k != "imbalance");
         t
     };
-    assert!(a.step_terms.contains_key("time_assembly_score"), "phases timed");
+    assert!(
+        a.step_terms.contains_key("time_assembly_score"),
+        "phases timed"
+    );
     assert_eq!(timeless(&a), timeless(&b));
     assert_eq!(
         max_rel_diff(

@@ -11,6 +11,10 @@ pub enum ConfigError {
     },
     #[error("invalid config file {path}: {message}")]
     Parse { path: PathBuf, message: String },
+    /// A `--set KEY=VALUE` that cannot be applied, or whose value the config
+    /// refuses.
+    #[error("--set {set}: {message}")]
+    Set { set: String, message: String },
     #[error("config file {path}: key `{key}`: {message}")]
     Value {
         path: PathBuf,

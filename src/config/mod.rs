@@ -9,6 +9,7 @@ pub mod data;
 pub mod error;
 pub mod jtvae;
 pub mod mpnn;
+pub mod overrides;
 pub mod source;
 pub mod train;
 pub mod zo;
@@ -56,6 +57,9 @@ pub struct Config {
     /// not taken as done or resumed after its Stage 1 changed.
     #[serde(skip)]
     pub stage_inputs: String,
+    /// The `--set KEY=VALUE`s written into `text` (empty: the file as it is).
+    #[serde(skip)]
+    pub overrides: Vec<String>,
 }
 
 impl Config {
@@ -66,6 +70,47 @@ impl Config {
             source,
         })?;
         Self::from_str(&text, path)
+    }
+
+    /// `load` with `--set KEY=VALUE`s written into the text first (`overrides`);
+    /// a set the config refuses is an error naming it.
+    pub fn load_with(path: &Path, sets: &[String]) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        if sets.is_empty() {
+            return Self::from_str(&text, path);
+        }
+        let effective = overrides::apply(&text, sets)?;
+        match Self::from_str(&effective, path) {
+            Ok(mut cfg) => {
+                cfg.overrides = sets.to_vec();
+                Ok(cfg)
+            }
+            Err(e) => Err(Self::blame(&text, path, sets, e)),
+        }
+    }
+
+    /// The error `e` of a config with `sets` applied, named after the first set
+    /// that fails on its own (when the file alone loads).
+    fn blame(text: &str, path: &Path, sets: &[String], e: ConfigError) -> ConfigError {
+        if Self::from_str(text, path).is_err() {
+            return e;
+        }
+        for set in sets {
+            let one = std::slice::from_ref(set);
+            if let Err(alone) = overrides::apply(text, one).and_then(|t| Self::from_str(&t, path)) {
+                return match alone {
+                    ConfigError::Set { .. } => alone,
+                    other => ConfigError::Set {
+                        set: set.clone(),
+                        message: other.to_string(),
+                    },
+                };
+            }
+        }
+        e
     }
 
     /// Parses config text; `path` names the file in errors and anchors relative data paths.
