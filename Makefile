@@ -41,6 +41,7 @@ TIME_LIMIT ?= 24h
 moses: build
 	bash scripts/fetch_moses.sh
 	@out=$$(sed -n 's/^out_dir *= *"\(.*\)"/\1/p' $(MOSES_CONFIG) | head -1); \
+	case "$$out" in /*) ;; *) out=$$(dirname $(MOSES_CONFIG))/$$out ;; esac; \
 	resume=$$(ls $$out/*/checkpoint.h5 >/dev/null 2>&1 && echo --resume); \
 	echo "jobs/mpirun.sh $(MOSES_CONFIG) --time-limit $(TIME_LIMIT) $$resume (NP=$(NP))"; \
 	NP=$(NP) jobs/mpirun.sh $(MOSES_CONFIG) --time-limit $(TIME_LIMIT) $$resume || { rc=$$?; \

@@ -36,36 +36,40 @@ mpnn_epochs=$(awk '/^\[/{sec=$0} /^epochs *=/{v=$3; if(sec=="[train.mpnn]")m=v; 
 cfg_dir=$(cd "$(dirname "$cfg")" && pwd)
 [ -n "$out" ] && [ -n "$seed0" ] && [ -n "$n_train" ] && [ -n "$mpnn_epochs" ] ||
     { echo "scarcity: $cfg needs run.out_dir, run.seed, data.n_train and the MPNN's epochs" >&2; exit 2; }
-case "$out" in /*) out_abs=$out ;; *) out_abs=$PWD/$out ;; esac
+# run.out_dir is relative to the config's folder, as every path in it.
+case "$out" in /*) out_abs=$out ;; *) out_abs=$(realpath -m "$cfg_dir/$out") ;; esac
 study=${out_abs}_scarcity
 
 # --resume only once the stage has a checkpoint (a single stage refuses nothing to resume).
 resume() { ls "$1/$2"/checkpoint*.h5 >/dev/null 2>&1 && echo --resume || true; }
 
-echo "[scarcity] Stage-1 JT-VAE and dataset of $out"
+echo "[scarcity] Stage-1 JT-VAE and dataset of $out_abs"
 # shellcheck disable=SC2086
-$launch "$bin" train "$cfg" --stage jtvae $(resume "$out" jtvae) $extra
+$launch "$bin" train "$cfg" --stage jtvae $(resume "$out_abs" jtvae) $extra
 
-# derive DIR SEED N SOURCE [INIT_MPNN]: writes DIR/config.toml.
+# derive DIR SEED N SOURCE [INIT_MPNN]: writes DIR/set.args, the --set options of
+# the run (one per line), read back for its training and evaluation.
 derive() {
     local dir=$1 seed=$2 n=$3 src=$4 init_mpnn=${5:-}
     local epochs=$(( (mpnn_epochs * n_train + n - 1) / n ))
     local every=$(( (epochs + mpnn_epochs - 1) / mpnn_epochs ))
-    local zo_init="init_jtvae = \"$out_abs/jtvae/checkpoint.h5\""
-    [ -n "$init_mpnn" ] && zo_init="$zo_init\ninit_mpnn = \"$init_mpnn\""
     mkdir -p "$dir"
-    # Drop [train.mpnn]'s own epochs; the scaled ones follow its header.
-    awk '/^\[/{sec=$0} !(sec=="[train.mpnn]" && /^(epochs|eval_every) *=/)' "$cfg" |
-    sed -e "s#^out_dir *=.*#out_dir = \"$dir\"#" \
-        -e "s#^seed *=.*#seed = $seed#" \
-        -e "s#\"\.\./#\"$cfg_dir/../#g" \
-        -e "s#^\[data\]#[data]\nn_labeled = $n\nsplit_seed = $seed0\ndataset = \"$out_abs/dataset.h5\"#" \
-        -e "s#^\[zo\]#[zo]\n$zo_init#" \
-        -e "s#^\[train.mpnn\]#[train.mpnn]\nepochs = $epochs\neval_every = $every#" \
-        > "$dir/config.toml"
-    grep -q '^\[train.mpnn\]' "$dir/config.toml" ||
-        printf '\n[train.mpnn]\nepochs = %s\neval_every = %s\n' "$epochs" "$every" >> "$dir/config.toml"
-    [ "$src" = rdkit ] || printf '\n[source]\nkind = "%s"\n' "$src" >> "$dir/config.toml"
+    {
+        printf '%s\n' --set "run.seed=$seed" --set "data.n_labeled=$n" \
+            --set "data.split_seed=$seed0" --set "data.dataset=\"$out_abs/dataset.h5\"" \
+            --set "zo.init_jtvae=\"$out_abs/jtvae/checkpoint.h5\"" \
+            --set "train.mpnn.epochs=$epochs" --set "train.mpnn.eval_every=$every"
+        [ -z "$init_mpnn" ] || printf '%s\n' --set "zo.init_mpnn=\"$init_mpnn\""
+        [ "$src" = rdkit ] || printf '%s\n' --set "source.kind=\"$src\""
+    } > "$dir/set.args"
+}
+
+# run DIR STAGE: trains STAGE of the config with DIR's --set options in DIR.
+run() {
+    local sets
+    mapfile -t sets < "$1/set.args"
+    # shellcheck disable=SC2086
+    $launch "$bin" train "$cfg" --out-dir "$1" "${sets[@]}" --stage "$2" $(resume "$1" "$2") $extra
 }
 
 runs=()
@@ -74,35 +78,32 @@ for src in $sources; do
         if [ "$src" = rdkit ] && [ "$n" = "$n_train" ]; then
             # Every label, RDKit: exactly the Table-1 runs.
             for s in $seeds; do
-                if [ "$s" = "$seed0" ]; then runs+=("$out"); else runs+=("${out}_seed$s"); fi
+                if [ "$s" = "$seed0" ]; then runs+=("$out_abs"); else runs+=("${out_abs}_seed$s"); fi
             done
             continue
         fi
         first="$study/${src}_n$n"
         derive "$first" "$seed0" "$n" "$src"
         echo "[scarcity] $src, $n labeled: Stage-1 MPNN and Stage 2 (seed $seed0) in $first"
-        # shellcheck disable=SC2086
-        $launch "$bin" train "$first/config.toml" --stage mpnn $(resume "$first" mpnn) $extra
-        # shellcheck disable=SC2086
-        $launch "$bin" train "$first/config.toml" --stage zo $(resume "$first" zo) $extra
+        run "$first" mpnn
+        run "$first" zo
         runs+=("$first")
         for s in $seeds; do
             [ "$s" = "$seed0" ] && continue
             d="${first}_seed$s"
             derive "$d" "$s" "$n" "$src" "$first/mpnn/checkpoint.h5"
             echo "[scarcity] $src, $n labeled: Stage 2 (seed $s) in $d"
-            # shellcheck disable=SC2086
-            $launch "$bin" train "$d/config.toml" --stage zo $(resume "$d" zo) $extra
+            run "$d" zo
             runs+=("$d")
         done
     done
 done
 for r in "${runs[@]}"; do
-    c="$r/config.toml"
-    [ -f "$c" ] || c="$cfg"
+    sets=()
+    [ ! -f "$r/set.args" ] || mapfile -t sets < "$r/set.args"
     if [ ! -f "$r/eval.h5" ] || [ "$r/eval.h5" -ot "$r/zo/checkpoint.h5" ]; then
         echo "[scarcity] evaluating $r"
-        $launch "$bin" eval "$c" --limit "$limit" --out-dir "$r"
+        $launch "$bin" eval "$cfg" --out-dir "$r" "${sets[@]}" --limit "$limit"
     fi
 done
 "$bin" report "${runs[@]}" --out "$study/report"

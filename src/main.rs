@@ -299,6 +299,10 @@ fn load(path: &Path, out_dir: Option<PathBuf>, sets: &[String]) -> anyhow::Resul
 /// config, saves the effective config there (rank 0), naming it in the log.
 fn lock_and_record(cfg: &Config, dist: &Dist) -> anyhow::Result<Option<RunLock>> {
     let lock = lock_run(&cfg.run.out_dir, dist)?;
+    if dist.is_root() {
+        let abs = std::path::absolute(&cfg.run.out_dir).unwrap_or(cfg.run.out_dir.clone());
+        log::info!("run folder {}", abs.display());
+    }
     if dist.is_root() && !cfg.overrides.is_empty() {
         let path = cfg.run.out_dir.join("config.effective.toml");
         let header = format!(

@@ -110,3 +110,119 @@ fn a_bad_set_is_named_and_nothing_runs() {
         assert!(!out.exists(), "{set}: nothing written");
     }
 }
+
+/// Issue 22: `run.out_dir` is relative to the config file, as its data paths are,
+/// whatever folder the run starts from; `--out-dir` is relative to the working
+/// directory; the absolute run folder is logged.
+#[test]
+fn out_dir_is_relative_to_the_config_and_out_dir_flag_to_the_working_directory() {
+    let dir = tempfile::tempdir().unwrap();
+    let (conf, elsewhere) = (dir.path().join("conf"), dir.path().join("elsewhere"));
+    std::fs::create_dir_all(&conf).unwrap();
+    std::fs::create_dir_all(&elsewhere).unwrap();
+    let body = std::fs::read_to_string(tiny())
+        .unwrap()
+        .replace("\"../../", &format!("\"{}/", repo().display()))
+        .replace(
+            &format!("out_dir = \"{}/runs/tiny\"", repo().display()),
+            "out_dir = \"out\"",
+        );
+    assert!(body.contains("out_dir = \"out\""), "{body}");
+    let config = conf.join("tiny.toml");
+    std::fs::write(&config, body).unwrap();
+    let run = |args: &[&str]| {
+        std::process::Command::new(bin())
+            .args(args)
+            .current_dir(&elsewhere)
+            .output()
+            .unwrap()
+    };
+    let c = config.display().to_string();
+    let o = run(&["train", &c, "--max-steps", "2"]);
+    assert_ok(&o);
+    let expected = conf.join("out");
+    assert!(expected.join("mpnn/metrics.h5").is_file(), "{}", text(&o));
+    assert!(!elsewhere.join("out").exists());
+    assert!(
+        text(&o).contains(&format!("run folder {}", expected.display())),
+        "{}",
+        text(&o)
+    );
+    let o = run(&["train", &c, "--max-steps", "2", "--out-dir", "mine"]);
+    assert_ok(&o);
+    assert!(
+        elsewhere.join("mine/mpnn/metrics.h5").is_file(),
+        "{}",
+        text(&o)
+    );
+}
+
+/// Issue 22: `scripts/table1.sh` and `scripts/scarcity.sh` vary a config with
+/// `--set` (kept per run in `set.args`, reused by the evaluation), never by
+/// rewriting its TOML; `run.out_dir` is found relative to the config.
+#[test]
+fn the_table1_and_scarcity_scripts_vary_the_config_with_set() {
+    let dir = tempfile::tempdir().unwrap();
+    let body = std::fs::read_to_string(repo().join("tests/configs/pipeline_tiny.toml"))
+        .unwrap()
+        .replace("\"../../", &format!("\"{}/", repo().display()));
+    let body = body
+        .lines()
+        .map(|l| {
+            if l.starts_with("out_dir") {
+                "out_dir = \"run\""
+            } else {
+                l
+            }
+        })
+        .collect::<Vec<_>>()
+        .join("\n");
+    let config = dir.path().join("p.toml");
+    std::fs::write(&config, body).unwrap();
+    let script = |name: &str, env: &[(&str, &str)]| {
+        let o = std::process::Command::new("bash")
+            .arg(repo().join("scripts").join(name))
+            .arg(&config)
+            .envs(env.iter().copied())
+            .env("ZO_HPC", bin())
+            .env("EVAL_LIMIT", "4")
+            .current_dir(repo())
+            .output()
+            .unwrap();
+        assert_ok(&o);
+    };
+    script("table1.sh", &[("SEEDS", "5 8"), ("VARIANTS", "q2:q=2")]);
+    let run = dir.path().join("run");
+    for r in ["run", "run_seed8", "run_q2"] {
+        let r = dir.path().join(r);
+        assert!(r.join("eval.h5").is_file(), "{}", r.display());
+        assert!(
+            !r.join("config.toml").exists(),
+            "no rewritten TOML in {}",
+            r.display()
+        );
+    }
+    let config_of = |r: &std::path::Path| {
+        let f = hdf5::File::open(r.join("zo/metrics.h5")).unwrap();
+        zo_hpc::io::h5::read_str_attr(&f, "config").unwrap()
+    };
+    let q2 = config_of(&dir.path().join("run_q2"));
+    assert!(q2.contains("q = 2") && q2.contains("init_mpnn"), "{q2}");
+    let args = std::fs::read_to_string(dir.path().join("run_seed8/set.args")).unwrap();
+    assert!(
+        args.contains("run.seed=8") && args.contains(&run.join("dataset.h5").display().to_string())
+    );
+    assert!(dir.path().join("run_seed8/config.effective.toml").is_file());
+    script(
+        "scarcity.sh",
+        &[("SOURCES", "rdkit"), ("SIZES", "16"), ("SEEDS", "5 6")],
+    );
+    let n16 = dir.path().join("run_scarcity/rdkit_n16_seed6");
+    assert!(n16.join("eval.h5").is_file());
+    let c = config_of(&n16);
+    assert!(
+        c.contains("n_labeled = 16") && c.contains("seed = 6"),
+        "{c}"
+    );
+    assert!(dir.path().join("run_scarcity/report/report.md").is_file());
+}

@@ -122,6 +122,11 @@ impl Config {
         cfg.text = text.to_string();
         cfg.path = path.to_path_buf();
         let base = path.parent().unwrap_or(Path::new("."));
+        // One rule for every path in the file: relative to the file's folder
+        // (`--out-dir` on the command line stays relative to the working directory).
+        if cfg.run.out_dir.is_relative() {
+            cfg.run.out_dir = base.join(&cfg.run.out_dir);
+        }
         if cfg.data.csv.is_relative() {
             cfg.data.csv = base.join(&cfg.data.csv);
         }
