@@ -142,7 +142,10 @@ struct TrainArgs {
     /// Write outputs here instead of the config's `run.out_dir`.
     #[arg(long, value_name = "DIR")]
     out_dir: Option<PathBuf>,
-    /// Stop after this many steps in total (overrides `train.max_steps`).
+    /// Stop each stage at this global step for this invocation, with a checkpoint
+    /// that is not complete (unlike the setting `train.max_steps`, which ends the
+    /// stage): `--resume` continues it; without --resume, a stage already at the
+    /// limit is left as it is.
     #[arg(long, value_name = "N")]
     max_steps: Option<usize>,
     /// Exit abruptly after this global step (no final checkpoint): for testing
@@ -394,16 +397,7 @@ fn prepare(a: PrepareArgs, sets: &[String], dist: &Dist) -> anyhow::Result<i32> 
 
 /// `zo-hpc train`: the stages in order, or the one of `--stage`.
 fn train(a: TrainArgs, sets: &[String], dist: &Dist, start: Instant) -> anyhow::Result<i32> {
-    let mut cfg = load(&a.config, a.out_dir, sets)?;
-    if a.max_steps.is_some() {
-        cfg.train.max_steps = a.max_steps;
-        for o in [&mut cfg.train.jtvae, &mut cfg.train.mpnn, &mut cfg.train.zo]
-            .into_iter()
-            .flatten()
-        {
-            o.max_steps = None;
-        }
-    }
+    let cfg = load(&a.config, a.out_dir, sets)?;
     let _lock = lock_and_record(&cfg, dist)?;
     let threads = set_threads(&cfg, dist);
     log::debug!("rank {}: {threads} intra-op threads", dist.rank);
@@ -412,6 +406,7 @@ fn train(a: TrainArgs, sets: &[String], dist: &Dist, start: Instant) -> anyhow::
         resume: a.resume,
         abort_after_step: a.abort_after_step,
         stop: Stop::new(start, a.time_limit, true),
+        max_steps: a.max_steps,
     };
     let only = a.stage.as_deref().and_then(Stage::parse);
     let outcome = zo_hpc::train::stages::run(&cfg, dist, only, &opts)

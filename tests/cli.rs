@@ -226,3 +226,54 @@ fn the_table1_and_scarcity_scripts_vary_the_config_with_set() {
     );
     assert!(dir.path().join("run_scarcity/report/report.md").is_file());
 }
+
+/// Issue 22: `--max-steps` stops a stage without calling it complete, and
+/// `--resume` continues it along the identical trajectory; the same limit again
+/// leaves it as it is; `--resume` after a change of settings is an error naming
+/// the setting, never a silent start from scratch.
+#[test]
+fn max_steps_then_resume_continues_and_a_changed_setting_is_named() {
+    let dir = tempfile::tempdir().unwrap();
+    let (cut, full) = (dir.path().join("cut"), dir.path().join("full"));
+    let o = train_config(&tiny(), &cut, &["--max-steps", "3"]);
+    assert_ok(&o);
+    assert!(text(&o).contains("stopped at step 3 of 18"), "{}", text(&o));
+    let ck = cut.join("mpnn/checkpoint.h5");
+    let mtime = || std::fs::metadata(&ck).unwrap().modified().unwrap();
+    let at3 = mtime();
+    // the same limit again: nothing to do
+    let o = train_config(&tiny(), &cut, &["--max-steps", "3"]);
+    assert_ok(&o);
+    assert!(
+        text(&o).contains("the --max-steps limit: left as it is"),
+        "{}",
+        text(&o)
+    );
+    assert_eq!(mtime(), at3);
+    // --resume with another learning rate: refused, naming it; nothing written
+    let o = train_config(&tiny(), &cut, &["--resume", "--set", "train.lr=0.002"]);
+    assert!(!o.status.success());
+    let t = text(&o);
+    assert!(
+        t.contains("other settings") && t.contains("lr: 0.001 when trained, 0.002 now"),
+        "{t}"
+    );
+    assert_eq!(mtime(), at3);
+    // --resume continues to the end, as one uninterrupted run
+    let o = train_config(&tiny(), &cut, &["--resume"]);
+    assert_ok(&o);
+    assert!(text(&o).contains("at step 3"), "{}", text(&o));
+    assert_ok(&train_config(&tiny(), &full, &[]));
+    assert_eq!(
+        read_params(&ck),
+        read_params(&full.join("mpnn/checkpoint.h5"))
+    );
+    let (a, b) = (
+        read_metrics(&full.join("mpnn/metrics.h5")),
+        read_metrics(&cut.join("mpnn/metrics.h5")),
+    );
+    assert_eq!(a.step_loss, b.step_loss);
+    // now complete: skipped as done
+    let o = train_config(&tiny(), &cut, &[]);
+    assert!(text(&o).contains("complete at step 18"), "{}", text(&o));
+}

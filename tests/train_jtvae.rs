@@ -205,7 +205,7 @@ fn the_beta_ramp_and_the_rate_decay_drive_the_steps() {
 fn eval_reconstructs_by_the_papers_sampling_protocol_on_any_rank_count() {
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("run");
-    assert_ok(&train(&out, &["--max-steps", "8"]));
+    assert_ok(&train(&out, &["--set", "train.max_steps=8"]));
     let out_s = out.display().to_string();
     let args = |extra: &[&str]| {
         let mut a: Vec<String> = ["eval", &cfg(), "--out-dir", &out_s, "--limit", "6"]

@@ -31,4 +31,8 @@ pub struct RunOptions {
     pub abort_after_step: Option<usize>,
     /// Stop early with a checkpoint (`--time-limit`, batch-system signals).
     pub stop: stop::Stop,
+    /// `--max-steps`: this invocation stops each stage at this global step, with a
+    /// checkpoint that is not complete (unless the stage ends there anyway), so
+    /// that `--resume` continues it. Not a setting: not in the stage key.
+    pub max_steps: Option<usize>,
 }

@@ -28,7 +28,7 @@ enum Plan {
 fn plan(
     sc: &Config,
     stage: Stage,
-    resume: bool,
+    (resume, limit): (bool, Option<usize>),
     after_complete: bool,
     dist: &Dist,
 ) -> anyhow::Result<Plan> {
@@ -62,6 +62,18 @@ fn plan(
                     );
                     Plan::Skip
                 }
+                Ok(h)
+                    if h.stage_key == sc.stage_key(stage)
+                        && limit.is_some_and(|l| h.step >= l as u64) =>
+                {
+                    log::info!(
+                        "stage {}: at step {} in {} (same settings), the --max-steps limit: left as it is",
+                        stage.name(),
+                        h.step,
+                        ck.display()
+                    );
+                    Plan::Skip
+                }
                 Ok(h) if resume && h.stage_key == sc.stage_key(stage) => Plan::Resume,
                 Ok(h) if resume && inputs_changed(&h.stage_key, &sc.stage_key(stage)) => {
                     err = Some(format!(
@@ -73,6 +85,18 @@ fn plan(
                     ));
                     Plan::Fresh
                 }
+                Ok(h) if resume => {
+                    // --resume never starts a stage over: name what differs.
+                    err = Some(format!(
+                        "--resume: {} was made with other settings than {} gives now:\n{}\n\
+                         Train the stage afresh without --resume (its checkpoint is replaced), \
+                         or restore those settings",
+                        ck.display(),
+                        sc.path.display(),
+                        key_differences(&h.stage_key, &sc.stage_key(stage)).join("\n")
+                    ));
+                    Plan::Fresh
+                }
                 Ok(h) => {
                     let why = if inputs_changed(&h.stage_key, &sc.stage_key(stage)) {
                         "was started from Stage-1 checkpoints that have changed since"
@@ -81,9 +105,6 @@ fn plan(
                     } else {
                         "is not complete (use --resume to continue it)"
                     };
-                    if resume {
-                        log::warn!("stage {}: {} {why}", stage.name(), ck.display());
-                    }
                     log::warn!(
                         "stage {}: {} {why}: training the stage from the start",
                         stage.name(),
@@ -145,6 +166,92 @@ fn stage1_digests(sc: &Config) -> anyhow::Result<String> {
     Ok(parts.join(" "))
 }
 
+/// The settings two stage keys disagree on, one line each ("  epochs: 3 when
+/// trained, 5 now"): the keys are compared field by field (`name=value` and
+/// `name: value` items of their `|` parts), so a change is named, not only seen.
+fn key_differences(stored: &str, current: &str) -> Vec<String> {
+    let (a, b) = (key_fields(stored), key_fields(current));
+    let mut out = Vec::new();
+    for (name, old) in &a {
+        match b.iter().find(|(n, _)| n == name) {
+            Some((_, new)) if new == old => {}
+            Some((_, new)) => out.push(format!("  {name}: {old} when trained, {new} now")),
+            None => out.push(format!("  {name}: {old} when trained, not set now")),
+        }
+    }
+    for (name, new) in &b {
+        if !a.iter().any(|(n, _)| n == name) {
+            out.push(format!("  {name}: not set when trained, {new} now"));
+        }
+    }
+    if out.is_empty() && stored != current {
+        out.push(format!("  stage key: {stored}\n  now:       {current}"));
+    }
+    out
+}
+
+/// The (name, value) items of a stage key, in order; a name repeated in another
+/// part gets that part's first word as a prefix (e.g. `JtvaeConfig.beta`).
+fn key_fields(key: &str) -> Vec<(String, String)> {
+    let mut out: Vec<(String, String)> = Vec::new();
+    for part in key.split('|') {
+        let (owner, body) = match part.split_once(" { ") {
+            Some((o, b)) => (
+                o.trim().trim_start_matches("Some(").to_string(),
+                b.trim_end_matches(')')
+                    .trim_end()
+                    .trim_end_matches('}')
+                    .trim(),
+            ),
+            None => (String::new(), part),
+        };
+        for item in split_top_level(body) {
+            let pair = item
+                .split_once(": ")
+                .or_else(|| item.split_once('='))
+                .map(|(k, v)| (k.trim().to_string(), v.trim().to_string()));
+            let Some((k, v)) = pair else { continue };
+            let name = if owner.is_empty() {
+                k
+            } else {
+                format!("{owner}.{k}")
+            };
+            out.push((name, v));
+        }
+    }
+    out
+}
+
+/// Items of `s` split at ", " (Debug text) or at spaces between `k=v` words, not
+/// inside brackets, braces or quotes.
+fn split_top_level(s: &str) -> Vec<String> {
+    let (mut out, mut cur, mut depth, mut quoted) = (Vec::new(), String::new(), 0i32, false);
+    let mut chars = s.chars().peekable();
+    while let Some(c) = chars.next() {
+        match c {
+            '"' => quoted = !quoted,
+            '(' | '[' | '{' if !quoted => depth += 1,
+            ')' | ']' | '}' if !quoted => depth -= 1,
+            _ => {}
+        }
+        let sep = !quoted
+            && depth == 0
+            && ((c == ',' && chars.peek() == Some(&' ')) || (c == ' ' && cur.contains('=')));
+        if sep {
+            if c == ',' {
+                chars.next();
+            }
+            out.push(std::mem::take(&mut cur));
+        } else {
+            cur.push(c);
+        }
+    }
+    if !cur.trim().is_empty() {
+        out.push(cur);
+    }
+    out
+}
+
 /// Whether two stage keys agree on the settings but not on the stage's input files.
 fn inputs_changed(stored: &str, current: &str) -> bool {
     let split = |k: &str| {
@@ -192,7 +299,7 @@ pub fn run(
         if stage == Stage::Zo && dist.is_root() {
             sc.stage_inputs = stage1_digests(&sc)?;
         }
-        let p = plan(&sc, stage, resume, earlier_complete, dist)?;
+        let p = plan(&sc, stage, (resume, opts.max_steps), earlier_complete, dist)?;
         if p == Plan::Skip {
             earlier_complete = true;
             continue;
@@ -241,6 +348,23 @@ pub fn run(
 #[cfg(test)]
 mod tests {
     use super::inputs_changed;
+
+    #[test]
+    fn key_differences_name_each_changed_setting() {
+        use super::key_differences;
+        let a = "jtvae|csv=d.csv n_train=10|epochs=3 batch=16 lr=0.001 clip=5 max_steps=None seed=7|Some(JtvaeConfig { vocab_csv: Some(\"a, b.csv\"), hidden: 32, beta: 1.0 })";
+        let b = "jtvae|csv=d.csv n_train=10|epochs=5 batch=16 lr=0.001 clip=5 max_steps=None seed=7 micro_batch=4|Some(JtvaeConfig { vocab_csv: Some(\"a, b.csv\"), hidden: 64, beta: 1.0 })";
+        let d = key_differences(a, b);
+        assert_eq!(
+            d,
+            [
+                "  epochs: 3 when trained, 5 now",
+                "  JtvaeConfig.hidden: 32 when trained, 64 now",
+                "  micro_batch: not set when trained, 4 now",
+            ]
+        );
+        assert!(key_differences(a, a).is_empty());
+    }
 
     #[test]
     fn only_a_change_of_the_input_files_counts() {

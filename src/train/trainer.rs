@@ -287,7 +287,7 @@ impl<'a, O: Objective> Trainer<'a, O> {
     /// Trains to the end, or stops early with a checkpoint when `opts.stop` asks
     /// (or abruptly at `opts.abort_after_step`).
     pub fn run(&mut self, opts: &RunOptions) -> anyhow::Result<Outcome> {
-        let mut st = self.start_run();
+        let mut st = self.start_run(opts.max_steps);
         while self.step < st.total {
             if self.stop_wanted(opts, &st) {
                 return self.stop_early(opts, &mut st);
@@ -328,10 +328,11 @@ impl<'a, O: Objective> Trainer<'a, O> {
 
     /// Before the first step: the run's fixed facts, the progress display, every
     /// rank's device (collective) and the opening log line.
-    fn start_run(&mut self) -> RunState {
+    fn start_run(&mut self, max_steps: Option<usize>) -> RunState {
         let root = self.dist.is_root();
         let spe = self.steps_per_epoch();
-        let total = self.total_steps();
+        // This invocation's last step: the stage's, or `--max-steps`'s.
+        let total = self.total_steps().min(max_steps.unwrap_or(usize::MAX));
         let n_train = self.obj.n_train();
         let layout = Layout {
             terms: self.obj.terms(),
@@ -709,6 +710,13 @@ impl<'a, O: Objective> Trainer<'a, O> {
                 self.step,
                 self.cfg.run.out_dir.display()
             );
+            if self.step < self.total_steps() {
+                log::info!(
+                    "stopped at step {} of {} (--max-steps): the stage is not complete; `--resume` continues it",
+                    self.step,
+                    self.total_steps()
+                );
+            }
         }
         Ok(Outcome::Done)
     }
