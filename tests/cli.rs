@@ -245,7 +245,7 @@ fn max_steps_then_resume_continues_and_a_changed_setting_is_named() {
     let o = train_config(&tiny(), &cut, &["--max-steps", "3"]);
     assert_ok(&o);
     assert!(
-        text(&o).contains("the --max-steps limit: left as it is"),
+        text(&o).contains("the --max-steps limit: skipped"),
         "{}",
         text(&o)
     );

@@ -617,7 +617,7 @@ const ANYHOW_EDGES: [&str; 10] = [
     "bin/",
     "data/prepare.rs",
     "train/stages.rs",
-    "train/trainer.rs",
+    "train/trainer",
     "train/jtvae_stage.rs",
     "train/mpnn_stage.rs",
     "train/zo_stage/objective.rs",

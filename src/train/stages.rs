@@ -32,10 +32,38 @@ fn plan(
     after_complete: bool,
     dist: &Dist,
 ) -> anyhow::Result<Plan> {
-    let ck = sc.run.out_dir.join("checkpoint.h5");
     let mut code = 0u64;
     let mut err = None;
     if dist.is_root() {
+        let (p, e) = decide(sc, stage, (resume, limit), after_complete);
+        err = e;
+        code = p as u64 + if err.is_some() { 10 } else { 0 };
+    }
+    let code = dist.broadcast_u64(code);
+    if code >= 10 {
+        anyhow::bail!(
+            "{}",
+            err.unwrap_or_else(|| "--resume: no checkpoint on rank 0".into())
+        );
+    }
+    Ok(match code {
+        1 => Plan::Resume,
+        2 => Plan::Skip,
+        _ => Plan::Fresh,
+    })
+}
+
+/// `plan`'s decision on rank 0, from the stage's checkpoint: the plan and, for a
+/// `--resume` that cannot be honoured, the error.
+fn decide(
+    sc: &Config,
+    stage: Stage,
+    (resume, limit): (bool, Option<usize>),
+    after_complete: bool,
+) -> (Plan, Option<String>) {
+    let ck = sc.run.out_dir.join("checkpoint.h5");
+    let mut err = None;
+    {
         let prev = crate::io::checkpoint::previous_path(&ck);
         let p = if ck.is_file() || prev.is_file() {
             // A damaged or missing checkpoint with a readable previous one: decide on
@@ -67,7 +95,7 @@ fn plan(
                         && limit.is_some_and(|l| h.step >= l as u64) =>
                 {
                     log::info!(
-                        "stage {}: at step {} in {} (same settings), the --max-steps limit: left as it is",
+                        "stage {}: at step {} in {} (same settings), the --max-steps limit: skipped (not complete; --resume continues it)",
                         stage.name(),
                         h.step,
                         ck.display()
@@ -133,20 +161,8 @@ fn plan(
         } else {
             Plan::Fresh
         };
-        code = p as u64 + if err.is_some() { 10 } else { 0 };
+        (p, err)
     }
-    let code = dist.broadcast_u64(code);
-    if code >= 10 {
-        anyhow::bail!(
-            "{}",
-            err.unwrap_or_else(|| "--resume: no checkpoint on rank 0".into())
-        );
-    }
-    Ok(match code {
-        1 => Plan::Resume,
-        2 => Plan::Skip,
-        _ => Plan::Fresh,
-    })
 }
 
 /// The Stage-1 checkpoints Stage 2 starts from, by contents: `jtvae=<sha256 prefix>
