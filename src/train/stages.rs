@@ -63,106 +63,107 @@ fn decide(
 ) -> (Plan, Option<String>) {
     let ck = sc.run.out_dir.join("checkpoint.h5");
     let mut err = None;
-    {
-        let prev = crate::io::checkpoint::previous_path(&ck);
-        let p = if ck.is_file() || prev.is_file() {
-            // A damaged or missing checkpoint with a readable previous one: decide on
-            // that one (`--resume` then reads it, saying so).
-            let head = Checkpoint::head(&ck)
-                .map_err(anyhow::Error::from)
-                .or_else(|e| {
-                    Checkpoint::head(&prev).map_err(|_| e).inspect(|_| {
-                        log::warn!(
-                            "stage {}: {} cannot be used; deciding on the previous checkpoint {}",
-                            stage.name(),
-                            ck.display(),
-                            prev.display()
-                        )
-                    })
-                });
-            match head {
-                Ok(h) if h.complete && h.stage_key == sc.stage_key(stage) => {
-                    log::info!(
-                        "stage {}: complete at step {} in {} (same settings): skipped",
+    let prev = crate::io::checkpoint::previous_path(&ck);
+    let p = if ck.is_file() || prev.is_file() {
+        // A damaged or missing checkpoint with a readable previous one: decide on
+        // that one (`--resume` then reads it, saying so).
+        let head = Checkpoint::head(&ck)
+            .map_err(anyhow::Error::from)
+            .or_else(|e| {
+                Checkpoint::head(&prev).map_err(|_| e).inspect(|_| {
+                    log::warn!(
+                        "stage {}: {} cannot be used; deciding on the previous checkpoint {}",
                         stage.name(),
-                        h.step,
-                        ck.display()
-                    );
-                    Plan::Skip
-                }
-                Ok(h)
-                    if h.stage_key == sc.stage_key(stage)
-                        && limit.is_some_and(|l| h.step >= l as u64) =>
-                {
-                    log::info!(
+                        ck.display(),
+                        prev.display()
+                    )
+                })
+            });
+        match head {
+            Ok(h) if h.complete && h.stage_key == sc.stage_key(stage) => {
+                log::info!(
+                    "stage {}: complete at step {} in {} (same settings): skipped",
+                    stage.name(),
+                    h.step,
+                    ck.display()
+                );
+                Plan::Skip
+            }
+            Ok(h)
+                if h.stage_key == sc.stage_key(stage)
+                    && limit.is_some_and(|l| h.step >= l as u64) =>
+            {
+                log::info!(
                         "stage {}: at step {} in {} (same settings), the --max-steps limit: skipped (not complete; --resume continues it)",
                         stage.name(),
                         h.step,
                         ck.display()
                     );
-                    Plan::Skip
-                }
-                Ok(h) if resume && h.stage_key == sc.stage_key(stage) => Plan::Resume,
-                Ok(h) if resume && inputs_changed(&h.stage_key, &sc.stage_key(stage)) => {
-                    err = Some(format!(
-                        "--resume: {} was started from other Stage-1 checkpoints than {} and {} \
+                Plan::Skip
+            }
+            Ok(h) if resume && h.stage_key == sc.stage_key(stage) => Plan::Resume,
+            Ok(h) if resume && inputs_changed(&h.stage_key, &sc.stage_key(stage)) => {
+                err = Some(format!(
+                    "--resume: {} was started from other Stage-1 checkpoints than {} and {} \
                          hold now (they changed since); train Stage 2 afresh without --resume",
-                        ck.display(),
-                        sc.stage_checkpoint(Stage::Jtvae).display(),
-                        sc.stage_checkpoint(Stage::Mpnn).display()
-                    ));
-                    Plan::Fresh
-                }
-                Ok(h) if resume => {
-                    // --resume never starts a stage over: name what differs.
-                    err = Some(format!(
-                        "--resume: {} was made with other settings than {} gives now:\n{}\n\
+                    ck.display(),
+                    sc.stage_checkpoint(Stage::Jtvae).display(),
+                    sc.stage_checkpoint(Stage::Mpnn).display()
+                ));
+                Plan::Fresh
+            }
+            Ok(h) if resume => {
+                // --resume never starts a stage over: name what differs.
+                err = Some(format!(
+                    "--resume: {} was made with other settings than {} gives now:\n{}\n\
                          Train the stage afresh without --resume (its checkpoint is replaced), \
                          or restore those settings",
-                        ck.display(),
-                        sc.path.display(),
-                        key_differences(&h.stage_key, &sc.stage_key(stage)).join("\n")
-                    ));
-                    Plan::Fresh
-                }
-                Ok(h) => {
-                    let why = if inputs_changed(&h.stage_key, &sc.stage_key(stage)) {
-                        "was started from Stage-1 checkpoints that have changed since"
-                    } else if h.stage_key != sc.stage_key(stage) {
-                        "was made with other settings"
-                    } else {
-                        "is not complete (use --resume to continue it)"
-                    };
-                    log::warn!(
-                        "stage {}: {} {why}: training the stage from the start",
-                        stage.name(),
-                        ck.display()
-                    );
-                    Plan::Fresh
-                }
-                Err(e) if resume => {
-                    err = Some(format!("--resume: unreadable checkpoint: {e:#}"));
-                    Plan::Fresh
-                }
-                Err(e) => {
-                    log::warn!("stage {}: unreadable checkpoint ({e:#}): training the stage from the start", stage.name());
-                    Plan::Fresh
-                }
+                    ck.display(),
+                    sc.path.display(),
+                    key_differences(&h.stage_key, &sc.stage_key(stage)).join("\n")
+                ));
+                Plan::Fresh
             }
-        } else if resume && after_complete {
-            log::info!(
-                "stage {}: no checkpoint yet, the stages before it are complete: --resume starts it",
-                stage.name()
-            );
-            Plan::Fresh
-        } else if resume {
-            err = Some(format!("--resume: no checkpoint at {}", ck.display()));
-            Plan::Fresh
-        } else {
-            Plan::Fresh
-        };
-        (p, err)
-    }
+            Ok(h) => {
+                let why = if inputs_changed(&h.stage_key, &sc.stage_key(stage)) {
+                    "was started from Stage-1 checkpoints that have changed since"
+                } else if h.stage_key != sc.stage_key(stage) {
+                    "was made with other settings"
+                } else {
+                    "is not complete (use --resume to continue it)"
+                };
+                log::warn!(
+                    "stage {}: {} {why}: training the stage from the start",
+                    stage.name(),
+                    ck.display()
+                );
+                Plan::Fresh
+            }
+            Err(e) if resume => {
+                err = Some(format!("--resume: unreadable checkpoint: {e:#}"));
+                Plan::Fresh
+            }
+            Err(e) => {
+                log::warn!(
+                    "stage {}: unreadable checkpoint ({e:#}): training the stage from the start",
+                    stage.name()
+                );
+                Plan::Fresh
+            }
+        }
+    } else if resume && after_complete {
+        log::info!(
+            "stage {}: no checkpoint yet, the stages before it are complete: --resume starts it",
+            stage.name()
+        );
+        Plan::Fresh
+    } else if resume {
+        err = Some(format!("--resume: no checkpoint at {}", ck.display()));
+        Plan::Fresh
+    } else {
+        Plan::Fresh
+    };
+    (p, err)
 }
 
 /// The Stage-1 checkpoints Stage 2 starts from, by contents: `jtvae=<sha256 prefix>
@@ -206,8 +207,8 @@ fn key_differences(stored: &str, current: &str) -> Vec<String> {
     out
 }
 
-/// The (name, value) items of a stage key, in order; a name repeated in another
-/// part gets that part's first word as a prefix (e.g. `JtvaeConfig.beta`).
+/// The (name, value) items of a stage key, in order; the fields of a struct's
+/// Debug text are named after it (e.g. `JtvaeConfig.beta`).
 fn key_fields(key: &str) -> Vec<(String, String)> {
     let mut out: Vec<(String, String)> = Vec::new();
     for part in key.split('|') {
