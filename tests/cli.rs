@@ -120,16 +120,12 @@ fn out_dir_is_relative_to_the_config_and_out_dir_flag_to_the_working_directory()
     let (conf, elsewhere) = (dir.path().join("conf"), dir.path().join("elsewhere"));
     std::fs::create_dir_all(&conf).unwrap();
     std::fs::create_dir_all(&elsewhere).unwrap();
-    let body = std::fs::read_to_string(tiny())
+    let config = config_copy(&conf, "tests/configs/tiny.toml", "tiny.toml", |t| {
+        t.replace("out_dir = \"../../runs/tiny\"", "out_dir = \"out\"")
+    });
+    assert!(std::fs::read_to_string(&config)
         .unwrap()
-        .replace("\"../../", &format!("\"{}/", repo().display()))
-        .replace(
-            &format!("out_dir = \"{}/runs/tiny\"", repo().display()),
-            "out_dir = \"out\"",
-        );
-    assert!(body.contains("out_dir = \"out\""), "{body}");
-    let config = conf.join("tiny.toml");
-    std::fs::write(&config, body).unwrap();
+        .contains("out_dir = \"out\""));
     let run = |args: &[&str]| {
         std::process::Command::new(bin())
             .args(args)
@@ -137,8 +133,8 @@ fn out_dir_is_relative_to_the_config_and_out_dir_flag_to_the_working_directory()
             .output()
             .unwrap()
     };
-    let c = config.display().to_string();
-    let o = run(&["train", &c, "--max-steps", "2"]);
+    let c = config.as_str();
+    let o = run(&["train", c, "--max-steps", "2"]);
     assert_ok(&o);
     let expected = conf.join("out");
     assert!(expected.join("mpnn/metrics.h5").is_file(), "{}", text(&o));
@@ -148,7 +144,7 @@ fn out_dir_is_relative_to_the_config_and_out_dir_flag_to_the_working_directory()
         "{}",
         text(&o)
     );
-    let o = run(&["train", &c, "--max-steps", "2", "--out-dir", "mine"]);
+    let o = run(&["train", c, "--max-steps", "2", "--out-dir", "mine"]);
     assert_ok(&o);
     assert!(
         elsewhere.join("mine/mpnn/metrics.h5").is_file(),
@@ -163,22 +159,17 @@ fn out_dir_is_relative_to_the_config_and_out_dir_flag_to_the_working_directory()
 #[test]
 fn the_table1_and_scarcity_scripts_vary_the_config_with_set() {
     let dir = tempfile::tempdir().unwrap();
-    let body = std::fs::read_to_string(repo().join("tests/configs/pipeline_tiny.toml"))
-        .unwrap()
-        .replace("\"../../", &format!("\"{}/", repo().display()));
-    let body = body
-        .lines()
-        .map(|l| {
-            if l.starts_with("out_dir") {
-                "out_dir = \"run\""
-            } else {
-                l
-            }
-        })
-        .collect::<Vec<_>>()
-        .join("\n");
-    let config = dir.path().join("p.toml");
-    std::fs::write(&config, body).unwrap();
+    let config = config_copy(
+        dir.path(),
+        "tests/configs/pipeline_tiny.toml",
+        "p.toml",
+        |t| {
+            t.replace(
+                "out_dir = \"../../runs/pipeline_tiny\"",
+                "out_dir = \"run\"",
+            )
+        },
+    );
     let script = |name: &str, env: &[(&str, &str)]| {
         let o = std::process::Command::new("bash")
             .arg(repo().join("scripts").join(name))

@@ -136,13 +136,12 @@ fn a_killed_run_resumes_along_the_identical_trajectory() {
 #[test]
 fn evaluation_every_n_steps_is_kept_across_a_resume() {
     let dir = tempfile::tempdir().unwrap();
-    let body = std::fs::read_to_string(cfg())
-        .unwrap()
-        .replace("\"../../", &format!("\"{}/", repo().display()))
-        .replace("[train]\n", "[train]\neval_every_steps = 3\n");
-    let config = dir.path().join("every3.toml");
-    std::fs::write(&config, body).unwrap();
-    let c = config.display().to_string();
+    let c = config_copy(
+        dir.path(),
+        "tests/configs/jtvae_tiny.toml",
+        "every3.toml",
+        |t| t.replace("[train]\n", "[train]\neval_every_steps = 3\n"),
+    );
     let (full, cut) = (dir.path().join("full"), dir.path().join("cut"));
     assert_ok(&train_config(&c, &full, &["--max-steps", "7"]));
     let m = read_metrics(&full.join("jtvae/metrics.h5"));
@@ -170,25 +169,23 @@ fn evaluation_every_n_steps_is_kept_across_a_resume() {
 #[test]
 fn the_beta_ramp_and_the_rate_decay_drive_the_steps() {
     let dir = tempfile::tempdir().unwrap();
-    let body = std::fs::read_to_string(cfg())
-        .unwrap()
-        .replace("\"../../", &format!("\"{}/", repo().display()))
-        .replace(
-            "[train]\n",
-            "[train]\nlr_decay = { factor = 0.5, every = 2 }\n",
-        )
-        .replace(
-            "beta = 1.0\n",
-            "beta = 0.6\nbeta_ramp = { start = 2, every = 2, step = 0.25 }\n",
-        );
-    let config = dir.path().join("recipe.toml");
-    std::fs::write(&config, body).unwrap();
+    let config = config_copy(
+        dir.path(),
+        "tests/configs/jtvae_tiny.toml",
+        "recipe.toml",
+        |t| {
+            t.replace(
+                "[train]\n",
+                "[train]\nlr_decay = { factor = 0.5, every = 2 }\n",
+            )
+            .replace(
+                "beta = 1.0\n",
+                "beta = 0.6\nbeta_ramp = { start = 2, every = 2, step = 0.25 }\n",
+            )
+        },
+    );
     let out = dir.path().join("run");
-    assert_ok(&train_config(
-        &config.display().to_string(),
-        &out,
-        &["--max-steps", "7"],
-    ));
+    assert_ok(&train_config(&config, &out, &["--max-steps", "7"]));
     let m = read_metrics(&out.join("jtvae/metrics.h5"));
     assert_eq!(m.step_terms["beta"], [0.0, 0.0, 0.25, 0.25, 0.5, 0.5, 0.6]);
     assert_eq!(

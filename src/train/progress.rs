@@ -100,10 +100,7 @@ impl Progress {
             },
             wall_s
         );
-        match &self.bar {
-            Some(pb) => pb.println(msg),
-            None => log::info!("{msg}"),
-        }
+        self.note(&msg);
     }
 
     /// A line of its own above the bar (rank 0).
